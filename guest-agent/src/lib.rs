@@ -1,0 +1,8 @@
+//! The guest agent: runs as `/init` inside the VM and is also a library, so a
+//! user crate can build its own agent with extra named scenarios.
+//!
+//! It owns everything that happens inside the guest (mounts, cgroups,
+//! workers, the scenario engine, checks) and reports over the ring. It must
+//! not assume anything about the host beyond the protocol.
+
+pub use ktstr_protocol as protocol;

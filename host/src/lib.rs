@@ -1,0 +1,9 @@
+//! The host side of ktstr: VM backends (our own KVM VMM and QEMU), topology,
+//! boot, guest memory access, kernel discovery and cache, the runner that
+//! drives a scenario over the ring, host-side kernel memory monitoring, the
+//! gauntlet and reports.
+//!
+//! It speaks to the guest only through `ktstr-protocol`; it never runs
+//! scenario logic itself, which belongs to the agent.
+
+pub use ktstr_protocol as protocol;

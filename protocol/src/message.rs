@@ -1,0 +1,393 @@
+//! Messages in both directions, and typed send/receive over a ring.
+//!
+//! Guest -> host: [`GuestMsg`]. Host -> guest: [`HostMsg`]. Both are bincode
+//! (serde) payloads of ring frames; the protocol version in the region
+//! header and in [`Hello`] must match this build's [`PROTOCOL_VERSION`].
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::codec;
+use crate::error::{CodecError, RingError};
+use crate::model::{
+    Assert, AssertResult, ObservedTopology, OpKind, SchedulerSpec, Step, WorkerReport,
+};
+use crate::ring::{Consumer, Producer};
+
+/// Bumped whenever a layout, frame or message changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The agent's first message: who it is and what machine it sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub agent_version: String,
+    pub protocol_version: u32,
+    /// `uname -r` in the guest.
+    pub kernel_release: String,
+    pub topology: ObservedTopology,
+    /// Guest uptime when Hello was sent, in ms.
+    pub uptime_ms: u64,
+    /// `/sys/kernel/sched_ext/state`, if the kernel has sched_ext.
+    pub sched_ext_state: Option<String>,
+}
+
+/// Something the agent did to the system under test, stamped with time and
+/// step so host-side captures can be lined up against it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StimulusEvent {
+    /// ms since the scenario started.
+    pub elapsed_ms: u64,
+    /// 0 = baseline, N = step ordinal N.
+    pub step: u16,
+    /// The op that caused it, when one did.
+    pub op: Option<OpKind>,
+    pub detail: String,
+}
+
+/// The scenario's final outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub result: AssertResult,
+    /// Scenario wall time in ms.
+    pub elapsed_ms: u64,
+}
+
+/// Severity of a [`GuestMsg::Log`] line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A failure the agent could still report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentError {
+    /// Where it happened (`"mount"`, `"plan"`, `"step 2"`, ...).
+    pub stage: String,
+    pub message: String,
+}
+
+/// Guest -> host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GuestMsg {
+    Hello(Hello),
+    StimulusEvent(StimulusEvent),
+    StepStarted {
+        step: u16,
+        elapsed_ms: u64,
+        label: String,
+    },
+    StepFinished {
+        step: u16,
+        elapsed_ms: u64,
+        result: AssertResult,
+    },
+    WorkerReports {
+        step: u16,
+        cgroup: String,
+        reports: Vec<WorkerReport>,
+    },
+    Verdict(Verdict),
+    Log {
+        level: LogLevel,
+        text: String,
+    },
+    Error(AgentError),
+    /// Last message before power-off.
+    Done,
+}
+
+/// Test-only misbehaviour the host can ask of the agent, to prove that the
+/// host copes (a guest that hangs, a kernel that panics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultInjection {
+    /// Stop responding after receiving the plan, without powering off.
+    HangAfterPlan,
+    /// Crash the kernel through sysrq after receiving the plan.
+    PanicAfterPlan,
+}
+
+/// What the agent should run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Scenario name, for reports.
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// Scenario duration (`HoldSpec::Frac` is relative to it).
+    pub duration: Duration,
+    /// Pause after cgroup creation before measuring.
+    pub settle: Duration,
+    pub workers_per_cgroup: usize,
+    /// The merged checks (default -> scheduler -> test).
+    pub assert: Assert,
+    pub scheduler: Option<SchedulerSpec>,
+    pub fault: Option<FaultInjection>,
+}
+
+/// Host -> guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HostMsg {
+    Plan(Plan),
+    /// Stop what you are doing, report, and power off.
+    Abort {
+        reason: String,
+    },
+}
+
+/// Sending or receiving a typed message failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MsgError {
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl Producer<'_> {
+    /// Encodes `msg` and sends it as one frame (see [`Producer::send`]).
+    pub fn send_msg<T: Serialize>(
+        &mut self,
+        what: &'static str,
+        msg: &T,
+        deadline: Option<Instant>,
+    ) -> Result<(), MsgError> {
+        let bytes = codec::encode(what, msg)?;
+        Ok(self.send(&bytes, deadline)?)
+    }
+}
+
+impl Consumer<'_> {
+    /// Receives and decodes one message; `Ok(None)` when the deadline passed
+    /// with nothing published. A frame that fails to decode is consumed and
+    /// reported; the next call reads the next frame.
+    pub fn recv_msg<T: DeserializeOwned>(
+        &mut self,
+        what: &'static str,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<T>, MsgError> {
+        if !self.recv(buf, deadline)? {
+            return Ok(None);
+        }
+        Ok(Some(codec::decode(what, buf)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::*;
+    use crate::shm::{SharedMapping, Shm, ShmLayout};
+
+    fn sample_topology() -> ObservedTopology {
+        ObservedTopology {
+            online_cpus: vec![0, 1, 2, 3],
+            llcs: vec![vec![0, 1], vec![2, 3]],
+            cores: vec![vec![0], vec![1], vec![2], vec![3]],
+            numa_nodes: vec![vec![0, 1, 2, 3]],
+            distances: vec![vec![10]],
+        }
+    }
+
+    fn sample_report() -> WorkerReport {
+        WorkerReport {
+            tid: 42,
+            cgroup: "cg_0".into(),
+            work_type: "CpuSpin".into(),
+            work_units: 1000,
+            iterations: 10,
+            cpu_time_ns: 5_000_000,
+            wall_time_ns: 10_000_000,
+            off_cpu_ns: 5_000_000,
+            migrations: 3,
+            cpus_used: BTreeSet::from([0, 2]),
+            max_gap: Some(GapInfo {
+                gap_ms: 12,
+                cpu: 2,
+                at_ms: 400,
+            }),
+            wake_latency_us: vec![5, 7, 100],
+            run_delay_ns: 77,
+            run_count: 9,
+            exit: WorkerExit::Signaled(9),
+        }
+    }
+
+    fn sample_plan() -> Plan {
+        let defs = vec![
+            CgroupDef::named("cg_0")
+                .with_cpuset(CpusetSpec::disjoint(0, 2))
+                .workers(2),
+            CgroupDef::named("cg_1")
+                .with_cpuset(CpusetSpec::exact([3]))
+                .work(
+                    Work::default()
+                        .workers(2)
+                        .work_type(WorkType::Bursty {
+                            burst: Duration::from_millis(50),
+                            sleep: Duration::from_millis(100),
+                        })
+                        .sched_policy(SchedPolicy::Fifo(10))
+                        .affinity(AffinityIntent::random_subset([0, 1], 1)),
+                )
+                .swappable(true),
+        ];
+        let ops = vec![
+            Op::add_cgroup("parent"),
+            Op::set_cpuset("parent", CpusetSpec::range(0.0, 0.5)),
+            Op::spawn_host(Work::default().workers(1)),
+            Op::set_affinity("cg_0", AffinityIntent::SmtSiblingPair),
+            Op::freeze_cgroup("cg_1"),
+            Op::write_kernel_cold(KernelTarget::symbol("jiffies"), KernelValue::U64(1)),
+            Op::read_kernel_hot("t", KernelTarget::Addr(0x1000), KernelValueWidth::bytes(16)),
+            Op::steer_irq(IrqSelector::by_label("virtio0"), 1),
+            Op::capture_cgroup_procs("procs", "cg_0"),
+            Op::replace_scheduler(SchedulerSpec {
+                name: "fifo".into(),
+                binary: "/bin/scx_fifo".into(),
+                args: vec!["--stall-after".into(), "10".into()],
+            }),
+        ];
+        Plan {
+            name: "mixed".into(),
+            steps: vec![
+                Step::with_defs(defs, HoldSpec::frac(0.5)).set_ops(ops),
+                Step::new(
+                    vec![Op::swap_cpusets("cg_0", "cg_1")],
+                    HoldSpec::loop_at(Duration::from_millis(100)),
+                ),
+                Step {
+                    setup: Setup::Named("per_llc".into()),
+                    ops: vec![Op::detach_scheduler()],
+                    hold: HoldSpec::FULL,
+                },
+            ],
+            duration: Duration::from_secs(5),
+            settle: Duration::from_millis(500),
+            workers_per_cgroup: 4,
+            assert: Assert::default_checks().max_wake_p99_us(900),
+            scheduler: None,
+            fault: Some(FaultInjection::HangAfterPlan),
+        }
+    }
+
+    fn every_guest_msg() -> Vec<GuestMsg> {
+        let mut result = AssertResult::fail(DetailKind::Starved, "cg_0 worker 42 made no progress");
+        result.stats.push(CgroupStats {
+            cgroup: "cg_0".into(),
+            workers: 2,
+            ..Default::default()
+        });
+        vec![
+            GuestMsg::Hello(Hello {
+                agent_version: "0.1.0".into(),
+                protocol_version: PROTOCOL_VERSION,
+                kernel_release: "7.3.4+deb13-cloud-amd64".into(),
+                topology: sample_topology(),
+                uptime_ms: 2300,
+                sched_ext_state: Some("disabled".into()),
+            }),
+            GuestMsg::StimulusEvent(StimulusEvent {
+                elapsed_ms: 10,
+                step: 1,
+                op: Some(OpKind::SetCpuset),
+                detail: "cg_0 -> 0-1".into(),
+            }),
+            GuestMsg::StepStarted {
+                step: 1,
+                elapsed_ms: 11,
+                label: "step 1".into(),
+            },
+            GuestMsg::StepFinished {
+                step: 1,
+                elapsed_ms: 2000,
+                result: result.clone(),
+            },
+            GuestMsg::WorkerReports {
+                step: 1,
+                cgroup: "cg_0".into(),
+                reports: vec![sample_report(), WorkerReport::default()],
+            },
+            GuestMsg::Verdict(Verdict {
+                passed: false,
+                result,
+                elapsed_ms: 5000,
+            }),
+            GuestMsg::Log {
+                level: LogLevel::Warn,
+                text: "slow".into(),
+            },
+            GuestMsg::Error(AgentError {
+                stage: "plan".into(),
+                message: "bad".into(),
+            }),
+            GuestMsg::Done,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_the_codec() {
+        for msg in every_guest_msg() {
+            let bytes = codec::encode("guest msg", &msg).unwrap();
+            assert_eq!(codec::decode::<GuestMsg>("guest msg", &bytes).unwrap(), msg);
+        }
+        for msg in [
+            HostMsg::Plan(sample_plan()),
+            HostMsg::Abort {
+                reason: "ctrl-c".into(),
+            },
+        ] {
+            let bytes = codec::encode("host msg", &msg).unwrap();
+            assert_eq!(codec::decode::<HostMsg>("host msg", &bytes).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_ring() {
+        let map = SharedMapping::anonymous(1 << 20).unwrap();
+        let shm = Shm::init(map.region(), ShmLayout::for_size(1 << 20).unwrap()).unwrap();
+        let mut tx = shm.g2h_producer().unwrap();
+        let mut rx = shm.g2h_consumer().unwrap();
+        let mut buf = Vec::new();
+        for msg in every_guest_msg() {
+            tx.send_msg("guest msg", &msg, None).unwrap();
+            let got: GuestMsg = rx.recv_msg("guest msg", &mut buf, None).unwrap().unwrap();
+            assert_eq!(got, msg);
+        }
+        let mut tx = shm.h2g_producer().unwrap();
+        let mut rx = shm.h2g_consumer().unwrap();
+        tx.send_msg("plan", &HostMsg::Plan(sample_plan()), None)
+            .unwrap();
+        let got: HostMsg = rx.recv_msg("plan", &mut buf, None).unwrap().unwrap();
+        assert_eq!(got, HostMsg::Plan(sample_plan()));
+        let none: Option<HostMsg> = rx.recv_msg("plan", &mut buf, Some(Instant::now())).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn undecodable_frame_is_an_error_and_skipped() {
+        let map = SharedMapping::anonymous(1 << 20).unwrap();
+        let shm = Shm::init(map.region(), ShmLayout::for_size(1 << 20).unwrap()).unwrap();
+        let mut tx = shm.g2h_producer().unwrap();
+        let mut rx = shm.g2h_consumer().unwrap();
+        tx.send(&[0xff, 0xff, 0xff], None).unwrap();
+        tx.send_msg("m", &GuestMsg::Done, None).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            rx.recv_msg::<GuestMsg>("m", &mut buf, None),
+            Err(MsgError::Codec(_))
+        ));
+        assert_eq!(
+            rx.recv_msg::<GuestMsg>("m", &mut buf, None).unwrap(),
+            Some(GuestMsg::Done)
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! The scenario model as serde data: what the host sends in a plan and what
+//! the agent reports back. Behaviour (resolution against a live topology,
+//! execution, checking) lives in the agent; these types only carry names,
+//! fields, defaults and the validation rules that need no machine.
+
+pub mod assert;
+pub mod cgroup;
+pub mod cpuset;
+pub mod hold;
+pub mod op;
+pub mod report;
+pub mod step;
+pub mod topology;
+pub mod workload;
+
+pub use assert::{Assert, AssertDetail, AssertResult, CgroupStats, DetailKind};
+pub use cgroup::CgroupDef;
+pub use cpuset::CpusetSpec;
+pub use hold::HoldSpec;
+pub use op::{
+    IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
+    SchedulerSpec, SpawnPlacement,
+};
+pub use report::{GapInfo, WorkerExit, WorkerReport};
+pub use step::{Setup, Step};
+pub use topology::{ObservedTopology, Topology, TopologyError};
+pub use workload::{AffinityIntent, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType};

@@ -1,0 +1,590 @@
+//! `Op`: one atomic change to the scenario's cgroups, workers, scheduler or
+//! kernel state, as it travels in a plan. References the host holds as
+//! `&'static` declarations (payloads, schedulers) travel as specs.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::CgroupDef;
+use super::cpuset::CpusetSpec;
+use super::workload::{AffinityIntent, WorkSpec};
+
+/// Where `Op::Spawn` puts its workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnPlacement {
+    /// A managed cgroup, by name.
+    Cgroup(Cow<'static, str>),
+    /// The runner's own cgroup (host-level contention).
+    RunnerCgroup,
+}
+
+/// A userspace binary the agent can run inside the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadSpec {
+    pub name: Cow<'static, str>,
+    /// Path inside the guest.
+    pub binary: String,
+    pub default_args: Vec<String>,
+}
+
+/// A scheduler binary packed into the guest and how to start it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerSpec {
+    pub name: Cow<'static, str>,
+    /// Path inside the guest.
+    pub binary: String,
+    pub args: Vec<String>,
+}
+
+/// A kernel location for host-side reads and writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KernelTarget {
+    /// A symbol plus a byte offset.
+    Symbol {
+        name: Cow<'static, str>,
+        offset: u64,
+    },
+    /// A kernel virtual address.
+    Addr(u64),
+}
+
+impl KernelTarget {
+    pub fn symbol(name: impl Into<Cow<'static, str>>) -> Self {
+        KernelTarget::Symbol {
+            name: name.into(),
+            offset: 0,
+        }
+    }
+}
+
+/// A value written to kernel memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KernelValue {
+    U32(u32),
+    U64(u64),
+    Bytes(Vec<u8>),
+}
+
+/// How much to read from kernel memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KernelValueWidth {
+    U32,
+    U64,
+    Bytes(usize),
+}
+
+impl KernelValueWidth {
+    pub const fn u32() -> Self {
+        KernelValueWidth::U32
+    }
+
+    pub const fn u64() -> Self {
+        KernelValueWidth::U64
+    }
+
+    pub const fn bytes(n: usize) -> Self {
+        KernelValueWidth::Bytes(n)
+    }
+}
+
+/// Which interrupt `Op::SteerIrq` moves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IrqSelector {
+    Number(u32),
+    /// Matched against the action names in /proc/interrupts.
+    Label(String),
+}
+
+impl IrqSelector {
+    pub fn by_number(n: u32) -> Self {
+        IrqSelector::Number(n)
+    }
+
+    pub fn by_label(label: impl Into<String>) -> Self {
+        IrqSelector::Label(label.into())
+    }
+}
+
+/// One scenario operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    AddCgroup {
+        name: Cow<'static, str>,
+    },
+    AddCgroupDef {
+        def: CgroupDef,
+    },
+    /// Stops the cgroup's workers, then removes it.
+    RemoveCgroup {
+        cgroup: Cow<'static, str>,
+    },
+    SetCpuset {
+        cgroup: Cow<'static, str>,
+        cpus: CpusetSpec,
+    },
+    ClearCpuset {
+        cgroup: Cow<'static, str>,
+    },
+    SwapCpusets {
+        a: Cow<'static, str>,
+        b: Cow<'static, str>,
+    },
+    Spawn {
+        placement: SpawnPlacement,
+        work: WorkSpec,
+    },
+    /// Stops the cgroup's workers and keeps the cgroup.
+    StopCgroup {
+        cgroup: Cow<'static, str>,
+    },
+    SetAffinity {
+        cgroup: Cow<'static, str>,
+        affinity: AffinityIntent,
+    },
+    MoveAllTasks {
+        from: Cow<'static, str>,
+        to: Cow<'static, str>,
+    },
+    RunPayload {
+        payload: PayloadSpec,
+        args: Vec<String>,
+        cgroup: Option<Cow<'static, str>>,
+    },
+    WaitPayload {
+        name: Cow<'static, str>,
+        cgroup: Option<Cow<'static, str>>,
+    },
+    KillPayload {
+        name: Cow<'static, str>,
+        cgroup: Option<Cow<'static, str>>,
+    },
+    FreezeCgroup {
+        cgroup: Cow<'static, str>,
+    },
+    UnfreezeCgroup {
+        cgroup: Cow<'static, str>,
+    },
+    CaptureSnapshot {
+        name: Cow<'static, str>,
+    },
+    WatchSnapshot {
+        symbol: Cow<'static, str>,
+    },
+    WriteKernelHot {
+        writes: Vec<(KernelTarget, KernelValue)>,
+    },
+    WriteKernelCold {
+        writes: Vec<(KernelTarget, KernelValue)>,
+    },
+    ReadKernelHot {
+        tag: Cow<'static, str>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    },
+    ReadKernelCold {
+        tag: Cow<'static, str>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    },
+    AttachScheduler {
+        scheduler: SchedulerSpec,
+    },
+    DetachScheduler,
+    RestartScheduler,
+    ReplaceScheduler {
+        scheduler: SchedulerSpec,
+    },
+    PinBpfMap {
+        name: Cow<'static, str>,
+    },
+    CaptureCgroupProcs {
+        tag: Cow<'static, str>,
+        cgroup: Cow<'static, str>,
+    },
+    SteerIrq {
+        irq: IrqSelector,
+        cpu: usize,
+    },
+}
+
+/// The variant of an [`Op`] without its data, for events and bitmasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum OpKind {
+    AddCgroup,
+    AddCgroupDef,
+    RemoveCgroup,
+    SetCpuset,
+    ClearCpuset,
+    SwapCpusets,
+    Spawn,
+    StopCgroup,
+    SetAffinity,
+    MoveAllTasks,
+    RunPayload,
+    WaitPayload,
+    KillPayload,
+    FreezeCgroup,
+    UnfreezeCgroup,
+    CaptureSnapshot,
+    WatchSnapshot,
+    WriteKernelHot,
+    WriteKernelCold,
+    ReadKernelHot,
+    ReadKernelCold,
+    AttachScheduler,
+    DetachScheduler,
+    RestartScheduler,
+    ReplaceScheduler,
+    PinBpfMap,
+    CaptureCgroupProcs,
+    SteerIrq,
+}
+
+impl OpKind {
+    /// Every kind, in bit-index order.
+    pub const ALL: [OpKind; 28] = [
+        OpKind::AddCgroup,
+        OpKind::AddCgroupDef,
+        OpKind::RemoveCgroup,
+        OpKind::SetCpuset,
+        OpKind::ClearCpuset,
+        OpKind::SwapCpusets,
+        OpKind::Spawn,
+        OpKind::StopCgroup,
+        OpKind::SetAffinity,
+        OpKind::MoveAllTasks,
+        OpKind::RunPayload,
+        OpKind::WaitPayload,
+        OpKind::KillPayload,
+        OpKind::FreezeCgroup,
+        OpKind::UnfreezeCgroup,
+        OpKind::CaptureSnapshot,
+        OpKind::WatchSnapshot,
+        OpKind::WriteKernelHot,
+        OpKind::WriteKernelCold,
+        OpKind::ReadKernelHot,
+        OpKind::ReadKernelCold,
+        OpKind::AttachScheduler,
+        OpKind::DetachScheduler,
+        OpKind::RestartScheduler,
+        OpKind::ReplaceScheduler,
+        OpKind::PinBpfMap,
+        OpKind::CaptureCgroupProcs,
+        OpKind::SteerIrq,
+    ];
+
+    /// A distinct bit for each kind, contiguous from 0.
+    pub fn bit_index(self) -> u32 {
+        self as u32
+    }
+}
+
+impl Op {
+    /// This op's kind.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::AddCgroup { .. } => OpKind::AddCgroup,
+            Op::AddCgroupDef { .. } => OpKind::AddCgroupDef,
+            Op::RemoveCgroup { .. } => OpKind::RemoveCgroup,
+            Op::SetCpuset { .. } => OpKind::SetCpuset,
+            Op::ClearCpuset { .. } => OpKind::ClearCpuset,
+            Op::SwapCpusets { .. } => OpKind::SwapCpusets,
+            Op::Spawn { .. } => OpKind::Spawn,
+            Op::StopCgroup { .. } => OpKind::StopCgroup,
+            Op::SetAffinity { .. } => OpKind::SetAffinity,
+            Op::MoveAllTasks { .. } => OpKind::MoveAllTasks,
+            Op::RunPayload { .. } => OpKind::RunPayload,
+            Op::WaitPayload { .. } => OpKind::WaitPayload,
+            Op::KillPayload { .. } => OpKind::KillPayload,
+            Op::FreezeCgroup { .. } => OpKind::FreezeCgroup,
+            Op::UnfreezeCgroup { .. } => OpKind::UnfreezeCgroup,
+            Op::CaptureSnapshot { .. } => OpKind::CaptureSnapshot,
+            Op::WatchSnapshot { .. } => OpKind::WatchSnapshot,
+            Op::WriteKernelHot { .. } => OpKind::WriteKernelHot,
+            Op::WriteKernelCold { .. } => OpKind::WriteKernelCold,
+            Op::ReadKernelHot { .. } => OpKind::ReadKernelHot,
+            Op::ReadKernelCold { .. } => OpKind::ReadKernelCold,
+            Op::AttachScheduler { .. } => OpKind::AttachScheduler,
+            Op::DetachScheduler => OpKind::DetachScheduler,
+            Op::RestartScheduler => OpKind::RestartScheduler,
+            Op::ReplaceScheduler { .. } => OpKind::ReplaceScheduler,
+            Op::PinBpfMap { .. } => OpKind::PinBpfMap,
+            Op::CaptureCgroupProcs { .. } => OpKind::CaptureCgroupProcs,
+            Op::SteerIrq { .. } => OpKind::SteerIrq,
+        }
+    }
+
+    pub fn add_cgroup(name: impl Into<Cow<'static, str>>) -> Self {
+        Op::AddCgroup { name: name.into() }
+    }
+
+    pub fn add_cgroup_def(def: CgroupDef) -> Self {
+        Op::AddCgroupDef { def }
+    }
+
+    pub fn remove_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Self {
+        Op::RemoveCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn set_cpuset(cgroup: impl Into<Cow<'static, str>>, cpus: CpusetSpec) -> Self {
+        Op::SetCpuset {
+            cgroup: cgroup.into(),
+            cpus,
+        }
+    }
+
+    pub fn clear_cpuset(cgroup: impl Into<Cow<'static, str>>) -> Self {
+        Op::ClearCpuset {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn swap_cpusets(a: impl Into<Cow<'static, str>>, b: impl Into<Cow<'static, str>>) -> Self {
+        Op::SwapCpusets {
+            a: a.into(),
+            b: b.into(),
+        }
+    }
+
+    pub fn spawn(cgroup: impl Into<Cow<'static, str>>, work: WorkSpec) -> Self {
+        Op::Spawn {
+            placement: SpawnPlacement::Cgroup(cgroup.into()),
+            work,
+        }
+    }
+
+    pub fn spawn_host(work: WorkSpec) -> Self {
+        Op::Spawn {
+            placement: SpawnPlacement::RunnerCgroup,
+            work,
+        }
+    }
+
+    pub fn stop_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Self {
+        Op::StopCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn set_affinity(cgroup: impl Into<Cow<'static, str>>, affinity: AffinityIntent) -> Self {
+        Op::SetAffinity {
+            cgroup: cgroup.into(),
+            affinity,
+        }
+    }
+
+    pub fn move_all_tasks(
+        from: impl Into<Cow<'static, str>>,
+        to: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Op::MoveAllTasks {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    pub fn freeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Self {
+        Op::FreezeCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn unfreeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Self {
+        Op::UnfreezeCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn capture_snapshot(name: impl Into<Cow<'static, str>>) -> Self {
+        Op::CaptureSnapshot { name: name.into() }
+    }
+
+    pub fn watch_snapshot(symbol: impl Into<Cow<'static, str>>) -> Self {
+        Op::WatchSnapshot {
+            symbol: symbol.into(),
+        }
+    }
+
+    pub fn capture_cgroup_procs(
+        tag: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Op::CaptureCgroupProcs {
+            tag: tag.into(),
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn steer_irq(irq: IrqSelector, cpu: usize) -> Self {
+        Op::SteerIrq { irq, cpu }
+    }
+
+    pub fn write_kernel_hot(target: KernelTarget, value: KernelValue) -> Self {
+        Op::WriteKernelHot {
+            writes: vec![(target, value)],
+        }
+    }
+
+    pub fn write_kernel_hot_batch(
+        writes: impl IntoIterator<Item = (KernelTarget, KernelValue)>,
+    ) -> Self {
+        Op::WriteKernelHot {
+            writes: writes.into_iter().collect(),
+        }
+    }
+
+    pub fn write_kernel_cold(target: KernelTarget, value: KernelValue) -> Self {
+        Op::WriteKernelCold {
+            writes: vec![(target, value)],
+        }
+    }
+
+    pub fn write_kernel_cold_batch(
+        writes: impl IntoIterator<Item = (KernelTarget, KernelValue)>,
+    ) -> Self {
+        Op::WriteKernelCold {
+            writes: writes.into_iter().collect(),
+        }
+    }
+
+    pub fn read_kernel_hot(
+        tag: impl Into<Cow<'static, str>>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    ) -> Self {
+        Op::ReadKernelHot {
+            tag: tag.into(),
+            target,
+            width,
+        }
+    }
+
+    pub fn read_kernel_cold(
+        tag: impl Into<Cow<'static, str>>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    ) -> Self {
+        Op::ReadKernelCold {
+            tag: tag.into(),
+            target,
+            width,
+        }
+    }
+
+    pub fn attach_scheduler(scheduler: SchedulerSpec) -> Self {
+        Op::AttachScheduler { scheduler }
+    }
+
+    pub const fn detach_scheduler() -> Self {
+        Op::DetachScheduler
+    }
+
+    pub const fn restart_scheduler() -> Self {
+        Op::RestartScheduler
+    }
+
+    pub fn replace_scheduler(scheduler: SchedulerSpec) -> Self {
+        Op::ReplaceScheduler { scheduler }
+    }
+
+    pub fn pin_bpf_map(name: impl Into<Cow<'static, str>>) -> Self {
+        Op::PinBpfMap { name: name.into() }
+    }
+
+    pub fn run_payload<I, S>(payload: PayloadSpec, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Op::RunPayload {
+            payload,
+            args: args.into_iter().map(Into::into).collect(),
+            cgroup: None,
+        }
+    }
+
+    pub fn run_payload_in_cgroup<I, S>(
+        payload: PayloadSpec,
+        args: I,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Op::RunPayload {
+            payload,
+            args: args.into_iter().map(Into::into).collect(),
+            cgroup: Some(cgroup.into()),
+        }
+    }
+
+    pub fn wait_payload(name: impl Into<Cow<'static, str>>) -> Self {
+        Op::WaitPayload {
+            name: name.into(),
+            cgroup: None,
+        }
+    }
+
+    pub fn wait_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Op::WaitPayload {
+            name: name.into(),
+            cgroup: Some(cgroup.into()),
+        }
+    }
+
+    pub fn kill_payload(name: impl Into<Cow<'static, str>>) -> Self {
+        Op::KillPayload {
+            name: name.into(),
+            cgroup: None,
+        }
+    }
+
+    pub fn kill_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Op::KillPayload {
+            name: name.into(),
+            cgroup: Some(cgroup.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_indices_are_unique_and_contiguous() {
+        for (i, k) in OpKind::ALL.iter().enumerate() {
+            assert_eq!(k.bit_index() as usize, i, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn constructors_pick_the_right_kind() {
+        assert_eq!(Op::add_cgroup("a").kind(), OpKind::AddCgroup);
+        assert_eq!(Op::spawn_host(WorkSpec::default()).kind(), OpKind::Spawn);
+        assert_eq!(
+            Op::set_cpuset("a", CpusetSpec::disjoint(0, 2)).kind(),
+            OpKind::SetCpuset
+        );
+        assert_eq!(Op::detach_scheduler().kind(), OpKind::DetachScheduler);
+        let w = Op::write_kernel_cold_batch([
+            (KernelTarget::symbol("x"), KernelValue::U32(1)),
+            (
+                KernelTarget::Addr(0xffff_8000_0000_0000),
+                KernelValue::U64(2),
+            ),
+        ]);
+        assert!(matches!(&w, Op::WriteKernelCold { writes } if writes.len() == 2));
+    }
+}

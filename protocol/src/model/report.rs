@@ -1,0 +1,64 @@
+//! `WorkerReport`: what one worker measured about its own scheduling.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Most wake-latency samples a report carries; workers keep a uniform
+/// reservoir of this size so a report stays a few KiB.
+pub const MAX_WAKE_SAMPLES: usize = 512;
+
+/// The longest stretch a worker went without running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapInfo {
+    pub gap_ms: u64,
+    /// CPU the worker resumed on.
+    pub cpu: u32,
+    /// When the gap ended, ms since the worker started.
+    pub at_ms: u64,
+}
+
+/// How a worker ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerExit {
+    /// Stopped on request and reported.
+    #[default]
+    Completed,
+    /// Killed by this signal (e.g. after missing the stop deadline).
+    Signaled(i32),
+    /// Failed with an error of its own.
+    Error(String),
+}
+
+/// One worker's measurements over its lifetime.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub tid: i32,
+    pub cgroup: String,
+    pub work_type: String,
+    /// Units of useful work (type-specific: loop batches, messages, ...).
+    pub work_units: u64,
+    pub iterations: u64,
+    pub cpu_time_ns: u64,
+    pub wall_time_ns: u64,
+    pub off_cpu_ns: u64,
+    pub migrations: u64,
+    pub cpus_used: BTreeSet<u32>,
+    pub max_gap: Option<GapInfo>,
+    /// Wake latency samples in microseconds (at most [`MAX_WAKE_SAMPLES`]).
+    pub wake_latency_us: Vec<u64>,
+    /// schedstat deltas: time spent runnable but waiting, and times run.
+    pub run_delay_ns: u64,
+    pub run_count: u64,
+    pub exit: WorkerExit,
+}
+
+impl WorkerReport {
+    /// CPU time as a percentage of wall time.
+    pub fn cpu_share_pct(&self) -> f64 {
+        if self.wall_time_ns == 0 {
+            return 0.0;
+        }
+        self.cpu_time_ns as f64 * 100.0 / self.wall_time_ns as f64
+    }
+}
