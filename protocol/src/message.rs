@@ -133,7 +133,7 @@ pub struct Plan {
 /// Host -> guest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HostMsg {
-    Plan(Plan),
+    Plan(Box<Plan>),
     /// Stop what you are doing, report, and power off.
     Abort {
         reason: String,
@@ -340,7 +340,7 @@ mod tests {
             assert_eq!(codec::decode::<GuestMsg>("guest msg", &bytes).unwrap(), msg);
         }
         for msg in [
-            HostMsg::Plan(sample_plan()),
+            HostMsg::Plan(Box::new(sample_plan())),
             HostMsg::Abort {
                 reason: "ctrl-c".into(),
             },
@@ -364,10 +364,10 @@ mod tests {
         }
         let mut tx = shm.h2g_producer().unwrap();
         let mut rx = shm.h2g_consumer().unwrap();
-        tx.send_msg("plan", &HostMsg::Plan(sample_plan()), None)
+        tx.send_msg("plan", &HostMsg::Plan(Box::new(sample_plan())), None)
             .unwrap();
         let got: HostMsg = rx.recv_msg("plan", &mut buf, None).unwrap().unwrap();
-        assert_eq!(got, HostMsg::Plan(sample_plan()));
+        assert_eq!(got, HostMsg::Plan(Box::new(sample_plan())));
         let none: Option<HostMsg> = rx.recv_msg("plan", &mut buf, Some(Instant::now())).unwrap();
         assert!(none.is_none());
     }

@@ -279,6 +279,17 @@ impl<'a> Consumer<'a> {
         self.area.max_payload
     }
 
+    /// Data capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.area.capacity
+    }
+
+    /// Bytes consumed so far (the private tail counter); the next frame
+    /// starts at data offset `position() % capacity()`.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
     fn poison(&mut self, e: RingError) -> RingError {
         self.poisoned = Some(e.clone());
         e
