@@ -7,3 +7,4 @@
 //! scenario logic itself, which belongs to the agent.
 
 pub use ktstr_protocol as protocol;
+pub mod kernel;
