@@ -5,4 +5,14 @@
 //! workers, the scenario engine, checks) and reports over the ring. It must
 //! not assume anything about the host beyond the protocol.
 
+pub mod cgroup;
+pub mod checks;
+pub mod cmdline;
+pub mod engine;
+pub mod init;
+pub mod mounts;
+pub mod sysfs;
+pub mod topology;
+pub mod workload;
+
 pub use ktstr_protocol as protocol;
