@@ -7,4 +7,13 @@
 //! scenario logic itself, which belongs to the agent.
 
 pub use ktstr_protocol as protocol;
+
+pub mod agent_build;
+pub mod backend;
+pub mod interrupt;
 pub mod kernel;
+pub mod report;
+pub mod runner;
+pub mod setup;
+pub mod vm;
+pub mod vmtest;

@@ -238,7 +238,8 @@ fn drop_and_check_cleanup(vm: QemuVm) {
 /// mark: the guest kernel left it alone, and the guest's write at
 /// guest-physical `addr + 64` landed at that offset of node 0's RAM file.
 fn check_region_intact(vm: &QemuVm, shm_size: u64) {
-    let shm = vm.shm();
+    let handle = vm.shm();
+    let shm = handle.shm();
     assert_eq!(shm.current_step().load(Ordering::Acquire), GUEST_MARK);
     let layout = ShmLayout::for_size(shm_size).unwrap();
     assert_eq!(Shm::attach(shm.region()).unwrap().layout(), layout);
@@ -309,7 +310,7 @@ fn freeze_and_thaw_over_qmp() {
     let start = Instant::now();
     let mut vm = tcg().launch_qemu(&spec).unwrap();
     wait_for("the guest's mark", || {
-        vm.shm().current_step().load(Ordering::Acquire) == GUEST_MARK
+        vm.shm().shm().current_step().load(Ordering::Acquire) == GUEST_MARK
     });
     eprintln!("2n2l1c1t TCG: launch to guest mark {:?}", start.elapsed());
     vm.freeze().unwrap();

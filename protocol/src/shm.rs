@@ -502,6 +502,19 @@ impl<'a> Shm<'a> {
         Ok(Self { region, layout })
     }
 
+    /// A view with a layout this side chose earlier (with [`Shm::init`]),
+    /// without re-reading the header the peer may since have rewritten.
+    pub fn with_layout(region: ShmRegion<'a>, layout: ShmLayout) -> Result<Self, ShmError> {
+        layout.validate()?;
+        if (region.len() as u64) < layout.total_size {
+            return Err(ShmError::SizeMismatch {
+                header: layout.total_size,
+                actual: region.len() as u64,
+            });
+        }
+        Ok(Self { region, layout })
+    }
+
     /// The cached layout.
     pub fn layout(&self) -> ShmLayout {
         self.layout

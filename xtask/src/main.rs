@@ -1,8 +1,162 @@
-//! `cargo xtask`: the user-facing commands (vmtest, gauntlet, kernel fetch,
-//! setup, ci). Thin: argument parsing and progress output over the host
-//! crate.
+//! `cargo xtask`: the user-facing commands. Thin: argument parsing and
+//! progress output over `ktstr-host`.
 
-fn main() -> anyhow::Result<()> {
-    let cmd = std::env::args().nth(1).unwrap_or_default();
-    anyhow::bail!("xtask {cmd:?}: not implemented yet (coming with the vmtest issue)")
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ktstr_host::backend::{self, BackendChoice};
+use ktstr_host::kernel::{self, FetchOptions};
+use ktstr_host::runner::{self, RunConfig};
+use ktstr_host::vm::VmSpec;
+use ktstr_host::vmtest::{self, Say};
+use ktstr_host::{interrupt, report, setup};
+use ktstr_protocol::model::Topology;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "ktstr: boot a kernel with a chosen topology and test its scheduler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot a kernel with the agent and run a scenario.
+    Vmtest(VmtestArgs),
+    /// Kernel management.
+    Kernel {
+        #[command(subcommand)]
+        cmd: KernelCmd,
+    },
+    /// Install what runs need (QEMU) with apt.
+    Setup,
+}
+
+#[derive(Subcommand)]
+enum KernelCmd {
+    /// Download (or reuse) the default sched_ext kernel and print where it is.
+    Fetch {
+        /// Look for a newer kernel even when one is cached.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+#[derive(Parser)]
+struct VmtestArgs {
+    /// bzImage or vmlinux to boot; default: the cached Debian sched_ext kernel.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// NnLlCcTt: NUMA nodes, LLCs, cores per LLC, threads per core.
+    #[arg(long, default_value = "1n2l2c1t")]
+    topology: Topology,
+    /// Scenario duration (5s, 500ms, 2m).
+    #[arg(long, default_value = "5s", value_parser = vmtest::parse_duration)]
+    duration: Duration,
+    /// auto, qemu or kvm.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Cgroups in the default scenario.
+    #[arg(long, default_value_t = 2)]
+    cgroups: usize,
+    /// CpuSpin workers per cgroup.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Guest RAM in MiB (default: from the CPU count).
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Use this agent binary instead of building one.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Write the whole result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overall time limit (default: boot limit + scenario time + slack).
+    #[arg(long, value_parser = vmtest::parse_duration)]
+    timeout: Option<Duration>,
+    /// Show the kernel's boot messages on the console log.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn say() -> Say {
+    Arc::new(|m: &str| eprintln!("ktstr: {m}"))
+}
+
+fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
+    interrupt::install();
+    let say = say();
+    let (backend, why) = backend::select(a.backend)?;
+    say(&format!("backend: {why}"));
+    let prepared = vmtest::prepare(a.kernel.as_deref(), a.agent.as_deref(), say.clone())?;
+    say(&format!(
+        "kernel {} ({})",
+        prepared.kernel.version,
+        prepared.kernel.image.display()
+    ));
+    let mut spec = VmSpec::new(
+        prepared.kernel.image.clone(),
+        prepared.initramfs.clone(),
+        a.topology,
+    );
+    if let Some(m) = a.memory {
+        spec.memory_mib = m;
+    }
+    spec.verbose = a.verbose;
+    let progress_say = say.clone();
+    let cfg = RunConfig {
+        spec,
+        plan: vmtest::steady_plan(a.cgroups, a.workers, a.duration),
+        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
+        run_timeout: a.timeout,
+        t0,
+        progress: Box::new(move |m| progress_say(m)),
+    };
+    let out = runner::run(backend.as_ref(), cfg)?;
+    print!("{}", report::table(&out));
+    if let Some(tail) = out.console_tail.as_ref().filter(|_| !out.passed) {
+        eprintln!("--- guest console (tail) ---\n{tail}\n---");
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, report::json(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        say(&format!("result written to {}", path.display()));
+    }
+    Ok(out.passed)
+}
+
+fn main() -> Result<()> {
+    let t0 = Instant::now();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Vmtest(a) => {
+            if !vmtest_cmd(a, t0)? {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Kernel {
+            cmd: KernelCmd::Fetch { refresh },
+        } => {
+            let k = kernel::fetch_default_kernel(&FetchOptions {
+                progress: Some(say()),
+                force_refresh: refresh,
+                ..Default::default()
+            })?;
+            println!("{}", k.image.display());
+        }
+        Cmd::Setup => {
+            setup::ensure_tools(setup::QEMU_TOOLS, &|m| eprintln!("ktstr: {m}"))?;
+            if !setup::on_path("qemu-system-x86_64") {
+                bail!("qemu-system-x86_64 still missing after setup");
+            }
+            eprintln!("ktstr: setup complete");
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ pub use layout::MAX_MEMORY_MIB;
 use self::cmdline::{QemuFiles, qemu_args};
 use self::layout::{FALLBACK_KERNEL_END, MemoryLayout, kernel_end};
 use self::qmp::Qmp;
-use super::{Backend, Vm, VmError, VmExit, VmSpec};
+use super::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
 /// The QEMU binary we run.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -242,13 +243,8 @@ impl QemuBackend {
         let node0 = node0.ok_or_else(|| VmError::Setup("no NUMA nodes".into()))?;
         let mapping = SharedMapping::map_fd(&node0, layout.shm_addr, layout.shm_size as usize)?;
         drop(node0);
-        let shm = Shm::init(mapping.region(), shm_layout)?;
-        // SAFETY: `shm` points into `mapping`'s pages, which stay mapped at
-        // the same address until `mapping` is dropped (moving the
-        // `SharedMapping` value does not move them). Both go into the same
-        // `QemuVm`, which never replaces `mapping` and hands `shm` out only
-        // re-borrowed for the lifetime of `&self`, so no view outlives it.
-        let shm: Shm<'static> = unsafe { std::mem::transmute::<Shm<'_>, Shm<'static>>(shm) };
+        Shm::init(mapping.region(), shm_layout)?;
+        let shm = ShmHandle::new(Arc::new(mapping), shm_layout);
 
         let log_path = owned.workdir.join("qemu.log");
         let log =
@@ -278,7 +274,6 @@ impl QemuBackend {
         }
         Ok(QemuVm {
             shm,
-            _mapping: mapping,
             qmp: Some(qmp),
             exit: None,
             killed: false,
@@ -408,9 +403,7 @@ impl Drop for Owned {
 /// A QEMU VM. Dropping it kills QEMU if still running, reaps it and
 /// removes its work directory and RAM files.
 pub struct QemuVm {
-    /// Borrows `_mapping`'s pages (see the SAFETY note in `launch_qemu`).
-    shm: Shm<'static>,
-    _mapping: SharedMapping,
+    shm: ShmHandle,
     qmp: Option<Qmp>,
     exit: Option<VmExit>,
     killed: bool,
@@ -481,8 +474,8 @@ impl QemuVm {
 }
 
 impl Vm for QemuVm {
-    fn shm(&self) -> Shm<'_> {
-        self.shm
+    fn shm(&self) -> ShmHandle {
+        self.shm.clone()
     }
 
     fn try_wait(&mut self) -> Result<Option<VmExit>, VmError> {

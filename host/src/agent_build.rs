@@ -1,0 +1,116 @@
+//! Builds the static guest agent and packs the initramfs around it.
+//!
+//! The agent is built from this workspace with `+crt-static` into its own
+//! target directory (so host builds keep their flags and cache); the
+//! initramfs is cached by content hash, so an unchanged agent and file set
+//! reuse the same archive.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ktstr_initramfs::InitramfsBuilder;
+use thiserror::Error;
+
+/// Target triple the agent is built for.
+pub const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(
+        "building the guest agent failed ({status}); run `{command}` to see why:\n{stderr_tail}"
+    )]
+    Cargo {
+        status: String,
+        command: String,
+        stderr_tail: String,
+    },
+    #[error("running cargo to build the guest agent: {0}")]
+    Spawn(std::io::Error),
+    #[error("agent binary {0} does not exist or is not a file")]
+    MissingAgent(PathBuf),
+    #[error("packing the initramfs: {0}")]
+    Initramfs(#[from] ktstr_initramfs::Error),
+    #[error("no cache directory: {0}")]
+    Cache(String),
+}
+
+/// The workspace this crate was built from (where `guest-agent/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Builds `ktstr-agent` statically (release) and returns the binary path.
+pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = root.join("target/agent");
+    let args = [
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "ktstr-agent",
+        "--bin",
+        "ktstr-agent",
+        "--target",
+        AGENT_TARGET,
+        "--target-dir",
+    ];
+    let out = Command::new(&cargo)
+        .args(args)
+        .arg(&target_dir)
+        .current_dir(root)
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=debuginfo",
+        )
+        .output()
+        .map_err(BuildError::Spawn)?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        return Err(BuildError::Cargo {
+            status: out.status.to_string(),
+            command: format!(
+                "RUSTFLAGS='-C target-feature=+crt-static' {cargo} {} {}",
+                args.join(" "),
+                target_dir.display()
+            ),
+            stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    let bin = target_dir.join(AGENT_TARGET).join("release/ktstr-agent");
+    if !bin.is_file() {
+        return Err(BuildError::MissingAgent(bin));
+    }
+    Ok(bin)
+}
+
+/// What goes into the guest besides the agent.
+#[derive(Clone, Debug, Default)]
+pub struct GuestFiles {
+    /// Kernel config to place at `/boot/config-<release>` (libbpf reads it).
+    pub kernel_config: Option<(String, PathBuf)>,
+}
+
+/// Packs `agent` as `/init` plus `files` into a cached gzip initramfs.
+pub fn build_initramfs(
+    agent: &Path,
+    files: &GuestFiles,
+    cache_dir: &Path,
+) -> Result<PathBuf, BuildError> {
+    if !agent.is_file() {
+        return Err(BuildError::MissingAgent(agent.to_path_buf()));
+    }
+    let mut b = InitramfsBuilder::new();
+    b.add_file("/init", agent)?;
+    for dir in ["/proc", "/sys", "/dev", "/tmp", "/run", "/boot"] {
+        b.add_dir(dir, 0o755)?;
+    }
+    if let Some((release, config)) = &files.kernel_config {
+        b.add_file(&format!("/boot/config-{release}"), config)?;
+    }
+    Ok(b.build_cached(cache_dir)?)
+}

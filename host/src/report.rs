@@ -1,0 +1,72 @@
+//! Human-readable result table and JSON output of a [`RunOutcome`].
+
+use std::fmt::Write as _;
+
+use crate::runner::RunOutcome;
+
+/// A table per step: cgroup, workers, mean/min/max CPU share, worker exits.
+pub fn table(out: &RunOutcome) -> String {
+    let mut s = String::new();
+    let kernel = out
+        .hello
+        .as_ref()
+        .map_or("?", |h| h.kernel_release.as_str());
+    let _ = writeln!(
+        s,
+        "scenario {} on {} ({} backend, kernel {kernel})",
+        out.scenario, out.topology, out.backend
+    );
+    let _ = writeln!(
+        s,
+        "{:<6} {:<16} {:>7} {:>10} {:>8} {:>8} {:>10}",
+        "step", "cgroup", "workers", "cpu share", "min", "max", "migrations"
+    );
+    for cg in &out.reports {
+        let shares: Vec<f64> = cg.reports.iter().map(|r| r.cpu_share_pct()).collect();
+        let n = shares.len().max(1) as f64;
+        let mean = shares.iter().sum::<f64>() / n;
+        let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = shares.iter().copied().fold(0.0, f64::max);
+        let migrations: u64 = cg.reports.iter().map(|r| r.migrations).sum();
+        let _ = writeln!(
+            s,
+            "{:<6} {:<16} {:>7} {:>9.1}% {:>7.1}% {:>7.1}% {:>10}",
+            cg.step,
+            cg.cgroup,
+            cg.reports.len(),
+            mean,
+            if min.is_finite() { min } else { 0.0 },
+            max,
+            migrations
+        );
+    }
+    if let Some(v) = &out.verdict {
+        for d in &v.result.details {
+            let _ = writeln!(s, "  {:?}: {}", d.kind, d.message);
+        }
+    }
+    let t = &out.timings;
+    let secs =
+        |ms: Option<u64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
+    let _ = writeln!(
+        s,
+        "timings: hello {} verdict {} exit {}",
+        secs(t.hello_ms),
+        secs(t.verdict_ms),
+        secs(Some(t.exit_ms))
+    );
+    match &out.failure {
+        None => {
+            let _ = writeln!(s, "PASS");
+        }
+        Some(f) => {
+            let _ = writeln!(s, "FAIL: {f}");
+        }
+    }
+    s
+}
+
+/// The whole outcome as pretty JSON.
+pub fn json(out: &RunOutcome) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(out)
+}

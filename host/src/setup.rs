@@ -1,0 +1,100 @@
+//! Makes sure the host has what a run needs (QEMU), installing it with apt
+//! when running as root on Debian, otherwise naming the exact command.
+
+use std::path::Path;
+use std::process::Command;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("{tool} is not installed; install it with:\n    {command}")]
+    Missing { tool: String, command: String },
+    #[error("`{command}` failed ({status}):\n{stderr_tail}")]
+    InstallFailed {
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
+}
+
+/// Whether `name` is an executable on PATH.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: trivial syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs Debian packages providing missing tools. `needs` pairs a tool on
+/// PATH with the package that provides it; `say` reports what is done.
+pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), SetupError> {
+    let missing: Vec<(&str, &str)> = needs
+        .iter()
+        .copied()
+        .filter(|(tool, _)| !on_path(tool))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    let command = format!(
+        "apt-get update && apt-get install -y {}",
+        packages.join(" ")
+    );
+    let debian = Path::new("/etc/debian_version").exists() && on_path("apt-get");
+    if !(is_root() && debian) {
+        let prefix = if debian { "sudo " } else { "" };
+        return Err(SetupError::Missing {
+            tool: missing
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", "),
+            command: format!("{prefix}{command}"),
+        });
+    }
+    say(&format!(
+        "installing {} with apt (running as root on Debian)",
+        packages.join(" ")
+    ));
+    let run = |args: &[&str]| -> Result<(), SetupError> {
+        let out = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map_err(|e| SetupError::InstallFailed {
+                command: command.clone(),
+                status: e.to_string(),
+                stderr_tail: String::new(),
+            })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(SetupError::InstallFailed {
+                command: command.clone(),
+                status: out.status.to_string(),
+                stderr_tail: err
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            });
+        }
+        Ok(())
+    };
+    run(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&packages);
+    run(&install)?;
+    Ok(())
+}
+
+/// The tools a QEMU-backend run needs.
+pub const QEMU_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86")];

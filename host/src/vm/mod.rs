@@ -1,0 +1,130 @@
+//! The VM backend seam: one trait, two implementations (our own KVM VMM and
+//! QEMU). Everything above it (initramfs, agent, protocol, runner, monitor)
+//! is shared, so a backend only boots a kernel with a topology, exposes the
+//! host view of the shared-memory region, and reports how the VM ended.
+//!
+//! This module must not know about scenarios or messages; that is the
+//! runner's job.
+
+pub mod qemu;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ktstr_protocol::model::Topology;
+use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, Shm, ShmLayout};
+use thiserror::Error;
+
+/// What to boot.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// bzImage (or vmlinux where the backend supports it).
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub topology: Topology,
+    /// Total guest RAM in MiB, split evenly over NUMA nodes.
+    pub memory_mib: u64,
+    /// Size of the shared-memory ring region in bytes.
+    pub shm_size: u64,
+    /// Extra kernel command-line words, appended after the defaults.
+    pub cmdline_extra: Vec<String>,
+    /// Full kernel console output instead of `quiet`.
+    pub verbose: bool,
+}
+
+impl VmSpec {
+    /// A spec with default memory (sized to the CPU count) and ring size.
+    pub fn new(kernel: PathBuf, initramfs: PathBuf, topology: Topology) -> Self {
+        let memory_mib = (512 + 64 * u64::from(topology.total_cpus())).clamp(512, 2048);
+        Self {
+            kernel,
+            initramfs,
+            topology,
+            memory_mib,
+            shm_size: DEFAULT_REGION,
+            cmdline_extra: Vec::new(),
+            verbose: false,
+        }
+    }
+}
+
+/// How a VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off (or asked for a reset, which `-no-reboot` and
+    /// our VMM both turn into an exit).
+    Shutdown,
+    /// We killed it (timeout, interrupt, teardown).
+    Killed,
+    /// The VMM process failed: exit status and its stderr tail.
+    Failed { status: String, stderr: String },
+}
+
+/// Backend failures; each names what was attempted and, where known, a remedy.
+#[derive(Debug, Error)]
+pub enum VmError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("QMP: {0}")]
+    Qmp(String),
+    #[error(transparent)]
+    Shm(#[from] ktstr_protocol::ShmError),
+    #[error("backend {backend} is not available: {why}")]
+    Unavailable { backend: &'static str, why: String },
+}
+
+/// The host's mapping of a VM's shared-memory region, owned independently
+/// of the VM object so a caller can keep its rings open while it also
+/// waits on, freezes or kills the VM.
+#[derive(Clone)]
+pub struct ShmHandle {
+    mapping: Arc<SharedMapping>,
+    layout: ShmLayout,
+}
+
+impl ShmHandle {
+    /// Wraps a mapping whose header was initialised with `layout`.
+    pub fn new(mapping: Arc<SharedMapping>, layout: ShmLayout) -> Self {
+        Self { mapping, layout }
+    }
+
+    /// A view of the region with the host's own layout.
+    pub fn shm(&self) -> Shm<'_> {
+        Shm::with_layout(self.mapping.region(), self.layout)
+            .expect("the layout was validated against this mapping when the VM was created")
+    }
+}
+
+/// A running (or ended) VM. Dropping it kills the VM if still running and
+/// removes every file it created.
+pub trait Vm: Send {
+    /// Host view of the shared-memory region (header already initialised).
+    fn shm(&self) -> ShmHandle;
+    /// Non-blocking check whether the VM has ended.
+    fn try_wait(&mut self) -> Result<Option<VmExit>, VmError>;
+    /// Waits up to `timeout` for the VM to end by itself.
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<VmExit>, VmError>;
+    /// Kills the VM now and reaps it.
+    fn kill(&mut self) -> Result<VmExit, VmError>;
+    /// The last `max_bytes` of the guest's serial console.
+    fn console_tail(&self, max_bytes: usize) -> String;
+    /// Stops every vCPU (guest memory is then stable).
+    fn freeze(&mut self) -> Result<(), VmError>;
+    /// Resumes every vCPU.
+    fn thaw(&mut self) -> Result<(), VmError>;
+}
+
+/// Starts VMs.
+pub trait Backend {
+    /// `"qemu"` or `"kvm"`.
+    fn name(&self) -> &'static str;
+    /// Boots `spec`; returns once the VMM runs and the ring region is mapped.
+    fn launch(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, VmError>;
+}

@@ -1,0 +1,218 @@
+//! End to end: the Debian sched_ext kernel boots under QEMU with the agent
+//! as /init, and what comes back over the ring is checked.
+//!
+//! Needs qemu-system-x86_64 (installed by `prepare` when running as root on
+//! Debian) and the default kernel (fetched and cached on first use). When
+//! either cannot be had here the tests print `SKIP: <reason>` and return.
+//! VMs run one at a time: the machine has two cores.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ktstr_host::backend::{self, BackendChoice};
+use ktstr_host::runner::{self, RunConfig, RunOutcome};
+use ktstr_host::vm::VmSpec;
+use ktstr_host::vmtest::{self, PrepareError, Prepared};
+use ktstr_protocol::message::{FaultInjection, Plan};
+use ktstr_protocol::model::{Topology, WorkerExit};
+
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+fn prepared() -> Option<&'static Prepared> {
+    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
+    let r = PREPARED.get_or_init(|| {
+        let say: vmtest::Say = Arc::new(|m: &str| eprintln!("e2e: {m}"));
+        match vmtest::prepare(None, None, say) {
+            Ok(p) => Ok(p),
+            Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
+                Err(format!("no kernel can be fetched here: {e}"))
+            }
+            Err(PrepareError::Setup(e)) => Err(format!("QEMU is not available: {e}")),
+            Err(e) => panic!("preparing the e2e run failed: {e}"),
+        }
+    });
+    match r {
+        Ok(p) => Some(p),
+        Err(why) => {
+            println!("SKIP: {why}");
+            None
+        }
+    }
+}
+
+/// qemu-system processes whose parent is this test process.
+fn qemu_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // comm may contain spaces; the fields after the closing paren are fixed.
+        let Some((comm, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
+        if ppid == me && comm.contains("qemu-system") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn shm_files() -> Vec<String> {
+    let prefix = format!("ktstr-{}-", std::process::id());
+    std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+fn run(p: &Prepared, topo: &str, plan: Plan, run_timeout: Option<Duration>) -> RunOutcome {
+    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let topology: Topology = topo.parse().unwrap();
+    let (backend, why) = backend::select(BackendChoice::Auto).unwrap();
+    eprintln!("e2e: {topo}: backend {why}");
+    let cfg = RunConfig {
+        spec: VmSpec::new(p.kernel.image.clone(), p.initramfs.clone(), topology),
+        plan,
+        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
+        run_timeout,
+        t0: Instant::now(),
+        progress: Box::new(|m| eprintln!("e2e: {m}")),
+    };
+    let out = runner::run(backend.as_ref(), cfg).expect("launching the VM");
+    eprintln!("{}", ktstr_host::report::table(&out));
+    assert!(
+        qemu_children().is_empty(),
+        "QEMU left running: {:?}",
+        qemu_children()
+    );
+    assert!(
+        shm_files().is_empty(),
+        "files left in /dev/shm: {:?}",
+        shm_files()
+    );
+    out
+}
+
+fn assert_healthy_run(out: &RunOutcome, topo: &str, cgroups: usize, workers: usize) {
+    assert!(
+        out.passed,
+        "run failed: {:?}\nconsole:\n{}",
+        out.failure,
+        out.console_tail.clone().unwrap_or_default()
+    );
+    let hello = out.hello.as_ref().expect("Hello arrived");
+    let want: Topology = topo.parse().unwrap();
+    assert_eq!(hello.online_cpus as u32, want.total_cpus());
+    assert_eq!(hello.llcs.len() as u32, want.llcs);
+    assert_eq!(hello.numa_nodes.len() as u32, want.numa_nodes);
+    assert_eq!(out.reports.len(), cgroups, "one report set per cgroup");
+    for cg in &out.reports {
+        assert_eq!(cg.reports.len(), workers, "{}: workers", cg.cgroup);
+        for w in &cg.reports {
+            assert_eq!(w.exit, WorkerExit::Completed, "{}: {w:?}", cg.cgroup);
+            assert!(
+                w.cpu_time_ns > 0 && w.work_units > 0,
+                "{}: worker {} reported no CPU time",
+                cg.cgroup,
+                w.tid
+            );
+        }
+    }
+    let verdict_at = out.timings.verdict_ms.expect("a verdict arrived");
+    assert!(verdict_at <= out.timings.exit_ms, "verdict after exit");
+    assert_eq!(out.vm_exit, "shutdown", "the guest powered itself off");
+    assert!(
+        out.events.iter().any(|e| e.detail.contains("created cg_0")),
+        "stimulus events arrived"
+    );
+}
+
+#[test]
+fn boots_1n1l2c1t_and_workers_report() {
+    let Some(p) = prepared() else { return };
+    let out = run(
+        p,
+        "1n1l2c1t",
+        vmtest::steady_plan(2, 2, Duration::from_secs(2)),
+        None,
+    );
+    assert_healthy_run(&out, "1n1l2c1t", 2, 2);
+    eprintln!("e2e timings 1n1l2c1t: {:?}", out.timings);
+}
+
+#[test]
+fn boots_2n2l2c2t_numa_smt_and_workers_report() {
+    let Some(p) = prepared() else { return };
+    let out = run(
+        p,
+        "2n2l2c2t",
+        vmtest::steady_plan(2, 3, Duration::from_secs(2)),
+        None,
+    );
+    assert_healthy_run(&out, "2n2l2c2t", 2, 3);
+    let hello = out.hello.as_ref().unwrap();
+    assert_eq!(hello.distances, vec![vec![10, 20], vec![20, 10]]);
+}
+
+#[test]
+fn bad_plan_reports_an_error_and_powers_off_promptly() {
+    let Some(p) = prepared() else { return };
+    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    plan.steps.clear();
+    let out = run(p, "1n1l2c1t", plan, None);
+    assert!(!out.passed);
+    let err = out
+        .agent_errors
+        .first()
+        .expect("the agent's Error reached the host");
+    assert_eq!(err.stage, "plan");
+    assert!(err.message.contains("no steps"), "{err:?}");
+    assert_eq!(out.vm_exit, "shutdown");
+    let hello = out.timings.hello_ms.unwrap();
+    assert!(
+        out.timings.exit_ms - hello < 20_000,
+        "powered off {} ms after Hello",
+        out.timings.exit_ms - hello
+    );
+}
+
+#[test]
+fn hung_guest_is_killed_by_the_host_timeout_with_console_tail() {
+    let Some(p) = prepared() else { return };
+    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    plan.fault = Some(FaultInjection::HangAfterPlan);
+    let started = Instant::now();
+    let out = run(p, "1n1l2c1t", plan, Some(Duration::from_secs(60)));
+    assert!(!out.passed);
+    let failure = out.failure.clone().unwrap_or_default();
+    assert!(failure.contains("timed out"), "{failure}");
+    assert_eq!(out.vm_exit, "killed");
+    let tail = out.console_tail.clone().unwrap_or_default();
+    assert!(!tail.is_empty(), "the console tail is reported");
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn kernel_panic_ends_the_run_with_the_console_tail() {
+    let Some(p) = prepared() else { return };
+    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    plan.fault = Some(FaultInjection::PanicAfterPlan);
+    let out = run(p, "1n1l2c1t", plan, None);
+    assert!(!out.passed);
+    let failure = out.failure.clone().unwrap_or_default();
+    assert!(failure.contains("before the agent said Done"), "{failure}");
+    let tail = out.console_tail.clone().unwrap_or_default();
+    assert!(
+        tail.contains("Kernel panic") || tail.contains("sysrq"),
+        "console tail: {tail}"
+    );
+}
