@@ -190,6 +190,7 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             .map(|s| s.trim().to_string()),
     };
     at("hello", chan.send(GuestMsg::Hello(hello)))?;
+    eprintln!("ktstr-agent: ring attached, Hello sent; waiting for the plan");
     let plan = match at("plan", chan.recv(Instant::now() + PLAN_DEADLINE))? {
         Some(HostMsg::Plan(plan)) => plan,
         Some(HostMsg::Abort { reason }) => {
@@ -205,8 +206,15 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             ));
         }
     };
+    eprintln!(
+        "ktstr-agent: plan {:?}: {} steps, {:?}",
+        plan.name,
+        plan.steps.len(),
+        plan.duration
+    );
     match plan.fault {
         Some(FaultInjection::HangAfterPlan) => loop {
+            eprintln!("ktstr-agent: fault injection: hanging on purpose");
             std::thread::sleep(Duration::from_secs(3600));
         },
         Some(FaultInjection::PanicAfterPlan) => {
@@ -229,6 +237,10 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
         let mut engine = Engine::new(&cgroups, &topo, shm.current_step(), chan);
         at("scenario", engine.run(&plan))?
     };
+    eprintln!(
+        "ktstr-agent: scenario {}",
+        if verdict.passed { "passed" } else { "failed" }
+    );
     at("verdict", chan.send(GuestMsg::Verdict(verdict)))?;
     Ok(())
 }
