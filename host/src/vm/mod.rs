@@ -6,6 +6,7 @@
 //! This module must not know about scenarios or messages; that is the
 //! runner's job.
 
+pub mod kvm;
 pub mod qemu;
 
 use std::path::PathBuf;
