@@ -152,6 +152,11 @@ impl<'a> ShmRegion<'a> {
         self.len
     }
 
+    /// The region's first byte, for handing the memory to a hypervisor.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Whether the region has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0

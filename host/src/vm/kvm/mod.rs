@@ -2,4 +2,10 @@
 //! CPUID, ACPI tables, guest memory, boot setup, vCPU threads, serial and
 //! the freeze rendezvous. Each concern has its own file.
 
+pub mod devices;
+pub mod gdt;
+pub mod layout;
+pub mod machine;
+pub mod memory;
+pub mod regs;
 pub mod topology;

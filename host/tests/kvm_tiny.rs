@@ -1,0 +1,193 @@
+//! The KVM backend with tiny guest programs under this machine's /dev/kvm
+//! (here: PVM, which runs small guests but not Linux). Each program was
+//! assembled from the source in its comment (`as --64`, `objcopy -O binary`).
+//! Skipped, with the reason, where /dev/kvm is absent.
+
+use std::time::{Duration, Instant};
+
+use ktstr_host::vm::kvm::devices::GuestStop;
+use ktstr_host::vm::kvm::layout::TEST_CODE_START;
+use ktstr_host::vm::kvm::machine::{Machine, MachineConfig, MachineExit, Running};
+use vm_memory::{Bytes, GuestAddress};
+
+/// ```text
+///   lea rsi, [rip + msg]; mov dx, 0x3f8
+/// 1: lodsb; test al, al; jz 2f; out dx, al; jmp 1b
+/// 2: mov dx, 0x501; mov al, 0x42; out dx, al
+/// 3: hlt; jmp 3b
+/// msg: .asciz "hello from a ktstr tiny guest\n"
+/// ```
+const SERIAL: &[u8] = &[
+    0x48, 0x8d, 0x35, 0x16, 0x00, 0x00, 0x00, 0x66, 0xba, 0xf8, 0x03, 0xac, 0x84, 0xc0, 0x74, 0x03,
+    0xee, 0xeb, 0xf8, 0x66, 0xba, 0x01, 0x05, 0xb0, 0x42, 0xee, 0xf4, 0xeb, 0xfd, 0x68, 0x65, 0x6c,
+    0x6c, 0x6f, 0x20, 0x66, 0x72, 0x6f, 0x6d, 0x20, 0x61, 0x20, 0x6b, 0x74, 0x73, 0x74, 0x72, 0x20,
+    0x74, 0x69, 0x6e, 0x79, 0x20, 0x67, 0x75, 0x65, 0x73, 0x74, 0x0a, 0x00,
+];
+
+/// rsi = table [count u32, pad u32, (leaf u32, subleaf u32)...], rdi = out.
+/// ```text
+///   mov r9d, [rsi]; add rsi, 8; mov r8, rdi
+/// 1: test r9d, r9d; jz 2f
+///   mov eax, [rsi]; mov ecx, [rsi+4]; cpuid
+///   mov [r8], eax; mov [r8+4], ebx; mov [r8+8], ecx; mov [r8+12], edx
+///   add rsi, 8; add r8, 16; dec r9d; jmp 1b
+/// 2: mov dword ptr [r8], 0xC0FFEE
+/// 3: hlt; jmp 3b
+/// ```
+const CPUID: &[u8] = &[
+    0x44, 0x8b, 0x0e, 0x48, 0x83, 0xc6, 0x08, 0x49, 0x89, 0xf8, 0x45, 0x85, 0xc9, 0x74, 0x23, 0x8b,
+    0x06, 0x8b, 0x4e, 0x04, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04, 0x41, 0x89, 0x48,
+    0x08, 0x41, 0x89, 0x50, 0x0c, 0x48, 0x83, 0xc6, 0x08, 0x49, 0x83, 0xc0, 0x10, 0x41, 0xff, 0xc9,
+    0xeb, 0xd8, 0x41, 0xc7, 0x00, 0xee, 0xff, 0xc0, 0x00, 0xf4, 0xeb, 0xfd,
+];
+
+/// rdi = per-vCPU block: counter at +0, host word at +8, guest copy at +16.
+/// ```text
+/// 1: mov rax, [rdi+8]; mov [rdi+16], rax; inc qword ptr [rdi]; jmp 1b
+/// ```
+const COUNTER: &[u8] = &[
+    0x48, 0x8b, 0x47, 0x08, 0x48, 0x89, 0x47, 0x10, 0x48, 0xff, 0x07, 0xeb, 0xf3,
+];
+
+/// Per-vCPU data blocks start here, 4 KiB apart.
+const DATA: u64 = 0x10_0000;
+
+fn kvm_available() -> bool {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        println!("SKIP: /dev/kvm is absent or not accessible");
+        return false;
+    }
+    true
+}
+
+fn machine(topo: &str, code: &[u8], rsi: u64) -> Machine {
+    let cfg = MachineConfig {
+        topology: topo.parse().unwrap(),
+        memory_mib: 64,
+        shm_size: 1 << 20,
+    };
+    let m = Machine::new(&cfg).expect("creating the VM");
+    m.memory()
+        .write_slice(code, GuestAddress(TEST_CODE_START))
+        .unwrap();
+    m.setup_long_mode(TEST_CODE_START, rsi, |i| DATA + 0x1000 * u64::from(i))
+        .unwrap();
+    m
+}
+
+#[test]
+fn guest_prints_over_serial_and_exits() {
+    if !kvm_available() {
+        return;
+    }
+    let started = Instant::now();
+    let run = machine("1n1l1c1t", SERIAL, 0).start().unwrap();
+    let exit = run.wait(Duration::from_secs(20));
+    let console = run.console().tail(4096);
+    assert_eq!(
+        exit,
+        Some(MachineExit::Guest(GuestStop::TestExit(0x42))),
+        "console: {console:?}"
+    );
+    assert_eq!(console, "hello from a ktstr tiny guest\n");
+    eprintln!("serial tiny guest: {:?}", started.elapsed());
+}
+
+fn counters(run: &Running, n: u32) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            run.memory()
+                .read_obj::<u64>(GuestAddress(DATA + 0x1000 * u64::from(i)))
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn freeze_stops_counters_and_thaw_resumes_them() {
+    if !kvm_available() {
+        return;
+    }
+    let n = 4;
+    let mut run = machine("1n2l2c1t", COUNTER, 0).start().unwrap();
+    let wait_all_move = |run: &Running, before: &[u64]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = counters(run, n);
+            if now.iter().zip(before).all(|(a, b)| a > b) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counters stuck: {before:?} -> {now:?}; exit {:?}",
+                run.exit()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    let mut last = wait_all_move(&run, &[0; 4]);
+    let rounds = 1000;
+    let mut latencies = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let t = Instant::now();
+        let snap = run
+            .freeze(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        latencies.push(t.elapsed());
+        assert!(
+            snap.iter().all(Option::is_some),
+            "every vCPU reported registers"
+        );
+        let frozen = counters(&run, n);
+        std::thread::sleep(Duration::from_micros(300));
+        assert_eq!(
+            counters(&run, n),
+            frozen,
+            "round {round}: counters moved while frozen"
+        );
+        if round == 0 {
+            // A host write during the freeze is what the guest sees after.
+            for i in 0..n {
+                run.memory()
+                    .write_obj(
+                        0xfeed_0000u64 + u64::from(i),
+                        GuestAddress(DATA + 0x1000 * u64::from(i) + 8),
+                    )
+                    .unwrap();
+            }
+        }
+        run.thaw().unwrap();
+        last = wait_all_move(
+            &run,
+            &frozen
+                .iter()
+                .zip(&last)
+                .map(|(a, b)| *a.max(b))
+                .collect::<Vec<_>>(),
+        );
+    }
+    for i in 0..n {
+        let copy: u64 = run
+            .memory()
+            .read_obj(GuestAddress(DATA + 0x1000 * u64::from(i) + 16))
+            .unwrap();
+        assert_eq!(
+            copy,
+            0xfeed_0000 + u64::from(i),
+            "vCPU {i} saw the host's write"
+        );
+    }
+    latencies.sort();
+    eprintln!(
+        "freeze-to-parked, {n} vCPUs, {rounds} rounds: median {:?} p99 {:?} max {:?}",
+        latencies[rounds / 2],
+        latencies[rounds * 99 / 100],
+        latencies[rounds - 1]
+    );
+    assert_eq!(run.stop(), MachineExit::Stopped);
+}
