@@ -75,9 +75,19 @@ fn shm_files() -> Vec<String> {
 }
 
 fn run(p: &Prepared, topo: &str, plan: Plan, run_timeout: Option<Duration>) -> RunOutcome {
+    run_on(BackendChoice::Auto, p, topo, plan, run_timeout)
+}
+
+fn run_on(
+    choice: BackendChoice,
+    p: &Prepared,
+    topo: &str,
+    plan: Plan,
+    run_timeout: Option<Duration>,
+) -> RunOutcome {
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let topology: Topology = topo.parse().unwrap();
-    let (backend, why) = backend::select(BackendChoice::Auto).unwrap();
+    let (backend, why) = backend::select(choice).unwrap();
     eprintln!("e2e: {topo}: backend {why}");
     let cfg = RunConfig {
         spec: VmSpec::new(p.kernel.image.clone(), p.initramfs.clone(), topology),
@@ -221,4 +231,23 @@ fn kernel_panic_ends_the_run_with_the_console_tail() {
         tail.contains("Kernel panic") || tail.contains("sysrq"),
         "console tail: {tail}"
     );
+}
+
+#[test]
+fn boots_linux_on_our_kvm_vmm() {
+    let (hardware, why) = backend::hardware_kvm();
+    if !hardware {
+        println!("SKIP: {why}");
+        return;
+    }
+    let Some(p) = prepared() else { return };
+    let out = run_on(
+        BackendChoice::Kvm,
+        p,
+        "1n2l2c1t",
+        vmtest::steady_plan(2, 2, Duration::from_secs(2)),
+        None,
+    );
+    assert_eq!(out.backend, "kvm");
+    assert_healthy_run(&out, "1n2l2c1t", 2, 2);
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::vm::kvm::backend::KvmBackend;
 use crate::vm::qemu::QemuBackend;
 use crate::vm::{Backend, VmError};
 
@@ -67,9 +68,12 @@ pub fn select(choice: BackendChoice) -> Result<(Box<dyn Backend>, String), VmErr
             Box::new(QemuBackend::new(hw)),
             format!("qemu (requested; {})", if hw { "with KVM" } else { "TCG" }),
         )),
+        BackendChoice::Kvm if hw => Ok((Box::new(KvmBackend), format!("kvm (requested; {why})"))),
         BackendChoice::Kvm => Err(VmError::Unavailable {
             backend: "kvm",
-            why: "our own KVM VMM is not wired into runs yet; use --backend qemu (or auto)".into(),
+            why: format!(
+                "our KVM VMM boots Linux only on hardware virtualization, and {why}; use --backend qemu or auto"
+            ),
         }),
         BackendChoice::Auto => Ok((
             Box::new(QemuBackend::new(hw)),
@@ -100,9 +104,16 @@ mod tests {
     }
 
     #[test]
-    fn kvm_backend_says_it_is_not_there_yet() {
-        let err = select(BackendChoice::Kvm).err().unwrap().to_string();
-        assert!(err.contains("not wired"), "{err}");
+    fn kvm_backend_needs_hardware_virtualization() {
+        let (hw, why) = hardware_kvm();
+        match select(BackendChoice::Kvm) {
+            Ok((b, _)) => assert!(hw && b.name() == "kvm"),
+            Err(e) => {
+                assert!(!hw);
+                let e = e.to_string();
+                assert!(e.contains(&why) && e.contains("--backend qemu"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -238,6 +238,25 @@ impl Machine {
         Ok(())
     }
 
+    /// Linux entry on the boot CPU only: 64-bit mode at `rip` with the zero
+    /// page in `rsi`. The other vCPUs stay in wait-for-SIPI until the kernel
+    /// starts them.
+    pub fn setup_boot_cpu(&self, rip: u64, zero_page: u64) -> Result<(), KvmError> {
+        let bsp = self
+            .vcpus
+            .first()
+            .ok_or_else(|| KvmError::Setup("no vCPUs".into()))?;
+        regs::setup_sregs(bsp)?;
+        regs::setup_regs(bsp, rip, zero_page, 0)?;
+        Ok(())
+    }
+
+    /// Writes the ACPI tables for this machine's topology and memory;
+    /// returns the RSDP address.
+    pub fn write_acpi(&self) -> Result<u64, KvmError> {
+        Err(KvmError::Setup("ACPI tables are not wired in yet".into()))
+    }
+
     /// Starts one thread per vCPU.
     pub fn start(self) -> Result<Running, KvmError> {
         install_kick_handler();

@@ -2,6 +2,8 @@
 //! CPUID, ACPI tables, guest memory, boot setup, vCPU threads, serial and
 //! the freeze rendezvous. Each concern has its own file.
 
+pub mod backend;
+pub mod boot;
 pub mod devices;
 pub mod gdt;
 pub mod layout;
