@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod boot;
+pub mod cpuid;
 pub mod devices;
 pub mod gdt;
 pub mod layout;
