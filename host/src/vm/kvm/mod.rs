@@ -2,6 +2,7 @@
 //! CPUID, ACPI tables, guest memory, boot setup, vCPU threads, serial and
 //! the freeze rendezvous. Each concern has its own file.
 
+pub mod acpi;
 pub mod backend;
 pub mod boot;
 pub mod cpuid;
