@@ -191,3 +191,135 @@ fn freeze_stops_counters_and_thaw_resumes_them() {
     );
     assert_eq!(run.stop(), MachineExit::Stopped);
 }
+
+/// Leaves the CPUID program queries, as (leaf, subleaf).
+const LEAVES: &[(u32, u32)] = &[
+    (0, 0),
+    (1, 0),
+    (4, 0),
+    (4, 1),
+    (4, 2),
+    (4, 3),
+    (4, 4),
+    (0xb, 0),
+    (0xb, 1),
+    (0xb, 2),
+    (0x1f, 0),
+    (0x1f, 1),
+    (0x1f, 2),
+    (0x8000_0000, 0),
+    (0x8000_0001, 0),
+    (0x8000_0008, 0),
+    (0x8000_001d, 0),
+    (0x8000_001d, 1),
+    (0x8000_001d, 2),
+    (0x8000_001d, 3),
+    (0x8000_001d, 4),
+    (0x8000_001e, 0),
+];
+/// Where the leaf table lives in guest memory.
+const LEAF_TABLE: u64 = 0x38000;
+
+/// Runs the CPUID program on every vCPU of `topo` and returns, per vCPU, what
+/// the guest's own `cpuid` instructions returned.
+fn guest_cpuid(topo: &str) -> Vec<Vec<kvm_bindings::kvm_cpuid_entry2>> {
+    let m = machine(topo, CPUID, LEAF_TABLE);
+    let mut table = vec![LEAVES.len() as u32, 0];
+    for &(leaf, sub) in LEAVES {
+        table.extend([leaf, sub]);
+    }
+    let bytes: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
+    m.memory()
+        .write_slice(&bytes, GuestAddress(LEAF_TABLE))
+        .unwrap();
+    let n = m.cpus().vcpus.len() as u32;
+    let run = m.start().unwrap();
+    let done = |i: u32| {
+        run.memory()
+            .read_obj::<u32>(GuestAddress(
+                DATA + 0x1000 * u64::from(i) + 16 * LEAVES.len() as u64,
+            ))
+            .unwrap()
+            == 0xC0FFEE
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(0..n).all(done) {
+        assert!(
+            Instant::now() < deadline,
+            "{topo}: not every vCPU finished; exit {:?}",
+            run.exit()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (0..n)
+        .map(|i| {
+            LEAVES
+                .iter()
+                .enumerate()
+                .map(|(k, &(function, index))| {
+                    let at = DATA + 0x1000 * u64::from(i) + 16 * k as u64;
+                    let r = |o: u64| run.memory().read_obj::<u32>(GuestAddress(at + o)).unwrap();
+                    kvm_bindings::kvm_cpuid_entry2 {
+                        function,
+                        index,
+                        eax: r(0),
+                        ebx: r(4),
+                        ecx: r(8),
+                        edx: r(12),
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn cpuid_seen_by_guest_code_matches_the_topology() {
+    use ktstr_host::vm::kvm::cpuid::decode_topology;
+    use ktstr_host::vm::kvm::topology::CpuTopology;
+    if !kvm_available() {
+        return;
+    }
+    // The last shape has APIC ids up to 433, above the xAPIC limit.
+    for topo in ["1n1l4c1t", "1n2l2c2t", "2n4l2c2t", "1n14l9c2t"] {
+        let started = Instant::now();
+        let want = CpuTopology::new(topo.parse().unwrap()).unwrap();
+        let seen = guest_cpuid(topo);
+        assert_eq!(seen.len(), want.vcpus.len());
+        let decoded: Vec<_> = seen.iter().map(|e| decode_topology(e)).collect();
+        for (p, d) in want.vcpus.iter().zip(&decoded) {
+            assert_eq!(d.apic_id, p.apic_id, "{topo} vCPU {}: APIC id", p.index);
+            assert_eq!(
+                d.threads_per_core, want.topology.threads_per_core,
+                "{topo} vCPU {}: threads per core",
+                p.index
+            );
+        }
+        for a in &want.vcpus {
+            for b in &want.vcpus {
+                let (da, db) = (&decoded[a.index as usize], &decoded[b.index as usize]);
+                assert_eq!(
+                    a.llc == b.llc,
+                    da.llc_id() == db.llc_id(),
+                    "{topo}: vCPUs {} and {} L3 sharing",
+                    a.index,
+                    b.index
+                );
+                let same_core = a.llc == b.llc && a.core == b.core;
+                assert_eq!(
+                    same_core,
+                    da.apic_id >> da.smt_shift == db.apic_id >> db.smt_shift,
+                    "{topo}: vCPUs {} and {} SMT siblings",
+                    a.index,
+                    b.index
+                );
+            }
+        }
+        eprintln!(
+            "cpuid {topo}: {} vCPUs checked in {:?}",
+            want.vcpus.len(),
+            started.elapsed()
+        );
+    }
+}

@@ -16,10 +16,7 @@ pub const COM1: u16 = 0x3f8;
 pub const COM1_GSI: u32 = 4;
 /// i8042 command port: writing 0xfe pulses the CPU reset line.
 pub const I8042_COMMAND: u16 = 0x64;
-/// ACPI sleep control register (FADT SLEEP_CONTROL_REG, hardware-reduced).
-pub const ACPI_SLEEP_PORT: u16 = 0x3c0;
-/// ACPI reset register (FADT RESET_REG).
-pub const ACPI_RESET_PORT: u16 = 0x3c1;
+pub use super::acpi::{ACPI_RESET_PORT, ACPI_SLEEP_PORT};
 /// Port tiny test programs write to when they are done (value = status).
 pub const TEST_EXIT_PORT: u16 = 0x501;
 

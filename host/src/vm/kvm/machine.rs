@@ -18,18 +18,19 @@ use std::time::{Duration, Instant};
 use ktstr_protocol::model::Topology;
 use ktstr_protocol::shm::{SharedMapping, Shm, ShmLayout};
 use kvm_bindings::{
-    kvm_clock_data, kvm_pit_config, kvm_regs, kvm_run, kvm_userspace_memory_region,
+    CpuId, kvm_clock_data, kvm_pit_config, kvm_regs, kvm_run, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::devices::{COM1_GSI, ConsoleBuffer, GuestStop, PortBus};
-use super::layout::{SHM_MAX_SIZE, SHM_START};
+use super::layout::{ACPI_START, SHM_MAX_SIZE, SHM_START};
 use super::memory::{MemoryError, RamLayout};
 use super::regs;
 use super::topology::CpuTopology;
+use super::{acpi, cpuid};
 use crate::vm::ShmHandle;
 
 #[derive(Debug, Error)]
@@ -97,8 +98,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Creates the VM: irqchip, PIT, RAM slots, ring slot, vCPUs (with
-    /// KVM's supported CPUID until per-vCPU topology leaves are set).
+    /// Creates the VM: irqchip, PIT, RAM slots, ring slot, and vCPUs whose
+    /// CPUID describes their place in the topology.
     pub fn new(cfg: &MachineConfig) -> Result<Self, KvmError> {
         let cpus = CpuTopology::new(cfg.topology)?;
         if cfg.shm_size > SHM_MAX_SIZE || cfg.shm_size % 4096 != 0 {
@@ -168,8 +169,13 @@ impl Machine {
                     "creating vCPU {} (APIC id {})",
                     p.index, p.apic_id
                 )))?;
-            vcpu.set_cpuid2(&supported)
-                .map_err(kvm_err("KVM_SET_CPUID2"))?;
+            let entries = cpuid::vcpu_cpuid(supported.as_slice(), &cpus, p)
+                .map_err(|e| KvmError::Setup(format!("CPUID for vCPU {}: {e}", p.index)))?;
+            let leaves = CpuId::from_entries(&entries).map_err(|_| {
+                KvmError::Setup(format!("CPUID for vCPU {}: too many entries", p.index))
+            })?;
+            vcpu.set_cpuid2(&leaves)
+                .map_err(kvm_err(format!("KVM_SET_CPUID2 on vCPU {}", p.index)))?;
             regs::setup_msrs(&vcpu)?;
             regs::setup_fpu(&vcpu)?;
             regs::setup_lint(&vcpu)?;
@@ -254,7 +260,17 @@ impl Machine {
     /// Writes the ACPI tables for this machine's topology and memory;
     /// returns the RSDP address.
     pub fn write_acpi(&self) -> Result<u64, KvmError> {
-        Err(KvmError::Setup("ACPI tables are not wired in yet".into()))
+        let cfg = acpi::AcpiConfig {
+            cpus: &self.cpus,
+            node_memory: self.ram.nodes.clone(),
+            distances: self.cpus.topology.distances(),
+        };
+        let tables = acpi::build(&cfg, ACPI_START)
+            .map_err(|e| KvmError::Setup(format!("ACPI tables: {e}")))?;
+        self.mem
+            .write_slice(&tables.bytes, GuestAddress(ACPI_START))
+            .map_err(|e| KvmError::Setup(format!("writing ACPI tables: {e}")))?;
+        Ok(tables.rsdp_addr)
     }
 
     /// Starts one thread per vCPU.
