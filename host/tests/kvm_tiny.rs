@@ -323,3 +323,41 @@ fn cpuid_seen_by_guest_code_matches_the_topology() {
         );
     }
 }
+
+#[test]
+fn triple_fault_ends_the_machine_with_a_reason() {
+    if !kvm_available() {
+        return;
+    }
+    // `int3` with a one-entry, not-present IDT: #GP, then #DF, then a
+    // triple fault (KVM_EXIT_SHUTDOWN) on hardware KVM. PVM cannot deliver
+    // the exception and reports an emulation failure instead; either way the
+    // machine must end promptly with the vCPU and a reason, not hang.
+    let run = machine("1n1l2c1t", &[0xcc], 0).start().unwrap();
+    let exit = run.wait(Duration::from_secs(20));
+    match exit {
+        Some(MachineExit::TripleFault { vcpu }) => assert!(vcpu < 2),
+        Some(MachineExit::Failed { vcpu, reason }) => {
+            assert!(vcpu < 2 && reason.contains("emulation"), "{reason}")
+        }
+        other => panic!("expected a triple fault or a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_ports_are_not_fatal() {
+    if !kvm_available() {
+        return;
+    }
+    // out 0x1234, al; in al, 0x1235 (via dx); then the test exit port.
+    // mov dx,0x1234; out dx,al; mov dx,0x1235; in al,dx; mov dx,0x501; mov al,7; out dx,al; hlt
+    let code = [
+        0x66, 0xba, 0x34, 0x12, 0xee, 0x66, 0xba, 0x35, 0x12, 0xec, 0x66, 0xba, 0x01, 0x05, 0xb0,
+        0x07, 0xee, 0xf4,
+    ];
+    let run = machine("1n1l1c1t", &code, 0).start().unwrap();
+    assert_eq!(
+        run.wait(Duration::from_secs(20)),
+        Some(MachineExit::Guest(GuestStop::TestExit(7)))
+    );
+}

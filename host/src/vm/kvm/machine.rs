@@ -300,6 +300,10 @@ impl Machine {
                     // SAFETY: pthread_self has no preconditions.
                     tids.lock().unwrap_or_else(|e| e.into_inner())[i] =
                         unsafe { libc::pthread_self() };
+                    let _guard = ExitGuard {
+                        index: i as u32,
+                        ctl: &ctl,
+                    };
                     vcpu_loop(i as u32, vcpu, &ctl, &bus);
                 })
                 .map_err(|e| KvmError::Setup(format!("spawning vCPU thread {i}: {e}")))?;
@@ -391,6 +395,9 @@ fn install_kick_handler() {
 fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
     let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
     KVM_RUN.with(|c| c.set(run_ptr));
+    // Dropped before `vcpu` (locals go before parameters), also on unwind, so
+    // a late kick never writes to an unmapped kvm_run.
+    let _forget_run = ForgetKvmRun;
     loop {
         {
             let mut st = ctl.lock();
@@ -452,10 +459,35 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) 
             break;
         }
     }
-    KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
-    let mut st = ctl.lock();
-    st.exited += 1;
-    ctl.cv.notify_all();
+}
+
+struct ForgetKvmRun;
+
+impl Drop for ForgetKvmRun {
+    fn drop(&mut self) {
+        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
+    }
+}
+
+/// Counts a vCPU thread as gone when it ends, normally or by panic, so a
+/// freeze or stop never waits for it; a panic also ends the machine.
+struct ExitGuard<'a> {
+    index: u32,
+    ctl: &'a Control,
+}
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.ctl.finish(MachineExit::Failed {
+                vcpu: self.index,
+                reason: "the vCPU thread panicked".into(),
+            });
+        }
+        let mut st = self.ctl.lock();
+        st.exited += 1;
+        self.ctl.cv.notify_all();
+    }
 }
 
 /// A started machine.
