@@ -6,29 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use ktstr_host::vm::kvm::layout::TEST_CODE_START;
-use ktstr_host::vm::kvm::machine::{Machine, MachineConfig, Running};
+use ktstr_host::vm::kvm::machine::{Machine, Running};
+use ktstr_host::vm::kvm::tiny::{self, COUNTER, DATA};
 use vm_memory::{Bytes, GuestAddress};
 
-/// `1: mov rax, [rdi+8]; mov [rdi+16], rax; inc qword ptr [rdi]; jmp 1b`
-const COUNTER: &[u8] = &[
-    0x48, 0x8b, 0x47, 0x08, 0x48, 0x89, 0x47, 0x10, 0x48, 0xff, 0x07, 0xeb, 0xf3,
-];
-const DATA: u64 = 0x10_0000;
-
 fn machine(topo: &str) -> Machine {
-    let cfg = MachineConfig {
-        topology: topo.parse().unwrap(),
-        memory_mib: 256,
-        shm_size: 1 << 20,
-    };
-    let m = Machine::new(&cfg).expect("creating the VM");
-    m.memory()
-        .write_slice(COUNTER, GuestAddress(TEST_CODE_START))
-        .unwrap();
-    m.setup_long_mode(TEST_CODE_START, 0, |i| DATA + 0x1000 * u64::from(i))
-        .unwrap();
-    m
+    tiny::machine(topo, 256, COUNTER, 0).expect("creating the VM")
 }
 
 fn counter(run: &Running, i: u32) -> u64 {

@@ -6,51 +6,9 @@
 use std::time::{Duration, Instant};
 
 use ktstr_host::vm::kvm::devices::GuestStop;
-use ktstr_host::vm::kvm::layout::TEST_CODE_START;
-use ktstr_host::vm::kvm::machine::{Machine, MachineConfig, MachineExit, Running};
+use ktstr_host::vm::kvm::machine::{Machine, MachineExit, Running};
+use ktstr_host::vm::kvm::tiny::{self, COUNTER, CPUID, DATA, SERIAL};
 use vm_memory::{Bytes, GuestAddress};
-
-/// ```text
-///   lea rsi, [rip + msg]; mov dx, 0x3f8
-/// 1: lodsb; test al, al; jz 2f; out dx, al; jmp 1b
-/// 2: mov dx, 0x501; mov al, 0x42; out dx, al
-/// 3: hlt; jmp 3b
-/// msg: .asciz "hello from a ktstr tiny guest\n"
-/// ```
-const SERIAL: &[u8] = &[
-    0x48, 0x8d, 0x35, 0x16, 0x00, 0x00, 0x00, 0x66, 0xba, 0xf8, 0x03, 0xac, 0x84, 0xc0, 0x74, 0x03,
-    0xee, 0xeb, 0xf8, 0x66, 0xba, 0x01, 0x05, 0xb0, 0x42, 0xee, 0xf4, 0xeb, 0xfd, 0x68, 0x65, 0x6c,
-    0x6c, 0x6f, 0x20, 0x66, 0x72, 0x6f, 0x6d, 0x20, 0x61, 0x20, 0x6b, 0x74, 0x73, 0x74, 0x72, 0x20,
-    0x74, 0x69, 0x6e, 0x79, 0x20, 0x67, 0x75, 0x65, 0x73, 0x74, 0x0a, 0x00,
-];
-
-/// rsi = table [count u32, pad u32, (leaf u32, subleaf u32)...], rdi = out.
-/// ```text
-///   mov r9d, [rsi]; add rsi, 8; mov r8, rdi
-/// 1: test r9d, r9d; jz 2f
-///   mov eax, [rsi]; mov ecx, [rsi+4]; cpuid
-///   mov [r8], eax; mov [r8+4], ebx; mov [r8+8], ecx; mov [r8+12], edx
-///   add rsi, 8; add r8, 16; dec r9d; jmp 1b
-/// 2: mov dword ptr [r8], 0xC0FFEE
-/// 3: hlt; jmp 3b
-/// ```
-const CPUID: &[u8] = &[
-    0x44, 0x8b, 0x0e, 0x48, 0x83, 0xc6, 0x08, 0x49, 0x89, 0xf8, 0x45, 0x85, 0xc9, 0x74, 0x23, 0x8b,
-    0x06, 0x8b, 0x4e, 0x04, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04, 0x41, 0x89, 0x48,
-    0x08, 0x41, 0x89, 0x50, 0x0c, 0x48, 0x83, 0xc6, 0x08, 0x49, 0x83, 0xc0, 0x10, 0x41, 0xff, 0xc9,
-    0xeb, 0xd8, 0x41, 0xc7, 0x00, 0xee, 0xff, 0xc0, 0x00, 0xf4, 0xeb, 0xfd,
-];
-
-/// rdi = per-vCPU block: counter at +0, host word at +8, guest copy at +16.
-/// ```text
-/// 1: mov rax, [rdi+8]; mov [rdi+16], rax; inc qword ptr [rdi]; jmp 1b
-/// ```
-const COUNTER: &[u8] = &[
-    0x48, 0x8b, 0x47, 0x08, 0x48, 0x89, 0x47, 0x10, 0x48, 0xff, 0x07, 0xeb, 0xf3,
-];
-
-/// Per-vCPU data blocks start here, 4 KiB apart.
-const DATA: u64 = 0x10_0000;
 
 fn kvm_available() -> bool {
     if std::fs::OpenOptions::new()
@@ -66,18 +24,7 @@ fn kvm_available() -> bool {
 }
 
 fn machine(topo: &str, code: &[u8], rsi: u64) -> Machine {
-    let cfg = MachineConfig {
-        topology: topo.parse().unwrap(),
-        memory_mib: 64,
-        shm_size: 1 << 20,
-    };
-    let m = Machine::new(&cfg).expect("creating the VM");
-    m.memory()
-        .write_slice(code, GuestAddress(TEST_CODE_START))
-        .unwrap();
-    m.setup_long_mode(TEST_CODE_START, rsi, |i| DATA + 0x1000 * u64::from(i))
-        .unwrap();
-    m
+    tiny::machine(topo, 64, code, rsi).expect("creating the VM")
 }
 
 #[test]

@@ -12,4 +12,5 @@ pub mod layout;
 pub mod machine;
 pub mod memory;
 pub mod regs;
+pub mod tiny;
 pub mod topology;
