@@ -11,7 +11,7 @@ use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, Shm, ShmLayout};
 /// Sends `frames` frames of `size` bytes from one thread to another through
 /// a fresh default-sized ring; returns the time until the last one arrived.
 fn ring_transfer(map: &SharedMapping, size: usize, frames: u64) -> Duration {
-    let shm = Shm::init(map.region(), ShmLayout::for_size(DEFAULT_REGION).unwrap()).unwrap();
+    let shm = Shm::init(map.region(), ShmLayout::for_size(map.len() as u64).unwrap()).unwrap();
     let mut tx = shm.g2h_producer().unwrap();
     let mut rx = shm.g2h_consumer().unwrap();
     let payload = vec![0xa5u8; size];
@@ -46,7 +46,11 @@ fn memcpy_transfer(size: usize, frames: u64) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let map = SharedMapping::anonymous(DEFAULT_REGION as usize).unwrap();
+    let region = std::env::var("KTSTR_BENCH_REGION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_REGION);
+    let map = SharedMapping::anonymous(region as usize).unwrap();
     for (label, size) in [("64B", 64usize), ("64KiB", 64 << 10)] {
         let mut g = c.benchmark_group(format!("frames_{label}"));
         g.measurement_time(Duration::from_secs(5));

@@ -343,8 +343,12 @@ impl<'a> Consumer<'a> {
             };
             return Err(self.poison(e));
         }
-        out.clear();
-        out.resize(len as usize, 0);
+        // Reuse the caller's buffer without zero-filling it: every byte is
+        // overwritten by the copy below.
+        out.truncate(len as usize);
+        if out.len() < len as usize {
+            out.resize(len as usize, 0);
+        }
         self.area
             .read_at(self.tail + FRAME_HEADER_LEN as u64, out)?;
         let at = self.tail;
