@@ -98,3 +98,7 @@ pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), Se
 
 /// The tools a QEMU-backend run needs.
 pub const QEMU_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86")];
+
+/// Everything `cargo xtask setup` installs: QEMU for runs, and iasl, which
+/// the tests use to check our ACPI tables independently.
+pub const SETUP_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("iasl", "acpica-tools")];

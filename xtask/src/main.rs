@@ -34,7 +34,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KernelCmd,
     },
-    /// Install what runs need (QEMU) with apt.
+    /// Install what runs and tests need (QEMU, acpica-tools) with apt.
     Setup,
 }
 
@@ -151,7 +151,7 @@ fn main() -> Result<()> {
             println!("{}", k.image.display());
         }
         Cmd::Setup => {
-            setup::ensure_tools(setup::QEMU_TOOLS, &|m| eprintln!("ktstr: {m}"))?;
+            setup::ensure_tools(setup::SETUP_TOOLS, &|m| eprintln!("ktstr: {m}"))?;
             if !setup::on_path("qemu-system-x86_64") {
                 bail!("qemu-system-x86_64 still missing after setup");
             }
