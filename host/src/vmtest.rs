@@ -73,6 +73,7 @@ pub fn steady_plan(cgroups: usize, workers: usize, duration: Duration) -> Plan {
         .collect();
     Plan {
         name: "steady".into(),
+        backdrop: Default::default(),
         steps: vec![Step::with_defs(defs, HoldSpec::FULL)],
         duration,
         settle: Duration::ZERO,

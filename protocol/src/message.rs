@@ -13,7 +13,8 @@ use thiserror::Error;
 use crate::codec;
 use crate::error::{CodecError, RingError};
 use crate::model::{
-    Assert, AssertResult, ObservedTopology, OpKind, SchedulerSpec, Step, WorkerReport,
+    Assert, AssertResult, CgroupDef, ObservedTopology, Op, OpKind, SchedulerSpec, Step,
+    WorkerReport,
 };
 use crate::ring::{Consumer, Producer};
 
@@ -113,11 +114,22 @@ pub enum FaultInjection {
     PanicAfterPlan,
 }
 
+/// Cgroups and ops that live for the whole step sequence (created before
+/// step 1, removed after the last step); steps may not shadow or remove
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackdropSpec {
+    pub cgroups: Vec<CgroupDef>,
+    pub ops: Vec<Op>,
+}
+
 /// What the agent should run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// Scenario name, for reports.
     pub name: String,
+    /// Persistent state for the whole sequence (empty for most scenarios).
+    pub backdrop: BackdropSpec,
     pub steps: Vec<Step>,
     /// Scenario duration (`HoldSpec::Frac` is relative to it).
     pub duration: Duration,
@@ -258,6 +270,10 @@ mod tests {
         ];
         Plan {
             name: "mixed".into(),
+            backdrop: BackdropSpec {
+                cgroups: vec![CgroupDef::named("bg").workers(1)],
+                ops: vec![Op::add_cgroup("bg_parent")],
+            },
             steps: vec![
                 Step::with_defs(defs, HoldSpec::frac(0.5)).set_ops(ops),
                 Step::new(
