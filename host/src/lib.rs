@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod kernel;
 pub mod report;
 pub mod runner;
+pub mod scenarios;
 pub mod setup;
 pub mod vm;
 pub mod vmtest;

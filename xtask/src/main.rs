@@ -12,7 +12,8 @@ use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::runner::{self, RunConfig};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vmtest::{self, Say};
-use ktstr_host::{interrupt, report, setup};
+use ktstr_host::{interrupt, report, scenarios, setup};
+use ktstr_protocol::model::Assert;
 use ktstr_protocol::model::Topology;
 
 #[derive(Parser)]
@@ -62,10 +63,13 @@ struct VmtestArgs {
     /// auto, qemu or kvm.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
-    /// Cgroups in the default scenario.
-    #[arg(long, default_value_t = 2)]
-    cgroups: usize,
-    /// CpuSpin workers per cgroup.
+    /// Canned scenario to run, or `all` (see --list).
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// List the canned scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Workers per cgroup.
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Guest RAM in MiB (default: from the CPU count).
@@ -90,6 +94,17 @@ fn say() -> Say {
 }
 
 fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
+    if a.list {
+        for c in scenarios::catalog() {
+            println!("{:<18} {}", c.name, c.about);
+        }
+        return Ok(true);
+    }
+    let chosen: Vec<&scenarios::Canned> = if a.scenario == "all" {
+        scenarios::catalog().iter().collect()
+    } else {
+        vec![scenarios::find(&a.scenario).map_err(anyhow::Error::msg)?]
+    };
     interrupt::install();
     let say = say();
     let (backend, why) = backend::select(a.backend)?;
@@ -100,35 +115,68 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
         prepared.kernel.version,
         prepared.kernel.image.display()
     ));
-    let mut spec = VmSpec::new(
-        prepared.kernel.image.clone(),
-        prepared.initramfs.clone(),
-        a.topology,
-    );
-    if let Some(m) = a.memory {
-        spec.memory_mib = m;
-    }
-    spec.verbose = a.verbose;
-    let progress_say = say.clone();
-    let cfg = RunConfig {
-        spec,
-        plan: vmtest::steady_plan(a.cgroups, a.workers, a.duration),
-        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
-        run_timeout: a.timeout,
-        t0,
-        progress: Box::new(move |m| progress_say(m)),
+    let params = scenarios::ScenarioParams {
+        topology: a.topology,
+        duration: a.duration,
+        workers_per_cgroup: a.workers,
     };
-    let out = runner::run(backend.as_ref(), cfg)?;
-    print!("{}", report::table(&out));
-    if let Some(tail) = out.console_tail.as_ref().filter(|_| !out.passed) {
-        eprintln!("--- guest console (tail) ---\n{tail}\n---");
+    let mut outcomes = Vec::new();
+    for canned in chosen {
+        if interrupt::interrupted() {
+            break;
+        }
+        let mut spec = VmSpec::new(
+            prepared.kernel.image.clone(),
+            prepared.initramfs.clone(),
+            a.topology,
+        );
+        if let Some(m) = a.memory {
+            spec.memory_mib = m;
+        }
+        spec.verbose = a.verbose;
+        let progress_say = say.clone();
+        let name = canned.name;
+        let cfg = RunConfig {
+            spec,
+            plan: canned.plan(&params, Assert::default_checks()),
+            boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
+            run_timeout: a.timeout,
+            t0,
+            progress: Box::new(move |m| progress_say(&format!("{name}: {m}"))),
+        };
+        let out = runner::run(backend.as_ref(), cfg)?;
+        print!("{}", report::table(&out));
+        if let Some(tail) = out.console_tail.as_ref().filter(|_| !out.passed) {
+            eprintln!("--- guest console (tail) ---\n{tail}\n---");
+        }
+        outcomes.push(out);
+    }
+    if outcomes.len() > 1 {
+        println!("\nsummary:");
+        for o in &outcomes {
+            println!(
+                "  {:<18} {}",
+                o.scenario,
+                if o.passed {
+                    "PASS".to_string()
+                } else {
+                    format!("FAIL: {}", o.failure.clone().unwrap_or_default())
+                }
+            );
+        }
+        let passed = outcomes.iter().filter(|o| o.passed).count();
+        println!("{passed} passed, {} failed", outcomes.len() - passed);
     }
     if let Some(path) = &a.json {
-        std::fs::write(path, report::json(&out)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let text = if outcomes.len() == 1 {
+            report::json(&outcomes[0])?
+        } else {
+            serde_json::to_string_pretty(&outcomes)?
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         say(&format!("result written to {}", path.display()));
     }
-    Ok(out.passed)
+    Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.passed))
 }
 
 fn main() -> Result<()> {

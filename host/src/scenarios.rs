@@ -1,0 +1,369 @@
+//! The canned scenario catalog: named plans the host can send to the
+//! agent (`cargo xtask vmtest --scenario NAME`, `--list`).
+//!
+//! Each entry builds a wire [`Plan`] from the requested topology, duration
+//! and workers per cgroup. Cgroups that must outlive a step (so later ops
+//! can change their cpusets, affinity or tasks) live in the plan's
+//! backdrop; cgroups in a step's setup are torn down when the step ends.
+
+use std::time::Duration;
+
+use ktstr_protocol::message::{BackdropSpec, Plan};
+use ktstr_protocol::model::{
+    AffinityIntent, Assert, CgroupDef, CpusetSpec, HoldSpec, Op, Step, Topology, Work, WorkType,
+};
+
+/// What a canned scenario is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct ScenarioParams {
+    pub topology: Topology,
+    pub duration: Duration,
+    pub workers_per_cgroup: usize,
+}
+
+/// One catalog entry.
+#[derive(Debug)]
+pub struct Canned {
+    pub name: &'static str,
+    pub about: &'static str,
+    build: fn(&ScenarioParams) -> (BackdropSpec, Vec<Step>),
+}
+
+impl Canned {
+    /// The plan for `p`, checked with `assert` (the merged layers).
+    pub fn plan(&self, p: &ScenarioParams, assert: Assert) -> Plan {
+        let (backdrop, steps) = (self.build)(p);
+        Plan {
+            name: self.name.into(),
+            backdrop,
+            steps,
+            duration: p.duration,
+            settle: Duration::ZERO,
+            workers_per_cgroup: p.workers_per_cgroup,
+            assert,
+            scheduler: None,
+            fault: None,
+        }
+    }
+}
+
+fn cg(name: &str, p: &ScenarioParams) -> CgroupDef {
+    CgroupDef::named(name.to_string()).workers(p.workers_per_cgroup)
+}
+
+fn half() -> HoldSpec {
+    HoldSpec::frac(0.5)
+}
+
+fn steps_only(steps: Vec<Step>) -> (BackdropSpec, Vec<Step>) {
+    (BackdropSpec::default(), steps)
+}
+
+fn backdrop(cgroups: Vec<CgroupDef>, steps: Vec<Step>) -> (BackdropSpec, Vec<Step>) {
+    (
+        BackdropSpec {
+            cgroups,
+            ops: Vec::new(),
+        },
+        steps,
+    )
+}
+
+fn steady(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    steps_only(vec![Step::with_defs(
+        vec![cg("cg_0", p), cg("cg_1", p)],
+        HoldSpec::FULL,
+    )])
+}
+
+fn steady_llc(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    let defs = (0..p.topology.llcs as usize)
+        .map(|i| cg(&format!("llc_{i}"), p).with_cpuset(CpusetSpec::llc(i)))
+        .collect();
+    steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
+}
+
+fn oversubscribed(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    let n = (p.topology.total_cpus() as usize).max(2);
+    steps_only(vec![Step::with_defs(
+        vec![
+            CgroupDef::named("cg_0").workers(n),
+            CgroupDef::named("cg_1").workers(n),
+        ],
+        HoldSpec::FULL,
+    )])
+}
+
+fn cpuset_apply(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![cg("cg_0", p), cg("cg_1", p)],
+        vec![
+            Step::hold(half()),
+            Step::new(
+                vec![
+                    Op::set_cpuset("cg_0", CpusetSpec::disjoint(0, 2)),
+                    Op::set_cpuset("cg_1", CpusetSpec::disjoint(1, 2)),
+                ],
+                half(),
+            ),
+        ],
+    )
+}
+
+fn cpuset_clear(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![
+            cg("cg_0", p).with_cpuset(CpusetSpec::disjoint(0, 2)),
+            cg("cg_1", p).with_cpuset(CpusetSpec::disjoint(1, 2)),
+        ],
+        vec![
+            Step::hold(half()),
+            Step::new(
+                vec![Op::clear_cpuset("cg_0"), Op::clear_cpuset("cg_1")],
+                half(),
+            ),
+        ],
+    )
+}
+
+fn cpuset_resize(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    let third = HoldSpec::frac(1.0 / 3.0);
+    backdrop(
+        vec![cg("cg_0", p).with_cpuset(CpusetSpec::range(0.0, 0.5))],
+        vec![
+            Step::hold(third),
+            Step::new(
+                vec![Op::set_cpuset("cg_0", CpusetSpec::range(0.0, 1.0))],
+                third,
+            ),
+            Step::new(
+                vec![Op::set_cpuset("cg_0", CpusetSpec::range(0.0, 0.34))],
+                third,
+            ),
+        ],
+    )
+}
+
+fn cgroup_add(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![cg("cg_0", p)],
+        vec![
+            Step::hold(half()),
+            Step::with_defs(vec![cg("cg_1", p)], half()),
+        ],
+    )
+}
+
+fn cgroup_remove(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![cg("cg_0", p)],
+        vec![
+            Step::new(
+                vec![
+                    Op::add_cgroup("cg_1"),
+                    Op::spawn("cg_1", Work::default().workers(p.workers_per_cgroup)),
+                ],
+                half(),
+            ),
+            Step::new(vec![Op::remove_cgroup("cg_1")], half()),
+        ],
+    )
+}
+
+fn affinity_change(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![cg("cg_0", p)],
+        vec![
+            Step::hold(half()),
+            Step::new(
+                vec![Op::set_affinity("cg_0", AffinityIntent::SingleCpu)],
+                half(),
+            ),
+        ],
+    )
+}
+
+fn affinity_pinned(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    steps_only(vec![Step::with_defs(
+        vec![
+            cg("cg_0", p).affinity(AffinityIntent::SingleCpu),
+            cg("cg_1", p).affinity(AffinityIntent::LlcAligned),
+        ],
+        HoldSpec::FULL,
+    )])
+}
+
+fn host_contention(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    steps_only(vec![
+        Step::with_defs(vec![cg("cg_0", p), cg("cg_1", p)], HoldSpec::FULL).set_ops(vec![
+            Op::spawn_host(Work::default().workers(p.workers_per_cgroup)),
+        ]),
+    ])
+}
+
+fn mixed_workloads(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    let w = p.workers_per_cgroup;
+    let defs = vec![
+        CgroupDef::named("spin_wait")
+            .workers(w)
+            .work_type(WorkType::SpinWait),
+        CgroupDef::named("bursty")
+            .workers(w)
+            .work_type(WorkType::Bursty {
+                burst: Duration::from_millis(50),
+                sleep: Duration::from_millis(100),
+            }),
+        CgroupDef::named("io_sync")
+            .workers(2)
+            .work_type(WorkType::IoSyncWrite),
+        CgroupDef::named("mixed")
+            .workers(w)
+            .work_type(WorkType::Mixed),
+        CgroupDef::named("yield_heavy")
+            .workers(w)
+            .work_type(WorkType::YieldHeavy),
+    ];
+    steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
+}
+
+fn nested_steady(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    steps_only(vec![Step::with_defs(
+        vec![cg("parent/a", p), cg("parent/b", p), cg("other", p)],
+        HoldSpec::FULL,
+    )])
+}
+
+fn nested_task_move(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    backdrop(
+        vec![cg("parent/a", p), CgroupDef::named("parent/b").workers(0)],
+        vec![
+            Step::hold(half()),
+            Step::new(vec![Op::move_all_tasks("parent/a", "parent/b")], half()),
+        ],
+    )
+}
+
+static CATALOG: &[Canned] = &[
+    Canned {
+        name: "steady",
+        about: "two cgroups of CpuSpin workers for the whole run",
+        build: steady,
+    },
+    Canned {
+        name: "steady_llc",
+        about: "one cgroup per LLC, confined to it",
+        build: steady_llc,
+    },
+    Canned {
+        name: "oversubscribed",
+        about: "two cgroups with as many workers each as the guest has CPUs",
+        build: oversubscribed,
+    },
+    Canned {
+        name: "cpuset_apply",
+        about: "two unconfined cgroups, then disjoint cpusets applied mid-run",
+        build: cpuset_apply,
+    },
+    Canned {
+        name: "cpuset_clear",
+        about: "two cgroups on disjoint cpusets, then cleared mid-run",
+        build: cpuset_clear,
+    },
+    Canned {
+        name: "cpuset_resize",
+        about: "one cgroup's cpuset grown, then shrunk",
+        build: cpuset_resize,
+    },
+    Canned {
+        name: "cgroup_add",
+        about: "a second cgroup appears halfway",
+        build: cgroup_add,
+    },
+    Canned {
+        name: "cgroup_remove",
+        about: "a cgroup created by ops is removed halfway",
+        build: cgroup_remove,
+    },
+    Canned {
+        name: "affinity_change",
+        about: "workers pinned to single CPUs halfway",
+        build: affinity_change,
+    },
+    Canned {
+        name: "affinity_pinned",
+        about: "single-CPU and LLC-aligned worker affinity",
+        build: affinity_pinned,
+    },
+    Canned {
+        name: "host_contention",
+        about: "managed cgroups plus workers in the runner's own cgroup",
+        build: host_contention,
+    },
+    Canned {
+        name: "mixed_workloads",
+        about: "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side",
+        build: mixed_workloads,
+    },
+    Canned {
+        name: "nested_steady",
+        about: "nested cgroups parent/a and parent/b next to a sibling",
+        build: nested_steady,
+    },
+    Canned {
+        name: "nested_task_move",
+        about: "all tasks of parent/a moved to parent/b halfway",
+        build: nested_task_move,
+    },
+];
+
+/// Every canned scenario.
+pub fn catalog() -> &'static [Canned] {
+    CATALOG
+}
+
+/// The scenario called `name`, or an error listing the names.
+pub fn find(name: &str) -> Result<&'static Canned, String> {
+    CATALOG.iter().find(|c| c.name == name).ok_or_else(|| {
+        let names: Vec<&str> = CATALOG.iter().map(|c| c.name).collect();
+        format!("no canned scenario {name:?}; known: {}", names.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_plan_validates() {
+        let p = ScenarioParams {
+            topology: "1n2l2c1t".parse().unwrap(),
+            duration: Duration::from_secs(3),
+            workers_per_cgroup: 2,
+        };
+        assert_eq!(catalog().len(), 14);
+        for c in catalog() {
+            let plan = c.plan(&p, Assert::default_checks());
+            assert!(!plan.steps.is_empty(), "{}", c.name);
+            for (i, s) in plan.steps.iter().enumerate() {
+                s.validate()
+                    .unwrap_or_else(|e| panic!("{} step {}: {e}", c.name, i + 1));
+            }
+            for d in &plan.backdrop.cgroups {
+                d.validate()
+                    .unwrap_or_else(|e| panic!("{} backdrop: {e}", c.name));
+            }
+        }
+        assert!(find("nope").unwrap_err().contains("steady_llc"));
+        assert_eq!(
+            find("steady_llc").unwrap().plan(&p, Assert::NONE).steps[0].setup,
+            Step::with_defs(
+                vec![
+                    cg("llc_0", &p).with_cpuset(CpusetSpec::llc(0)),
+                    cg("llc_1", &p).with_cpuset(CpusetSpec::llc(1)),
+                ],
+                HoldSpec::FULL
+            )
+            .setup
+        );
+    }
+}
