@@ -101,4 +101,7 @@ pub const QEMU_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x8
 
 /// Everything `cargo xtask setup` installs: QEMU for runs, and iasl, which
 /// the tests use to check our ACPI tables independently.
-pub const SETUP_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("iasl", "acpica-tools")];
+pub const SETUP_TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("iasl", "acpica-tools"),
+];
