@@ -1,10 +1,22 @@
-//! Worker processes: forked, placed in their cgroup before they run (two-
-//! phase start), stopped with SIGUSR1 and a deadline, then SIGKILL. Every
-//! worker is reaped on every path, including when the handle is dropped.
+//! Worker processes: forked, placed in their cgroup (and CPU set) before
+//! they run (two-phase start), stopped with SIGUSR1 and a deadline, then
+//! SIGKILL. Every worker is reaped on every path, including when the handle
+//! is dropped; shared pages and pipes for paired and grouped work types are
+//! created before fork and released by the agent once all are forked.
+//!
+//! Layout: [`worker`] is the child's life, [`kinds`] the work per type,
+//! [`measure`] the self-measurement, [`shared`] what groups share,
+//! [`affinity`] CPU masks, [`collect`] the agent's side of ending a worker.
 
+mod affinity;
+mod collect;
+mod kinds;
+mod measure;
+mod shared;
 mod worker;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -27,24 +39,20 @@ pub struct WorkloadHandle {
     workers: Vec<Worker>,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: valid out-array of two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: pipe2 returned two fresh fds that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn sigusr1_mask(how: libc::c_int) {
-    // SAFETY: set is initialised by sigemptyset before use.
+    // SAFETY: set is initialised by sigemptyset before use; only the
+    // calling thread's mask changes.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR1);
-        libc::sigprocmask(how, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
+}
+
+fn describe(cpus: &BTreeSet<usize>) -> String {
+    let list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+    format!("{{{}}}", list.join(","))
 }
 
 impl WorkloadHandle {
@@ -57,8 +65,30 @@ impl WorkloadHandle {
         spec: &WorkSpec,
         count: usize,
     ) -> Result<Self> {
+        Self::spawn_with_affinity(cgroups, cgroup, spec, count, Vec::new())
+    }
+
+    /// Like [`Self::spawn`], and pins worker `i` to `affinities[i]` (when
+    /// `Some`) before it is released. `affinities` is empty (no pinning) or
+    /// has one entry per worker. Worker `i` forms groups with its
+    /// neighbours: paired types pair `2k` with `2k+1`, so the engine can
+    /// place partners (e.g. on SMT siblings) by index.
+    pub fn spawn_with_affinity(
+        cgroups: &dyn CgroupOps,
+        cgroup: Option<&str>,
+        spec: &WorkSpec,
+        count: usize,
+        affinities: Vec<Option<BTreeSet<usize>>>,
+    ) -> Result<Self> {
         if let Err(e) = spec.validate() {
             bail!("{e}");
+        }
+        shared::check(&spec.work_type, count)?;
+        if !affinities.is_empty() && affinities.len() != count {
+            bail!(
+                "{} CPU sets were given for {count} workers; give one per worker or none",
+                affinities.len()
+            );
         }
         let label = cgroup.unwrap_or("").to_string();
         let mut handle = Self {
@@ -66,25 +96,36 @@ impl WorkloadHandle {
             work_type: spec.work_type.name().into(),
             workers: Vec::new(),
         };
-        for _ in 0..count {
-            let (start_rd, start_wr) = pipe()?;
-            let (report_rd, report_wr) = pipe()?;
+        // Dropped at the end of this function on every path: the workers
+        // hold their own copies by then.
+        let resources = shared::Resources::new(&spec.work_type, count)
+            .with_context(|| format!("creating what {} workers share", spec.work_type.name()))?;
+        for i in 0..count {
+            let (start_rd, start_wr) = shared::pipe()?;
+            let (report_rd, report_wr) = shared::pipe()?;
+            let args = worker::WorkerArgs {
+                start_fd: start_rd.as_raw_fd(),
+                report_fd: report_wr.as_raw_fd(),
+                spec,
+                cgroup: &label,
+                leaves: resources.for_worker(i),
+            };
             // Block SIGUSR1 across fork so the child cannot be stopped
             // before its handler exists.
             sigusr1_mask(libc::SIG_BLOCK);
-            // SAFETY: the agent is single-threaded, so the child may run
-            // ordinary code; it never returns (child_main exits).
+            // SAFETY: the child runs only `child_main`, which takes no lock
+            // but the allocator's (glibc keeps malloc usable after fork)
+            // and never returns.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
-                worker::install_stop_handler();
+                worker::install_handlers();
                 sigusr1_mask(libc::SIG_UNBLOCK);
-                drop(start_wr);
-                drop(report_rd);
-                worker::child_main(start_rd.as_raw_fd(), report_wr.as_raw_fd(), spec, &label);
+                worker::child_main(args);
             }
             sigusr1_mask(libc::SIG_UNBLOCK);
             if pid < 0 {
-                return Err(std::io::Error::last_os_error()).context("fork of a worker");
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("fork of worker {i} of {count}"));
             }
             handle.workers.push(Worker {
                 pid,
@@ -93,7 +134,18 @@ impl WorkloadHandle {
                 reaped: false,
             });
             if let Some(cg) = cgroup {
-                cgroups.move_task(cg, pid)?;
+                cgroups
+                    .move_task(cg, pid)
+                    .with_context(|| format!("moving worker {i} (pid {pid}) into {cg:?}"))?;
+            }
+            if let Some(Some(cpus)) = affinities.get(i) {
+                affinity::set(pid, cpus.iter().copied()).with_context(|| {
+                    format!(
+                        "pinning worker {i} (pid {pid}) to CPUs {} in cgroup {label:?}; \
+                         the CPUs must exist and lie within the cgroup's cpuset",
+                        describe(cpus)
+                    )
+                })?;
             }
         }
         Ok(handle)
@@ -127,187 +179,91 @@ impl WorkloadHandle {
         &self.cgroup
     }
 
+    /// Re-pins running (or not yet started) workers: entry `i` is worker
+    /// `i`'s new CPU set, `None` leaves it as it is. AffinityChurn workers
+    /// keep churning within the CPUs they were allowed when they started.
+    pub fn set_affinity(&self, per_worker: &[Option<BTreeSet<usize>>]) -> Result<()> {
+        if per_worker.len() != self.workers.len() {
+            bail!(
+                "{} CPU sets were given for the {} workers in cgroup {:?}",
+                per_worker.len(),
+                self.workers.len(),
+                self.cgroup
+            );
+        }
+        for (i, (w, cpus)) in self.workers.iter().zip(per_worker).enumerate() {
+            if let Some(cpus) = cpus {
+                affinity::set(w.pid, cpus.iter().copied()).with_context(|| {
+                    format!(
+                        "pinning worker {i} (pid {}) in cgroup {:?} to CPUs {}",
+                        w.pid,
+                        self.cgroup,
+                        describe(cpus)
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn lost_report(&self, pid: i32, exit: WorkerExit) -> WorkerReport {
+        WorkerReport {
+            tid: pid,
+            cgroup: self.cgroup.clone(),
+            work_type: self.work_type.clone(),
+            exit,
+            ..Default::default()
+        }
+    }
+
     /// Stops every worker and collects its report; a worker that misses the
     /// deadline is killed and reported as such.
     pub fn stop_and_collect(mut self, grace: Duration) -> Vec<WorkerReport> {
         for w in &self.workers {
-            // SAFETY: signalling our own child.
+            // SAFETY: signalling our own, not yet reaped, child.
             unsafe { libc::kill(w.pid, libc::SIGUSR1) };
         }
         let deadline = Instant::now() + grace;
         let mut reports = Vec::new();
         let workers = std::mem::take(&mut self.workers);
         for mut w in workers {
-            let bytes = read_until_eof(&w.report, deadline);
-            let status = reap(&mut w, deadline);
+            let bytes = collect::read_until_eof(&w.report, deadline);
+            let signal = collect::reap(w.pid, deadline);
+            w.reaped = true;
             let mut report = ktstr_protocol::codec::decode::<WorkerReport>("worker report", &bytes)
-                .unwrap_or_else(|e| WorkerReport {
-                    tid: w.pid,
-                    cgroup: self.cgroup.clone(),
-                    work_type: self.work_type.clone(),
-                    exit: WorkerExit::Error(format!("no usable report ({e})")),
-                    ..Default::default()
+                .unwrap_or_else(|e| {
+                    self.lost_report(w.pid, WorkerExit::Error(format!("no usable report ({e})")))
                 });
-            if let Some(sig) = status.filter(|_| bytes.is_empty()) {
+            if let Some(sig) = signal.filter(|_| bytes.is_empty()) {
                 report.exit = WorkerExit::Signaled(sig);
             }
             reports.push(report);
         }
         reports
     }
-}
 
-/// Reads a worker's report pipe until EOF or the deadline.
-fn read_until_eof(fd: &OwnedFd, deadline: Instant) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if r <= 0 {
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return out;
-        }
-        // SAFETY: reading into a local buffer from our pipe.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return out;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
+    /// Kills every worker at once (SIGKILL) and reaps it; each report says
+    /// only that it was killed.
+    pub fn kill_all(mut self) -> Vec<WorkerReport> {
+        let workers = std::mem::take(&mut self.workers);
+        workers
+            .into_iter()
+            .map(|mut w| {
+                let sig = collect::kill_and_reap(w.pid);
+                w.reaped = true;
+                self.lost_report(w.pid, WorkerExit::Signaled(sig))
+            })
+            .collect()
     }
-}
-
-/// Waits for a worker until `deadline`, then SIGKILLs it; returns the signal
-/// that ended it, if one did.
-fn reap(w: &mut Worker, deadline: Instant) -> Option<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(w.pid, &mut status, libc::WNOHANG) };
-        if r == w.pid || r < 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(w.pid, libc::SIGKILL);
-                libc::waitpid(w.pid, &mut status, 0);
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    w.reaped = true;
-    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
 
 impl Drop for WorkloadHandle {
     fn drop(&mut self) {
         for w in &mut self.workers {
             if !w.reaped {
-                let mut status = 0;
-                // SAFETY: killing and reaping our own child.
-                unsafe {
-                    libc::kill(w.pid, libc::SIGKILL);
-                    libc::waitpid(w.pid, &mut status, 0);
-                }
+                collect::kill_and_reap(w.pid);
                 w.reaped = true;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-    use std::path::Path;
-
-    /// A cgroup double that records moves and touches nothing.
-    struct NoCgroups;
-
-    impl CgroupOps for NoCgroups {
-        fn parent(&self) -> &Path {
-            Path::new("/nonexistent")
-        }
-        fn create(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        fn remove(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        fn set_cpuset(&self, _: &str, _: &BTreeSet<usize>) -> Result<()> {
-            Ok(())
-        }
-        fn clear_cpuset(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        fn move_task(&self, _: &str, _: i32) -> Result<()> {
-            Ok(())
-        }
-        fn set_frozen(&self, _: &str, _: bool) -> Result<()> {
-            Ok(())
-        }
-        fn procs(&self, _: &str) -> Result<Vec<i32>> {
-            Ok(Vec::new())
-        }
-    }
-
-    // Forking inside the multi-threaded test harness is safe here because
-    // the child only spins, reads clocks and writes a pipe before _exit.
-    #[test]
-    fn workers_spin_report_and_are_reaped() {
-        let mut h = WorkloadHandle::spawn(&NoCgroups, None, &WorkSpec::default(), 2).unwrap();
-        let pids = h.pids();
-        h.start().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let reports = h.stop_and_collect(Duration::from_secs(5));
-        assert_eq!(reports.len(), 2);
-        for r in &reports {
-            assert_eq!(r.exit, WorkerExit::Completed, "{r:?}");
-            assert!(r.cpu_time_ns > 0 && r.work_units > 0, "{r:?}");
-            assert!(r.wall_time_ns >= 200_000_000, "{r:?}");
-            assert!(!r.cpus_used.is_empty());
-        }
-        for pid in pids {
-            // SAFETY: probing a pid we created and reaped.
-            assert_ne!(
-                unsafe { libc::kill(pid, 0) },
-                0,
-                "worker {pid} still exists"
-            );
-        }
-    }
-
-    #[test]
-    fn unimplemented_work_type_is_an_error_not_a_pass() {
-        let spec = WorkSpec::default().work_type(ktstr_protocol::model::WorkType::ForkExit);
-        let mut h = WorkloadHandle::spawn(&NoCgroups, None, &spec, 1).unwrap();
-        h.start().unwrap();
-        let reports = h.stop_and_collect(Duration::from_secs(5));
-        assert!(
-            matches!(reports[0].exit, WorkerExit::Error(_)),
-            "{:?}",
-            reports[0]
-        );
-    }
-
-    #[test]
-    fn dropping_a_handle_kills_unstarted_workers() {
-        let h = WorkloadHandle::spawn(&NoCgroups, None, &WorkSpec::default(), 2).unwrap();
-        let pids = h.pids();
-        drop(h);
-        for pid in pids {
-            // SAFETY: probing a pid we created and reaped.
-            assert_ne!(unsafe { libc::kill(pid, 0) }, 0);
         }
     }
 }

@@ -1,0 +1,85 @@
+//! Cache-pressure kinds: CachePressure and CacheYield, and the buffer walk
+//! CachePipe does between hand-offs.
+
+use std::hint::black_box;
+
+use super::Ctx;
+use super::spin::timed_yield;
+
+const LINE: usize = 64;
+/// Cache lines touched per chunk: one meter tick, some tens of µs.
+const CHUNK_LINES: usize = 1024;
+
+/// A buffer walked one cache line at a time with a stride that is coprime
+/// with its line count, so every line is visited once per pass in an order
+/// the prefetcher does not follow.
+pub(crate) struct Buffer {
+    data: Vec<u64>,
+    lines: usize,
+    stride: usize,
+    at: usize,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl Buffer {
+    pub(crate) fn new(size_kib: u32) -> Self {
+        let lines = (size_kib as usize * 1024 / LINE).max(1);
+        // About a page and a bit apart, adjusted until coprime.
+        let mut stride = 67 % lines.max(2);
+        while gcd(stride.max(1), lines) != 1 {
+            stride += 1;
+        }
+        Self {
+            data: vec![0u64; lines * LINE / 8],
+            lines,
+            stride: stride.max(1),
+            at: 0,
+        }
+    }
+
+    /// Touches up to `n` lines (read-modify-write); returns how many.
+    pub(crate) fn walk(&mut self, n: usize) -> usize {
+        let words = LINE / 8;
+        for _ in 0..n {
+            let i = self.at * words;
+            self.data[i] = black_box(self.data[i].wrapping_add(1));
+            self.at = (self.at + self.stride) % self.lines;
+        }
+        n
+    }
+}
+
+/// A unit is one cache line touched; an iteration is a chunk of lines.
+/// With `yield_after`, every chunk ends in a timed yield (sampled).
+pub(super) fn pressure(ctx: &mut Ctx, size_kib: u32, yield_after: bool) {
+    let mut buf = Buffer::new(size_kib);
+    while ctx.running() {
+        let n = buf.walk(CHUNK_LINES) as u64;
+        if yield_after {
+            let ns = timed_yield();
+            ctx.meter.tick_woken(n, Some(ns));
+        } else {
+            ctx.meter.tick(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_touches_every_line_once() {
+        for kib in [1u32, 3, 64, 67] {
+            let mut b = Buffer::new(kib);
+            let lines = b.lines;
+            b.walk(lines);
+            let lines = kib as usize * 1024 / LINE;
+            let touched = b.data.iter().step_by(LINE / 8).filter(|&&v| v == 1).count();
+            assert_eq!(touched, lines, "{kib} KiB");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! What cooperating workers share, created by the agent before it forks:
+//! one `MAP_SHARED` anonymous page per group (futex words, timestamps, the
+//! lock) and one inbox pipe per member for pipe hand-offs. The agent's
+//! copies are released when [`Resources`] drops, on every path; each worker
+//! keeps only its own group's page and its own pipe ends.
+//!
+//! Also the thin futex and pipe wrappers the kinds use.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ktstr_protocol::model::WorkType;
+
+/// The words one group shares. Lives in its own page; every field is an
+/// atomic because several processes touch it at once.
+#[repr(C, align(64))]
+#[derive(Default)]
+pub(crate) struct GroupShared {
+    /// Futex word: ping-pong turn, fan-out round, or lock state.
+    pub word: AtomicU32,
+    /// Fan-out: waiters that finished the current round.
+    pub acks: AtomicU32,
+    /// Set by a member that stops, so partners leave their waits.
+    pub stop: AtomicU32,
+    /// CLOCK_MONOTONIC ns at which the waker released `word`.
+    pub wake_ts: AtomicU64,
+    /// CLOCK_MONOTONIC ns at which the last acker woke the fan-out waker.
+    pub ack_ts: AtomicU64,
+    /// Fan-out compute: the current work item.
+    pub item: AtomicU64,
+    /// Mutex contention: the value the lock protects.
+    pub counter: AtomicU64,
+}
+
+const PAGE: usize = 4096;
+const _: () = assert!(std::mem::size_of::<GroupShared>() <= PAGE);
+
+/// One shared page holding a [`GroupShared`]; unmapped on drop.
+pub(crate) struct SharedPage {
+    ptr: *mut GroupShared,
+}
+
+impl SharedPage {
+    fn new() -> Result<Self> {
+        // SAFETY: anonymous shared mapping of one page; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of a shared worker page");
+        }
+        let ptr = ptr.cast::<GroupShared>();
+        // SAFETY: fresh, page-aligned, zero-filled mapping large enough.
+        unsafe { ptr.write(GroupShared::default()) };
+        Ok(Self { ptr })
+    }
+
+    /// The shared words. A forked worker never unmaps its copy, so in the
+    /// child the reference lives until `_exit`.
+    pub(crate) fn get(&self) -> &'static GroupShared {
+        // SAFETY: the mapping is valid until drop; in the agent it is only
+        // used by the code that owns `self`, in a worker it is never dropped.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page this value mapped.
+        unsafe { libc::munmap(self.ptr.cast(), PAGE) };
+    }
+}
+
+/// A pipe pair with close-on-exec set.
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: valid out-array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: pipe2 returned two fresh fds that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn needs_pipes(wt: &WorkType) -> bool {
+    matches!(wt, WorkType::PipeIo | WorkType::CachePipe { .. })
+}
+
+fn needs_page(wt: &WorkType) -> bool {
+    matches!(
+        wt,
+        WorkType::FutexPingPong
+            | WorkType::FutexFanOut { .. }
+            | WorkType::FanOutCompute { .. }
+            | WorkType::MutexContention { .. }
+    )
+}
+
+/// Every non-Sequence work type in `wt`, in pre-order: the order in which
+/// the agent creates resources and a worker picks them up.
+pub(crate) fn leaves(wt: &WorkType) -> Vec<&WorkType> {
+    fn walk<'a>(wt: &'a WorkType, out: &mut Vec<&'a WorkType>) {
+        match wt {
+            WorkType::Sequence(phases) => phases.iter().for_each(|p| walk(&p.work_type, out)),
+            leaf => out.push(leaf),
+        }
+    }
+    let mut out = Vec::new();
+    walk(wt, &mut out);
+    out
+}
+
+/// Rejects a work type that cannot run with `count` workers: a grouped
+/// type (in any phase) needs a multiple of its group, and sizes must be
+/// non-zero.
+pub(crate) fn check(wt: &WorkType, count: usize) -> Result<()> {
+    if let WorkType::Sequence(phases) = wt {
+        if phases.is_empty() {
+            bail!("a Sequence needs at least one phase");
+        }
+        if phases.iter().all(|p| p.duration.is_zero()) {
+            bail!("a Sequence needs a phase with a non-zero duration");
+        }
+    }
+    for leaf in leaves(wt) {
+        let group = leaf.group_size() as usize;
+        if count % group != 0 {
+            bail!(
+                "{} needs workers in groups of {group}, but {count} workers were asked for; \
+                 use a multiple of {group}",
+                leaf.name()
+            );
+        }
+        match leaf {
+            WorkType::FutexFanOut { fan_out: 0 } | WorkType::FanOutCompute { fan_out: 0 } => {
+                bail!(
+                    "{} needs fan_out >= 1 (one waker, fan_out waiters)",
+                    leaf.name()
+                )
+            }
+            WorkType::CachePressure { size_kib: 0 }
+            | WorkType::CacheYield { size_kib: 0 }
+            | WorkType::CachePipe { size_kib: 0 } => {
+                bail!("{} needs size_kib >= 1", leaf.name())
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The resources of one group of one leaf.
+struct GroupRes {
+    page: Option<SharedPage>,
+    /// Member `i`'s inbox: (read end, write end).
+    inboxes: Vec<(OwnedFd, OwnedFd)>,
+}
+
+/// Everything the agent creates for one spawn, per leaf then per group.
+pub(crate) struct Resources {
+    leaves: Vec<(usize, Vec<GroupRes>)>,
+}
+
+/// What one worker holds for one leaf.
+pub(crate) struct LeafRes {
+    /// Position in its group and the group's size.
+    pub pos: usize,
+    pub size: usize,
+    pub shared: Option<&'static GroupShared>,
+    /// This worker's inbox (read end) and its partner's inbox (write end).
+    pub inbox: Option<RawFd>,
+    pub outbox: Option<RawFd>,
+}
+
+impl Resources {
+    /// Creates the pages and pipes `wt` needs for `count` workers (after
+    /// [`check`] passed).
+    pub(crate) fn new(wt: &WorkType, count: usize) -> Result<Self> {
+        let mut leaves_res = Vec::new();
+        for leaf in leaves(wt) {
+            let size = leaf.group_size() as usize;
+            let mut groups = Vec::new();
+            for _ in 0..count / size {
+                let page = if needs_page(leaf) {
+                    Some(SharedPage::new()?)
+                } else {
+                    None
+                };
+                let inboxes = if needs_pipes(leaf) {
+                    (0..size).map(|_| pipe()).collect::<Result<Vec<_>>>()?
+                } else {
+                    Vec::new()
+                };
+                groups.push(GroupRes { page, inboxes });
+            }
+            leaves_res.push((size, groups));
+        }
+        Ok(Self { leaves: leaves_res })
+    }
+
+    /// Worker `index`'s share of every leaf, in pre-order.
+    pub(crate) fn for_worker(&self, index: usize) -> Vec<LeafRes> {
+        self.leaves
+            .iter()
+            .map(|(size, groups)| {
+                let (g, pos) = (index / size, index % size);
+                let group = &groups[g];
+                let partner = pos ^ 1;
+                LeafRes {
+                    pos,
+                    size: *size,
+                    shared: group.page.as_ref().map(SharedPage::get),
+                    inbox: group.inboxes.get(pos).map(|p| p.0.as_raw_fd()),
+                    outbox: (partner < *size)
+                        .then(|| group.inboxes.get(partner).map(|p| p.1.as_raw_fd()))
+                        .flatten(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a futex wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Woken by a FUTEX_WAKE.
+    Woken,
+    /// The word no longer held the expected value, a signal arrived or the
+    /// timeout passed: re-check and decide.
+    Retry,
+}
+
+/// FUTEX_WAIT on a word shared between processes (so not the private op).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Wait {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the word lives in a mapping valid for the call; ts is local.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+    if r == 0 { Wait::Woken } else { Wait::Retry }
+}
+
+/// FUTEX_WAKE up to `n` waiters on a shared word.
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: the word lives in a mapping valid for the call.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+/// Marks the group as stopping and wakes everyone waiting on it, so no
+/// partner stays blocked on a worker that has left.
+pub(crate) fn release_group(shared: &GroupShared) {
+    shared.stop.store(1, Ordering::Release);
+    futex_wake(&shared.word, i32::MAX);
+    futex_wake(&shared.acks, i32::MAX);
+}
+
+/// How a pipe receive ended.
+pub(crate) enum Recv {
+    Msg([u64; 2]),
+    /// Nothing yet (timeout or signal): re-check and decide.
+    Retry,
+    /// The partner closed its end.
+    Gone,
+}
+
+/// Waits up to `timeout` for one 16-byte message on `fd`.
+pub(crate) fn recv(fd: RawFd, timeout: Duration) -> Recv {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().clamp(1, 1000) as i32) };
+    if r <= 0 {
+        return Recv::Retry;
+    }
+    let mut buf = [0u8; 16];
+    // SAFETY: reading into a local buffer from our pipe.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        16 => {
+            let (a, b) = buf.split_at(8);
+            let word = |s: &[u8]| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8]));
+            Recv::Msg([word(a), word(b)])
+        }
+        0 => Recv::Gone,
+        // Messages are written whole (16 < PIPE_BUF), so a short read is an
+        // interrupted one.
+        _ => Recv::Retry,
+    }
+}
+
+/// Sends one 16-byte message; `false` when the partner is gone (SIGPIPE is
+/// ignored in workers, so this is EPIPE).
+pub(crate) fn send(fd: RawFd, msg: [u64; 2]) -> bool {
+    let mut buf = [0u8; 16];
+    buf[..8].copy_from_slice(&msg[0].to_ne_bytes());
+    buf[8..].copy_from_slice(&msg[1].to_ne_bytes());
+    loop {
+        // SAFETY: writing a local buffer to our pipe.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n == 16 {
+            return true;
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return false;
+    }
+}
