@@ -258,8 +258,11 @@ fn sequence_runs_phases_in_turn() {
             },
             30,
         ),
+        phase(WorkType::FutexFanOut { fan_out: 3 }, 30),
     ]);
-    let r = run_spec(&spec(seq), 2, Duration::from_millis(400));
+    // Pairs (0,1) and (2,3) for the paired phases, one group of 4 for the
+    // fan-out phase.
+    let r = run_spec(&spec(seq), 4, Duration::from_millis(400));
     assert_worked(&r);
     assert_each_woken(&r);
 }

@@ -327,3 +327,54 @@ pub(crate) fn send(fd: RawFd, msg: [u64; 2]) -> bool {
         return false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_protocol::model::WorkPhase;
+
+    #[test]
+    fn partners_write_to_each_others_inbox() {
+        let res = Resources::new(&WorkType::PipeIo, 4).expect("resources");
+        let w: Vec<LeafRes> = (0..4).flat_map(|i| res.for_worker(i)).collect();
+        for (a, b) in [(0, 1), (2, 3)] {
+            assert_eq!((w[a].pos, w[b].pos, w[a].size), (0, 1, 2));
+            assert!(w[a].outbox.is_some());
+            // a's outbox is the write end of b's inbox pipe: a byte sent
+            // one way arrives the other.
+            assert!(send(w[a].outbox.unwrap_or(-1), [7, 8]));
+            assert!(matches!(
+                recv(w[b].inbox.unwrap_or(-1), POLL_TEST),
+                Recv::Msg([7, 8])
+            ));
+        }
+        assert!(w.iter().all(|l| l.shared.is_none()));
+    }
+
+    const POLL_TEST: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn groups_share_one_page_each() {
+        let res = Resources::new(&WorkType::FutexFanOut { fan_out: 2 }, 6).expect("resources");
+        let page = |i: usize| res.for_worker(i)[0].shared.map(|s| s as *const GroupShared);
+        assert!(page(0).is_some());
+        assert_eq!(page(0), page(2));
+        assert_ne!(page(0), page(3));
+        assert_eq!(res.for_worker(4)[0].pos, 1);
+    }
+
+    #[test]
+    fn check_names_the_group_and_rejects_empty_sequences() {
+        let seq = |phases| WorkType::Sequence(phases);
+        let e = check(&WorkType::MutexContention { contenders: 3 }, 4).unwrap_err();
+        assert!(e.to_string().contains("groups of 3"), "{e}");
+        assert!(check(&seq(vec![]), 2).is_err());
+        let zero = WorkPhase {
+            work_type: WorkType::CpuSpin,
+            duration: Duration::ZERO,
+        };
+        assert!(check(&seq(vec![zero]), 2).is_err());
+        assert!(check(&WorkType::CachePipe { size_kib: 0 }, 2).is_err());
+        assert!(check(&WorkType::PipeIo, 2).is_ok());
+    }
+}

@@ -58,8 +58,15 @@ impl<'a> Ctx<'a> {
     /// Sleeps in [`POLL`] steps until [`Self::running`] turns false: what a
     /// worker does when its partners have gone.
     pub(crate) fn idle_until_done(&mut self) {
+        let step = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: POLL.as_nanos() as libc::c_long,
+        };
         while self.running() {
-            std::thread::sleep(POLL);
+            // Unlike std::thread::sleep, a bare nanosleep ends early on the
+            // stop signal (EINTR).
+            // SAFETY: relative sleep with a valid request; no remainder.
+            unsafe { libc::nanosleep(&step, std::ptr::null_mut()) };
         }
         self.meter.resume();
     }
