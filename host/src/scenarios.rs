@@ -27,11 +27,15 @@ pub struct Canned {
     pub name: &'static str,
     pub about: &'static str,
     build: fn(&ScenarioParams) -> (BackdropSpec, Vec<Step>),
+    /// This scenario's own check layer, merged over the caller's.
+    checks: Assert,
 }
 
 impl Canned {
-    /// The plan for `p`, checked with `assert` (the merged layers).
+    /// The plan for `p`, checked with `assert` (default -> scheduler layers)
+    /// overlaid with the scenario's own layer.
     pub fn plan(&self, p: &ScenarioParams, assert: Assert) -> Plan {
+        let assert = assert.merge(&self.checks);
         let (backdrop, steps) = (self.build)(p);
         Plan {
             name: self.name.into(),
@@ -243,76 +247,97 @@ fn nested_task_move(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
+/// Blocking and sleeping workers use the CPU by design unevenly, so CPU
+/// share spread is not a fairness signal for them.
+const MIXED_CHECKS: Assert = Assert {
+    max_spread_pct: Some(100.0),
+    ..Assert::NONE
+};
+
 static CATALOG: &[Canned] = &[
     Canned {
         name: "steady",
         about: "two cgroups of CpuSpin workers for the whole run",
         build: steady,
+        checks: Assert::NONE,
     },
     Canned {
         name: "steady_llc",
         about: "one cgroup per LLC, confined to it",
         build: steady_llc,
+        checks: Assert::NONE,
     },
     Canned {
         name: "oversubscribed",
         about: "two cgroups with as many workers each as the guest has CPUs",
         build: oversubscribed,
+        checks: Assert::NONE,
     },
     Canned {
         name: "cpuset_apply",
         about: "two unconfined cgroups, then disjoint cpusets applied mid-run",
         build: cpuset_apply,
+        checks: Assert::NONE,
     },
     Canned {
         name: "cpuset_clear",
         about: "two cgroups on disjoint cpusets, then cleared mid-run",
         build: cpuset_clear,
+        checks: Assert::NONE,
     },
     Canned {
         name: "cpuset_resize",
         about: "one cgroup's cpuset grown, then shrunk",
         build: cpuset_resize,
+        checks: Assert::NONE,
     },
     Canned {
         name: "cgroup_add",
         about: "a second cgroup appears halfway",
         build: cgroup_add,
+        checks: Assert::NONE,
     },
     Canned {
         name: "cgroup_remove",
         about: "a cgroup created by ops is removed halfway",
         build: cgroup_remove,
+        checks: Assert::NONE,
     },
     Canned {
         name: "affinity_change",
         about: "workers pinned to single CPUs halfway",
         build: affinity_change,
+        checks: Assert::NONE,
     },
     Canned {
         name: "affinity_pinned",
         about: "single-CPU and LLC-aligned worker affinity",
         build: affinity_pinned,
+        checks: Assert::NONE,
     },
     Canned {
         name: "host_contention",
         about: "managed cgroups plus workers in the runner's own cgroup",
         build: host_contention,
+        checks: Assert::NONE,
     },
     Canned {
         name: "mixed_workloads",
         about: "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side",
         build: mixed_workloads,
+        checks: MIXED_CHECKS,
     },
     Canned {
         name: "nested_steady",
         about: "nested cgroups parent/a and parent/b next to a sibling",
         build: nested_steady,
+        checks: Assert::NONE,
     },
     Canned {
         name: "nested_task_move",
         about: "all tasks of parent/a moved to parent/b halfway",
         build: nested_task_move,
+        checks: Assert::NONE,
     },
 ];
 
