@@ -2,27 +2,88 @@
 //! writes cpusets, moves tasks, freezes.
 //!
 //! All paths are relative to the manager's parent cgroup; names are checked
-//! so nothing outside it can be touched.
+//! so nothing outside it can be touched. [`MemCgroups`] is an in-memory
+//! double that records every call, for tests that must not touch cgroupfs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
 use crate::sysfs::format_cpu_list;
 
-/// Operations a scenario needs on cgroups.
+/// Operations a scenario needs on cgroups. Names are relative to
+/// [`Self::parent`]. Errors keep the `io::Error` as their root cause so
+/// callers can tell ENOENT, EBUSY and EACCES apart.
 pub trait CgroupOps {
     /// The parent directory every managed cgroup lives under.
     fn parent(&self) -> &Path;
+    /// Creates the cgroup (and any missing ancestors).
     fn create(&self, name: &str) -> Result<()>;
+    /// Removes the cgroup; a cgroup that is already gone is not an error.
     fn remove(&self, name: &str) -> Result<()>;
     fn set_cpuset(&self, name: &str, cpus: &BTreeSet<usize>) -> Result<()>;
+    /// Empties `cpuset.cpus`, so the cgroup inherits its parent's CPUs.
     fn clear_cpuset(&self, name: &str) -> Result<()>;
+    /// Moves one process; one that already exited (ESRCH) is skipped.
     fn move_task(&self, name: &str, pid: i32) -> Result<()>;
+    /// Writes `cgroup.freeze`.
     fn set_frozen(&self, name: &str, frozen: bool) -> Result<()>;
+    /// The pids in `cgroup.procs`.
     fn procs(&self, name: &str) -> Result<Vec<i32>>;
+
+    /// Spec name of [`Self::parent`].
+    fn parent_path(&self) -> &Path {
+        self.parent()
+    }
+
+    /// Spec name of [`Self::create`].
+    fn create_cgroup(&self, name: &str) -> Result<()> {
+        self.create(name)
+    }
+
+    /// Spec name of [`Self::remove`].
+    fn remove_cgroup(&self, name: &str) -> Result<()> {
+        self.remove(name)
+    }
+
+    /// Moves each pid; exited ones are skipped.
+    fn move_tasks(&self, name: &str, pids: &[i32]) -> Result<()> {
+        pids.iter().try_for_each(|&p| self.move_task(name, p))
+    }
+
+    /// Moves every process of `from` into `to`; returns the pids moved.
+    fn move_all_tasks(&self, from: &str, to: &str) -> Result<Vec<i32>> {
+        let pids = self.procs(from)?;
+        self.move_tasks(to, &pids)?;
+        Ok(pids)
+    }
+
+    fn freeze(&self, name: &str) -> Result<()> {
+        self.set_frozen(name, true)
+    }
+
+    fn unfreeze(&self, name: &str) -> Result<()> {
+        self.set_frozen(name, false)
+    }
+
+    /// The `cgroup.procs` file of `name` when it is a real file a child
+    /// process can write itself into before exec; `None` for doubles.
+    fn procs_file(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Controllers enabled for the children of `name` (`cgroup.subtree_control`).
+    fn subtree_controllers(&self, _name: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Enables `controllers` for the children of `name`.
+    fn enable_subtree_controllers(&self, _name: &str, _controllers: &[&str]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The real manager over a cgroup2 mount.
@@ -145,6 +206,222 @@ impl CgroupOps for CgroupManager {
             })
             .collect()
     }
+
+    fn procs_file(&self, name: &str) -> Option<PathBuf> {
+        self.path(name).ok().map(|p| p.join("cgroup.procs"))
+    }
+
+    fn subtree_controllers(&self, name: &str) -> Result<Vec<String>> {
+        let path = self.path(name)?.join("cgroup.subtree_control");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.split_whitespace().map(String::from).collect())
+    }
+
+    fn enable_subtree_controllers(&self, name: &str, controllers: &[&str]) -> Result<()> {
+        let path = self.path(name)?.join("cgroup.subtree_control");
+        for c in controllers {
+            write(&path, &format!("+{c}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One cgroup as [`MemCgroups`] keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemCgroup {
+    pub cpuset: Option<BTreeSet<usize>>,
+    pub procs: Vec<i32>,
+    pub frozen: bool,
+    pub subtree: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    calls: Vec<String>,
+    cgroups: BTreeMap<String, MemCgroup>,
+    /// errnos the next `remove` calls of a cgroup fail with, in order.
+    remove_errors: BTreeMap<String, Vec<i32>>,
+}
+
+/// An in-memory [`CgroupOps`] for tests: keeps the cgroup tree in a map,
+/// records every call as a line (`"create cg_0"`, `"set_cpuset cg_0 0-1"`),
+/// and can be told to fail removals with a given errno.
+#[derive(Debug)]
+pub struct MemCgroups {
+    parent: PathBuf,
+    state: Mutex<MemState>,
+}
+
+impl Default for MemCgroups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn errno_error(errno: i32, what: String) -> anyhow::Error {
+    anyhow::Error::new(std::io::Error::from_raw_os_error(errno)).context(what)
+}
+
+impl MemCgroups {
+    pub fn new() -> Self {
+        Self {
+            parent: PathBuf::from("/mem/cgroup"),
+            state: Mutex::new(MemState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemState> {
+        // A panicking test thread must not hide what was recorded.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(&self, call: String, f: impl FnOnce(&mut MemState) -> Result<T>) -> Result<T> {
+        let mut st = self.state();
+        st.calls.push(call);
+        f(&mut st)
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    /// The calls that start with `prefix`.
+    pub fn calls_starting(&self, prefix: &str) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with(prefix))
+            .collect()
+    }
+
+    /// The cgroup `name`, if it exists.
+    pub fn cgroup(&self, name: &str) -> Option<MemCgroup> {
+        self.state().cgroups.get(name).cloned()
+    }
+
+    /// Names of existing cgroups.
+    pub fn names(&self) -> Vec<String> {
+        self.state().cgroups.keys().cloned().collect()
+    }
+
+    /// Makes the next removals of `name` fail with these errnos, in order.
+    pub fn fail_remove(&self, name: &str, errnos: &[i32]) {
+        self.state()
+            .remove_errors
+            .insert(name.to_string(), errnos.to_vec());
+    }
+
+    /// Puts `pid` into `name` without recording a call (test setup).
+    pub fn add_proc(&self, name: &str, pid: i32) {
+        if let Some(cg) = self.state().cgroups.get_mut(name) {
+            cg.procs.push(pid);
+        }
+    }
+
+    fn existing<'s>(st: &'s mut MemState, name: &str) -> Result<&'s mut MemCgroup> {
+        st.cgroups
+            .get_mut(name)
+            .ok_or_else(|| errno_error(libc::ENOENT, format!("cgroup {name} does not exist")))
+    }
+}
+
+impl CgroupOps for MemCgroups {
+    fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    fn create(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        self.with(format!("create {name}"), |st| {
+            let mut path = String::new();
+            for part in name.split('/') {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+                st.cgroups.entry(path.clone()).or_default();
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.with(format!("remove {name}"), |st| {
+            if let Some(errnos) = st.remove_errors.get_mut(name)
+                && !errnos.is_empty()
+            {
+                let errno = errnos.remove(0);
+                return Err(errno_error(errno, format!("removing cgroup {name}")));
+            }
+            let prefix = format!("{name}/");
+            if st.cgroups.keys().any(|k| k.starts_with(&prefix)) {
+                return Err(errno_error(
+                    libc::ENOTEMPTY,
+                    format!("removing cgroup {name}"),
+                ));
+            }
+            st.cgroups.remove(name);
+            Ok(())
+        })
+    }
+
+    fn set_cpuset(&self, name: &str, cpus: &BTreeSet<usize>) -> Result<()> {
+        let list = format_cpu_list(cpus.iter().copied());
+        self.with(format!("set_cpuset {name} {list}"), |st| {
+            Self::existing(st, name)?.cpuset = Some(cpus.clone());
+            Ok(())
+        })
+    }
+
+    fn clear_cpuset(&self, name: &str) -> Result<()> {
+        self.with(format!("clear_cpuset {name}"), |st| {
+            Self::existing(st, name)?.cpuset = None;
+            Ok(())
+        })
+    }
+
+    fn move_task(&self, name: &str, pid: i32) -> Result<()> {
+        self.with(format!("move_task {name} {pid}"), |st| {
+            for cg in st.cgroups.values_mut() {
+                cg.procs.retain(|&p| p != pid);
+            }
+            Self::existing(st, name)?.procs.push(pid);
+            Ok(())
+        })
+    }
+
+    fn set_frozen(&self, name: &str, frozen: bool) -> Result<()> {
+        self.with(format!("set_frozen {name} {frozen}"), |st| {
+            Self::existing(st, name)?.frozen = frozen;
+            Ok(())
+        })
+    }
+
+    fn procs(&self, name: &str) -> Result<Vec<i32>> {
+        self.with(format!("procs {name}"), |st| {
+            Ok(Self::existing(st, name)?.procs.clone())
+        })
+    }
+
+    fn subtree_controllers(&self, name: &str) -> Result<Vec<String>> {
+        self.with(format!("subtree_controllers {name}"), |st| {
+            Ok(Self::existing(st, name)?.subtree.clone())
+        })
+    }
+
+    fn enable_subtree_controllers(&self, name: &str, controllers: &[&str]) -> Result<()> {
+        let list = controllers.join(",");
+        self.with(format!("enable_subtree {name} {list}"), |st| {
+            let cg = Self::existing(st, name)?;
+            for c in controllers {
+                if !cg.subtree.iter().any(|s| s == c) {
+                    cg.subtree.push(c.to_string());
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +434,33 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_name("a/b_c").is_ok());
+    }
+
+    fn errno_of(e: &anyhow::Error) -> Option<i32> {
+        e.root_cause()
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+    }
+
+    #[test]
+    fn mem_double_records_and_fails_on_request() {
+        let m = MemCgroups::new();
+        m.create("a/b").unwrap();
+        assert_eq!(m.names(), vec!["a", "a/b"]);
+        m.set_cpuset("a/b", &[0, 1, 3].into()).unwrap();
+        m.move_tasks("a/b", &[7, 8]).unwrap();
+        assert_eq!(m.move_all_tasks("a/b", "a").unwrap(), vec![7, 8]);
+        assert_eq!(m.procs("a").unwrap(), vec![7, 8]);
+        m.freeze("a").unwrap();
+        assert!(m.cgroup("a").unwrap().frozen);
+        assert_eq!(errno_of(&m.remove("a").unwrap_err()), Some(libc::ENOTEMPTY));
+        m.fail_remove("a/b", &[libc::EBUSY]);
+        assert_eq!(errno_of(&m.remove("a/b").unwrap_err()), Some(libc::EBUSY));
+        m.remove("a/b").unwrap();
+        assert_eq!(
+            errno_of(&m.clear_cpuset("zz").unwrap_err()),
+            Some(libc::ENOENT)
+        );
+        assert!(m.calls().contains(&"set_cpuset a/b 0-1,3".to_string()));
     }
 }

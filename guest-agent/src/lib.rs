@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod engine;
 pub mod init;
 pub mod mounts;
+pub mod scenario;
 pub mod sysfs;
 pub mod topology;
 pub mod workload;

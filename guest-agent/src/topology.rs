@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
-use ktstr_protocol::model::{CpusetSpec, ObservedTopology};
+use ktstr_protocol::model::{CpusetSpec, ObservedTopology, Topology};
 
 /// The guest CPU topology as scenarios use it.
 #[derive(Clone, Debug)]
@@ -34,6 +34,54 @@ impl TestTopology {
             cores: o.cores.iter().map(|g| to_set(g)).collect(),
             distances: o.distances.clone(),
         }
+    }
+
+    /// The layout a VM of `topo` shows: CPUs numbered LLC by LLC, core by
+    /// core, siblings adjacent, LLCs split evenly over the nodes. Unit tests
+    /// use it to resolve specs on many shapes without a guest.
+    pub fn from_vm_topology(topo: &Topology) -> Self {
+        let (tpc, per_llc) = (topo.threads_per_core, topo.cpus_per_llc());
+        let llcs: Vec<Vec<u32>> = (0..topo.llcs)
+            .map(|l| (l * per_llc..(l + 1) * per_llc).collect())
+            .collect();
+        let cores = (0..topo.total_cores())
+            .map(|c| (c * tpc..(c + 1) * tpc).collect())
+            .collect();
+        let numa_nodes = (0..topo.numa_nodes)
+            .map(|n| {
+                llcs.iter()
+                    .enumerate()
+                    .filter(|(l, _)| topo.node_of_llc(*l as u32) == n)
+                    .flat_map(|(_, cpus)| cpus.iter().copied())
+                    .collect()
+            })
+            .collect();
+        Self::from_observed(&ObservedTopology {
+            online_cpus: (0..topo.total_cpus()).collect(),
+            llcs,
+            cores,
+            numa_nodes,
+            distances: topo.distances(),
+        })
+    }
+
+    /// `num_cpus` CPUs split evenly into `num_llcs` LLCs on one node, no
+    /// SMT. A zero count is raised to one so the topology is never empty.
+    pub fn synthetic(num_cpus: usize, num_llcs: usize) -> Self {
+        let llcs = num_llcs.clamp(1, num_cpus.max(1));
+        let per_llc = num_cpus.max(1).div_ceil(llcs);
+        Self::from_vm_topology(&Topology::new(1, llcs as u32, per_llc as u32, 1))
+            .truncated(num_cpus.max(1))
+    }
+
+    /// Drops CPUs from `n` on, and any group left empty.
+    fn truncated(mut self, n: usize) -> Self {
+        self.all.retain(|&c| c < n);
+        for groups in [&mut self.llcs, &mut self.nodes, &mut self.cores] {
+            groups.iter_mut().for_each(|g| g.retain(|&c| c < n));
+            groups.retain(|g| !g.is_empty());
+        }
+        self
     }
 
     /// Every online CPU.
@@ -78,14 +126,58 @@ impl TestTopology {
         self.nodes.get(idx).cloned().unwrap_or_default()
     }
 
+    /// CPU groups sharing a last-level cache, in LLC order.
+    pub fn llcs(&self) -> &[BTreeSet<usize>] {
+        &self.llcs
+    }
+
+    /// The LLC index `cpu` belongs to.
+    pub fn llc_of(&self, cpu: usize) -> Option<usize> {
+        self.llcs.iter().position(|l| l.contains(&cpu))
+    }
+
+    /// CPU groups of each NUMA node that has CPUs, in node order.
+    pub fn numa_nodes(&self) -> &[BTreeSet<usize>] {
+        &self.nodes
+    }
+
+    /// The NUMA node `cpu` belongs to.
+    pub fn numa_node_of(&self, cpu: usize) -> Option<usize> {
+        self.nodes.iter().position(|n| n.contains(&cpu))
+    }
+
+    /// The NUMA nodes that hold at least one CPU of `cpus`.
+    pub fn numa_nodes_for_cpuset(&self, cpus: &BTreeSet<usize>) -> BTreeSet<usize> {
+        cpus.iter().filter_map(|&c| self.numa_node_of(c)).collect()
+    }
+
     /// SMT sibling groups, one per physical core.
     pub fn cores(&self) -> &[BTreeSet<usize>] {
         &self.cores
     }
 
+    /// The SMT siblings of `cpu`, `cpu` included (just `cpu` without SMT).
+    pub fn smt_siblings(&self, cpu: usize) -> BTreeSet<usize> {
+        self.cores
+            .iter()
+            .find(|c| c.contains(&cpu))
+            .cloned()
+            .unwrap_or_else(|| [cpu].into())
+    }
+
+    /// Whether any core has more than one hardware thread.
+    pub fn has_smt(&self) -> bool {
+        self.cores.iter().any(|c| c.len() > 1)
+    }
+
     /// NUMA distance between two nodes, if known.
     pub fn numa_distance(&self, a: usize, b: usize) -> Option<u32> {
         self.distances.get(a)?.get(b).copied()
+    }
+
+    /// The node distance matrix, row per node.
+    pub fn distances(&self) -> &[Vec<u32>] {
+        &self.distances
     }
 
     /// Resolves `spec` to concrete CPUs, or says why it cannot be satisfied.
@@ -175,6 +267,49 @@ mod tests {
             numa_nodes: vec![(0..n).collect()],
             distances: vec![vec![10]],
         })
+    }
+
+    #[test]
+    fn vm_layouts() {
+        let t = TestTopology::from_vm_topology(&"2n4l2c2t".parse().unwrap());
+        assert_eq!(t.total_cpus(), 16);
+        assert_eq!(t.num_llcs(), 4);
+        assert_eq!(t.llc_aligned_cpuset(1), (4..8).collect());
+        assert_eq!(t.numa_node_cpuset(1), (8..16).collect());
+        assert_eq!(t.smt_siblings(5), [4, 5].into());
+        assert!(t.has_smt());
+        assert_eq!(t.numa_nodes_for_cpuset(&[1, 9].into()), [0, 1].into());
+        assert_eq!(t.numa_distance(0, 1), Some(20));
+        assert_eq!(t.llc_of(15), Some(3));
+        let s = TestTopology::synthetic(4, 1);
+        assert_eq!(s.all_cpuset(), (0..4).collect());
+        assert!(!s.has_smt());
+        assert_eq!(TestTopology::synthetic(5, 2).total_cpus(), 5);
+    }
+
+    #[test]
+    fn resolves_on_several_shapes() {
+        for (shape, llc1, half) in [
+            ("1n1l4c1t", None, vec![0]),
+            ("1n2l2c2t", Some(4..8), vec![0, 1, 2]),
+            ("2n4l4c1t", Some(4..8), (0..7).collect()),
+        ] {
+            let t = TestTopology::from_vm_topology(&shape.parse().unwrap());
+            let got = t.resolve_cpuset(&CpusetSpec::llc(1));
+            match llc1 {
+                Some(r) => assert_eq!(got.unwrap(), r.collect(), "{shape}"),
+                None => assert!(got.unwrap_err().to_string().contains("1 LLCs"), "{shape}"),
+            }
+            let h = t.resolve_cpuset(&CpusetSpec::disjoint(0, 2)).unwrap();
+            assert_eq!(h, half.into_iter().collect(), "{shape}");
+            let all = t.resolve_cpuset(&CpusetSpec::range(0.0, 1.0)).unwrap();
+            assert_eq!(all, t.usable_cpuset(), "{shape}");
+        }
+        let numa = TestTopology::from_vm_topology(&"2n4l4c1t".parse().unwrap());
+        assert_eq!(
+            numa.resolve_cpuset(&CpusetSpec::numa(1)).unwrap(),
+            (8..16).collect()
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ impl Assert {
         min_numa_locality: None,
     };
 
+    /// Alias of [`Self::NONE`]: a layer that overrides nothing.
+    pub const NO_OVERRIDES: Assert = Assert::NONE;
+
     /// The base layer: no starvation, spread within 15%, no gap over 2 s,
     /// and cpuset isolation.
     pub const fn default_checks() -> Assert {

@@ -77,8 +77,8 @@ impl CgroupDef {
     }
 
     /// Sets the affinity intent of the latest work group.
-    pub fn affinity(mut self, a: AffinityIntent) -> Self {
-        self.last().affinity = a;
+    pub fn affinity(mut self, a: impl Into<AffinityIntent>) -> Self {
+        self.last().affinity = a.into();
         self
     }
 

@@ -24,4 +24,6 @@ pub use op::{
 pub use report::{GapInfo, WorkerExit, WorkerReport};
 pub use step::{Setup, Step};
 pub use topology::{ObservedTopology, Topology, TopologyError};
-pub use workload::{AffinityIntent, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType};
+pub use workload::{
+    AffinityIntent, AffinityKind, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType,
+};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::CgroupDef;
 use super::cpuset::CpusetSpec;
-use super::workload::{AffinityIntent, WorkSpec};
+use super::workload::{AffinityIntent, WorkSpec, WorkType};
 
 /// Where `Op::Spawn` puts its workers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,36 @@ pub enum SpawnPlacement {
     Cgroup(Cow<'static, str>),
     /// The runner's own cgroup (host-level contention).
     RunnerCgroup,
+}
+
+impl SpawnPlacement {
+    /// Workers go into the managed cgroup `name`.
+    pub fn cgroup(name: impl Into<Cow<'static, str>>) -> Self {
+        SpawnPlacement::Cgroup(name.into())
+    }
+
+    /// Workers stay in the runner's own cgroup.
+    pub const fn runner_cgroup() -> Self {
+        SpawnPlacement::RunnerCgroup
+    }
+}
+
+impl From<&'static str> for SpawnPlacement {
+    fn from(name: &'static str) -> Self {
+        SpawnPlacement::Cgroup(name.into())
+    }
+}
+
+impl From<String> for SpawnPlacement {
+    fn from(name: String) -> Self {
+        SpawnPlacement::Cgroup(name.into())
+    }
+}
+
+impl From<Cow<'static, str>> for SpawnPlacement {
+    fn from(name: Cow<'static, str>) -> Self {
+        SpawnPlacement::Cgroup(name)
+    }
 }
 
 /// A userspace binary the agent can run inside the guest.
@@ -350,11 +380,25 @@ impl Op {
         }
     }
 
-    pub fn spawn(cgroup: impl Into<Cow<'static, str>>, work: WorkSpec) -> Self {
+    /// Spawns workers; `placement` is a cgroup name or a [`SpawnPlacement`].
+    pub fn spawn(placement: impl Into<SpawnPlacement>, work: WorkSpec) -> Self {
+        Op::Spawn {
+            placement: placement.into(),
+            work,
+        }
+    }
+
+    /// Spawns workers in the named cgroup.
+    pub fn spawn_workers(cgroup: impl Into<Cow<'static, str>>, work: WorkSpec) -> Self {
         Op::Spawn {
             placement: SpawnPlacement::Cgroup(cgroup.into()),
             work,
         }
+    }
+
+    /// Spawns default workers of `work_type` in the named cgroup.
+    pub fn spawn_in_cgroup(cgroup: impl Into<Cow<'static, str>>, work_type: WorkType) -> Self {
+        Op::spawn_workers(cgroup, WorkSpec::default().work_type(work_type))
     }
 
     pub fn spawn_host(work: WorkSpec) -> Self {
@@ -370,10 +414,13 @@ impl Op {
         }
     }
 
-    pub fn set_affinity(cgroup: impl Into<Cow<'static, str>>, affinity: AffinityIntent) -> Self {
+    pub fn set_affinity(
+        cgroup: impl Into<Cow<'static, str>>,
+        affinity: impl Into<AffinityIntent>,
+    ) -> Self {
         Op::SetAffinity {
             cgroup: cgroup.into(),
-            affinity,
+            affinity: affinity.into(),
         }
     }
 
@@ -578,6 +625,18 @@ mod tests {
             OpKind::SetCpuset
         );
         assert_eq!(Op::detach_scheduler().kind(), OpKind::DetachScheduler);
+        assert_eq!(
+            Op::spawn("cg", WorkSpec::default()),
+            Op::spawn(SpawnPlacement::cgroup("cg"), WorkSpec::default())
+        );
+        assert_eq!(
+            Op::spawn(SpawnPlacement::runner_cgroup(), WorkSpec::default()),
+            Op::spawn_host(WorkSpec::default())
+        );
+        assert!(matches!(
+            Op::spawn_in_cgroup("cg", WorkType::Mixed),
+            Op::Spawn { work, .. } if work.work_type == WorkType::Mixed
+        ));
         let w = Op::write_kernel_cold_batch([
             (KernelTarget::symbol("x"), KernelValue::U32(1)),
             (

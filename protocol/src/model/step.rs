@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::CgroupDef;
 use super::hold::HoldSpec;
-use super::op::Op;
+use super::op::{Op, PayloadSpec};
 
 /// The cgroups a step creates.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +73,11 @@ impl Step {
             ops: Vec::new(),
             hold,
         }
+    }
+
+    /// Runs `payload` in the background for the step, then `hold`.
+    pub fn with_payload(payload: PayloadSpec, hold: HoldSpec) -> Self {
+        Self::new(vec![Op::run_payload(payload, [] as [&str; 0])], hold)
     }
 
     /// Replaces the ops.

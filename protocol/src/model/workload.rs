@@ -168,6 +168,36 @@ pub enum AffinityIntent {
     Exact(BTreeSet<usize>),
     /// The two SMT siblings of one physical core.
     SmtSiblingPair,
+    /// A random half (at least one CPU) of the cgroup's effective cpuset,
+    /// drawn per worker; what [`AffinityKind::RandomSubset`] stands for
+    /// when no explicit pool is given.
+    RandomHalf,
+}
+
+/// The data-free shape of an [`AffinityIntent`], for call sites that only
+/// name the kind (`Op::set_affinity("cg", AffinityKind::LlcAligned)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AffinityKind {
+    Inherit,
+    /// A random half of the cgroup's effective cpuset.
+    RandomSubset,
+    LlcAligned,
+    CrossCgroup,
+    SingleCpu,
+    SmtSiblingPair,
+}
+
+impl From<AffinityKind> for AffinityIntent {
+    fn from(kind: AffinityKind) -> Self {
+        match kind {
+            AffinityKind::Inherit => AffinityIntent::Inherit,
+            AffinityKind::RandomSubset => AffinityIntent::RandomHalf,
+            AffinityKind::LlcAligned => AffinityIntent::LlcAligned,
+            AffinityKind::CrossCgroup => AffinityIntent::CrossCgroup,
+            AffinityKind::SingleCpu => AffinityIntent::SingleCpu,
+            AffinityKind::SmtSiblingPair => AffinityIntent::SmtSiblingPair,
+        }
+    }
 }
 
 impl AffinityIntent {
@@ -234,8 +264,8 @@ impl WorkSpec {
     }
 
     /// Sets the per-worker affinity intent.
-    pub fn affinity(mut self, a: AffinityIntent) -> Self {
-        self.affinity = a;
+    pub fn affinity(mut self, a: impl Into<AffinityIntent>) -> Self {
+        self.affinity = a.into();
         self
     }
 
@@ -316,5 +346,15 @@ mod tests {
                 .is_ok()
         );
         assert!(Work::default().nice(20).validate().is_err());
+    }
+
+    #[test]
+    fn affinity_kind_converts() {
+        assert_eq!(
+            AffinityIntent::from(AffinityKind::RandomSubset),
+            AffinityIntent::RandomHalf
+        );
+        let w = Work::default().affinity(AffinityKind::LlcAligned);
+        assert_eq!(w.affinity, AffinityIntent::LlcAligned);
     }
 }

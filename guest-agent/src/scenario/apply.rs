@@ -1,0 +1,184 @@
+//! Applies one [`Op`] to a running scenario and reports it as a stimulus
+//! event. Ops that need the host (snapshots, kernel memory, BPF maps), a
+//! scheduler manager or IRQ steering are refused by name: skipping them
+//! would let a scenario pass without the stimulus it asked for.
+
+use anyhow::{Context, Result, bail};
+use ktstr_protocol::model::{CgroupDef, Op, OpKind, SpawnPlacement};
+
+use super::ctx::Ctx;
+use super::payload;
+use super::state::RunState;
+use super::workers::{effective_work_type, resolve_num_workers};
+use crate::sysfs::format_cpu_list;
+
+/// Whether this agent can execute `kind`.
+pub fn is_supported(kind: OpKind) -> bool {
+    !matches!(
+        kind,
+        OpKind::CaptureSnapshot
+            | OpKind::WatchSnapshot
+            | OpKind::WriteKernelHot
+            | OpKind::WriteKernelCold
+            | OpKind::ReadKernelHot
+            | OpKind::ReadKernelCold
+            | OpKind::AttachScheduler
+            | OpKind::DetachScheduler
+            | OpKind::RestartScheduler
+            | OpKind::ReplaceScheduler
+            | OpKind::PinBpfMap
+            | OpKind::SteerIrq
+    )
+}
+
+/// The error for an op this agent cannot run.
+pub fn unsupported(kind: OpKind) -> anyhow::Error {
+    anyhow::anyhow!(
+        "not supported by this agent yet: {kind:?} (host-side, scheduler and IRQ ops come with a \
+         later agent); remove the op from the scenario or run it with an agent that has it"
+    )
+}
+
+fn cpus(set: &std::collections::BTreeSet<usize>) -> String {
+    format_cpu_list(set.iter().copied())
+}
+
+/// Creates `def`'s cgroup, sets its cpuset and spawns (but does not start)
+/// its workers. Shared by step setup and `Op::AddCgroupDef`.
+pub(crate) fn setup_def(ctx: &Ctx, st: &mut RunState, def: &CgroupDef) -> Result<()> {
+    let name = def.name.as_ref();
+    def.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let owner = st.def_owner();
+    st.add_cgroup(ctx, name, owner)?;
+    ctx.emit(Some(OpKind::AddCgroup), format!("created {name}"));
+    if let Some(spec) = &def.cpuset {
+        let set = ctx
+            .topo
+            .resolve_cpuset(spec)
+            .with_context(|| format!("cgroup {name}: cpuset {spec:?}"))?;
+        ctx.emit(
+            Some(OpKind::SetCpuset),
+            format!("{name} cpuset {}", cpus(&set)),
+        );
+        st.set_cpuset(ctx, name, Some(set))?;
+    }
+    for work in &def.works {
+        let n = resolve_num_workers(work, ctx.workers_per_cgroup, name)?;
+        let mut spec = work.clone();
+        spec.work_type = effective_work_type(ctx, work, def.swappable, n);
+        let pids = st.spawn(ctx, Some(name), &spec, n, owner)?;
+        ctx.emit(
+            Some(OpKind::Spawn),
+            format!(
+                "{n} {} workers in {name}: pids {pids:?}",
+                spec.work_type.name()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Applies `op` and emits its stimulus event.
+pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
+    let kind = op.kind();
+    let detail = match op {
+        Op::AddCgroup { name } => {
+            st.add_cgroup(ctx, name, st.op_owner())?;
+            format!("created {name}")
+        }
+        Op::AddCgroupDef { def } => {
+            setup_def(ctx, st, def)?;
+            st.start_pending()?;
+            format!(
+                "created {} from its definition and started its workers",
+                def.name
+            )
+        }
+        Op::RemoveCgroup { cgroup } => {
+            st.remove_cgroup(ctx, cgroup)?;
+            format!("stopped workers of and removed {cgroup}")
+        }
+        Op::SetCpuset { cgroup, cpus: spec } => {
+            st.require(cgroup, "SetCpuset")?;
+            let set = ctx
+                .topo
+                .resolve_cpuset(spec)
+                .with_context(|| format!("SetCpuset on cgroup {cgroup}"))?;
+            st.set_cpuset(ctx, cgroup, Some(set.clone()))?;
+            format!("{cgroup} cpuset {}", cpus(&set))
+        }
+        Op::ClearCpuset { cgroup } => {
+            st.set_cpuset(ctx, cgroup, None)?;
+            format!("{cgroup} cpuset cleared")
+        }
+        Op::SwapCpusets { a, b } => {
+            let ca = st.require(a, "SwapCpusets")?.cpuset.clone();
+            let cb = st.require(b, "SwapCpusets")?.cpuset.clone();
+            st.set_cpuset(ctx, a, cb)?;
+            st.set_cpuset(ctx, b, ca)?;
+            format!("swapped cpusets of {a} and {b}")
+        }
+        Op::Spawn { placement, work } => {
+            let cgroup = match placement {
+                SpawnPlacement::Cgroup(c) => Some(c.as_ref()),
+                SpawnPlacement::RunnerCgroup => None,
+            };
+            let label = cgroup.unwrap_or("<runner>");
+            // Raw spawns keep their work type: overrides are for CgroupDefs.
+            let n = resolve_num_workers(work, ctx.workers_per_cgroup, label)?;
+            let pids = st.spawn(ctx, cgroup, work, n, st.op_owner())?;
+            st.start_pending()?;
+            format!(
+                "{n} {} workers in {label}: pids {pids:?}",
+                work.work_type.name()
+            )
+        }
+        Op::StopCgroup { cgroup } => {
+            let n = st.stop_workers(ctx, cgroup)?;
+            format!("stopped {n} workers of {cgroup}")
+        }
+        Op::SetAffinity { cgroup, affinity } => {
+            let n = st.set_affinity(ctx, cgroup, affinity)?;
+            format!("{cgroup}: {affinity:?} applied to {n} workers")
+        }
+        Op::MoveAllTasks { from, to } => {
+            let pids = st.move_all(ctx, from, to)?;
+            format!("moved {} tasks from {from} to {to}: {pids:?}", pids.len())
+        }
+        Op::FreezeCgroup { cgroup } => {
+            st.set_frozen(ctx, cgroup, true)?;
+            format!("froze {cgroup}")
+        }
+        Op::UnfreezeCgroup { cgroup } => {
+            st.set_frozen(ctx, cgroup, false)?;
+            format!("thawed {cgroup}")
+        }
+        Op::CaptureCgroupProcs { tag, cgroup } => {
+            st.require(cgroup, "CaptureCgroupProcs")?;
+            let pids = ctx
+                .cgroups
+                .procs(cgroup)
+                .with_context(|| format!("CaptureCgroupProcs {tag}"))?;
+            format!("procs tag={tag} cgroup={cgroup} pids={pids:?}")
+        }
+        Op::RunPayload {
+            payload: spec,
+            args,
+            cgroup,
+        } => {
+            let pid = payload::run(ctx, st, spec, args, cgroup.as_deref())?;
+            format!("started payload {} as pid {pid}", spec.name)
+        }
+        Op::WaitPayload { name, cgroup } => {
+            let how = payload::wait(st, name, cgroup.as_deref())?;
+            format!("payload {name} ended with {how}")
+        }
+        Op::KillPayload { name, cgroup } => {
+            let how = payload::kill(st, name, cgroup.as_deref())?;
+            format!("killed payload {name} ({how})")
+        }
+        _ => bail!(unsupported(kind)),
+    };
+    ctx.emit(Some(kind), detail);
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Runs a step sequence: Backdrop first, then each step (ops, setup, hold;
+//! or setup once and ops every interval for a `Loop` hold), a scheduler
+//! liveness check after each step, teardown of the step's setup cgroups at
+//! every step boundary, and at the end teardown of what ops created and of
+//! the Backdrop.
+//!
+//! Reports are checked when their workers stop (step setup workers at the
+//! step's end, the rest at the end of the run) and reported through the
+//! context's observer; the merged result is returned.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ktstr_protocol::model::{Assert, AssertResult, CgroupDef, DetailKind, HoldSpec, Op};
+
+use super::apply::{apply_op, is_supported, setup_def, unsupported};
+use super::backdrop::Backdrop;
+use super::ctx::{Ctx, ScenarioEvent};
+use super::process_alive;
+use super::state::{Owner, RunState};
+use super::step::Step;
+use crate::checks::{CgroupReports, check_cgroups};
+
+/// How a liveness failure starts, so callers can recognise it.
+pub const SCHED_DIED_PREFIX: &str = "scheduler died";
+
+/// Runs `defs` as one step held for the whole duration.
+pub fn execute_defs(ctx: &Ctx, defs: Vec<CgroupDef>) -> Result<AssertResult> {
+    execute_steps(ctx, vec![Step::with_defs(defs, HoldSpec::FULL)])
+}
+
+/// Runs `steps`, checking with `ctx.assert`.
+pub fn execute_steps(ctx: &Ctx, steps: Vec<Step>) -> Result<AssertResult> {
+    execute_steps_with(ctx, steps, None)
+}
+
+/// Runs `steps`, checking with `checks` when given, else `ctx.assert`.
+pub fn execute_steps_with(
+    ctx: &Ctx,
+    steps: Vec<Step>,
+    checks: Option<&Assert>,
+) -> Result<AssertResult> {
+    run_sequence(ctx, &Backdrop::default(), &steps, checks)
+}
+
+/// Runs `backdrop` for the whole sequence and `steps` in turn.
+pub fn execute_scenario(ctx: &Ctx, backdrop: Backdrop, steps: Vec<Step>) -> Result<AssertResult> {
+    run_sequence(ctx, &backdrop, &steps, None)
+}
+
+fn check_ops(ops: &[Op], at: &str) -> Result<()> {
+    for op in ops {
+        if !is_supported(op.kind()) {
+            return Err(unsupported(op.kind()).context(at.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Everything that can be checked before anything runs.
+pub fn validate_sequence(backdrop: &Backdrop, steps: &[Step]) -> Result<()> {
+    if steps.is_empty() {
+        bail!("the scenario has no steps; give it at least one Step");
+    }
+    for def in &backdrop.cgroups {
+        def.validate()
+            .map_err(|e| anyhow::anyhow!("Backdrop: {e}"))?;
+    }
+    check_ops(&backdrop.ops, "Backdrop")?;
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("step {}", i + 1);
+        step.hold
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        if let super::step::Setup::Defs(defs) = &step.setup {
+            for def in defs {
+                def.validate().map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            }
+        }
+        check_ops(&step.ops, &at)?;
+    }
+    Ok(())
+}
+
+fn check_scheduler(ctx: &Ctx, when: &str) -> Result<()> {
+    if let Some(pid) = ctx.active_sched_pid()
+        && !process_alive(pid)
+    {
+        bail!(
+            "{SCHED_DIED_PREFIX} {when} (pid {pid}); see the scheduler's log and the sched_ext dump"
+        );
+    }
+    Ok(())
+}
+
+/// Checks the reports of one phase, sends them, and folds in teardown trouble.
+fn finish_phase(
+    ctx: &Ctx,
+    step: u16,
+    checks: &Assert,
+    groups: Vec<CgroupReports>,
+    errors: Vec<String>,
+    st: &mut RunState,
+) -> AssertResult {
+    let mut result = std::mem::take(&mut st.result).merge(check_cgroups(checks, &groups));
+    for e in errors {
+        result.push_failure(DetailKind::Error, format!("teardown: {e}"));
+    }
+    for g in groups {
+        ctx.observe(ScenarioEvent::WorkerReports {
+            step,
+            cgroup: g.cgroup,
+            reports: g.reports,
+        });
+    }
+    result
+}
+
+fn run_sequence(
+    ctx: &Ctx,
+    backdrop: &Backdrop,
+    steps: &[Step],
+    checks: Option<&Assert>,
+) -> Result<AssertResult> {
+    validate_sequence(backdrop, steps)?;
+    let checks = checks.unwrap_or(&ctx.assert);
+    let started = Instant::now();
+    let mut st = RunState::new();
+    ctx.publish_step(0);
+    let outcome = run_phases(ctx, backdrop, steps, checks, started, &mut st);
+    // Whatever happened, nothing the scenario started outlives it.
+    let last = u16::try_from(steps.len()).unwrap_or(u16::MAX);
+    let (_, step_errors) = st.teardown(ctx, Owner::Step);
+    let (mut groups, mut errors) = st.teardown(ctx, Owner::Scenario);
+    let (backdrop_groups, backdrop_errors) = st.teardown(ctx, Owner::Backdrop);
+    groups.extend(backdrop_groups);
+    errors.extend(backdrop_errors);
+    let mut overall = outcome?;
+    for e in step_errors {
+        overall.push_failure(DetailKind::Error, format!("teardown: {e}"));
+    }
+    // What outlives single steps is checked and reported once, at the end.
+    let backdrop_result = finish_phase(ctx, last, checks, groups, errors, &mut st);
+    overall = overall.merge(backdrop_result);
+    ctx.publish_step(0);
+    Ok(overall)
+}
+
+fn run_phases(
+    ctx: &Ctx,
+    backdrop: &Backdrop,
+    steps: &[Step],
+    checks: &Assert,
+    started: Instant,
+    st: &mut RunState,
+) -> Result<AssertResult> {
+    st.in_step = false;
+    for op in &backdrop.ops {
+        apply_op(ctx, st, op).context("Backdrop op")?;
+    }
+    for def in &backdrop.cgroups {
+        setup_def(ctx, st, def).context("Backdrop cgroup")?;
+    }
+    st.start_pending()?;
+    let mut overall = AssertResult::pass();
+    for (i, step) in steps.iter().enumerate() {
+        let n = u16::try_from(i + 1).context("more than 65535 steps")?;
+        ctx.publish_step(n);
+        ctx.observe(ScenarioEvent::StepStarted {
+            step: n,
+            elapsed_ms: ctx.elapsed_ms(),
+            label: format!("step {n}"),
+        });
+        st.in_step = true;
+        run_step(ctx, st, step, started).with_context(|| format!("step {n}"))?;
+        let alive = check_scheduler(ctx, &format!("during step {n}"));
+        let (groups, errors) = st.teardown(ctx, Owner::Step);
+        alive?;
+        let result = finish_phase(ctx, n, checks, groups, errors, st);
+        ctx.observe(ScenarioEvent::StepFinished {
+            step: n,
+            elapsed_ms: ctx.elapsed_ms(),
+            result: result.clone(),
+        });
+        overall = overall.merge(result);
+    }
+    Ok(overall)
+}
+
+fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Result<()> {
+    let apply_setup = |st: &mut RunState| -> Result<()> {
+        for def in step.setup.resolve(ctx) {
+            setup_def(ctx, st, &def)?;
+        }
+        st.start_pending()
+    };
+    match step.hold {
+        HoldSpec::Loop { interval } => {
+            apply_setup(st)?;
+            // Until the scenario's time is used up, but at least one round.
+            let deadline = started + ctx.duration;
+            let mut next = Instant::now();
+            loop {
+                for op in &step.ops {
+                    apply_op(ctx, st, op)?;
+                }
+                next += interval;
+                if next >= deadline {
+                    sleep_until(deadline);
+                    return Ok(());
+                }
+                sleep_until(next);
+            }
+        }
+        hold => {
+            // Ops first, so a step can create parents its defs nest under.
+            for op in &step.ops {
+                apply_op(ctx, st, op)?;
+            }
+            apply_setup(st)?;
+            std::thread::sleep(hold.resolve(ctx.duration));
+            Ok(())
+        }
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let left = t.saturating_duration_since(Instant::now());
+    if left > Duration::ZERO {
+        std::thread::sleep(left);
+    }
+}
