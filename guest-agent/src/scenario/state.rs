@@ -36,9 +36,6 @@ pub(crate) enum Owner {
 pub(crate) struct Workers {
     handle: WorkloadHandle,
     owner: Owner,
-    /// Every CPU the group was allowed over its life (`None`: unconstrained),
-    /// for the isolation check.
-    allowed: Option<BTreeSet<usize>>,
     started: bool,
 }
 
@@ -50,23 +47,19 @@ pub(crate) struct LiveCgroup {
     workers: Vec<Workers>,
 }
 
-/// Widens `allowed` by `cpus`; no cpuset means anything goes.
-fn widen(allowed: &mut Option<BTreeSet<usize>>, cpus: Option<&BTreeSet<usize>>) {
-    match (allowed.as_mut(), cpus) {
-        (Some(a), Some(c)) => a.extend(c),
-        (_, None) => *allowed = None,
-        (None, Some(_)) => {}
-    }
-}
-
-fn collect(cgroup: &str, groups: Vec<Workers>) -> Option<CgroupReports> {
+/// Stops `groups` and pairs their reports with the cgroup's cpuset at this
+/// moment: isolation is judged against the cpuset the cgroup has when its
+/// workers stop, so a cpuset moved away from where workers ran fails it.
+fn collect(
+    cgroup: &str,
+    cpuset: Option<BTreeSet<usize>>,
+    groups: Vec<Workers>,
+) -> Option<CgroupReports> {
     if groups.is_empty() {
         return None;
     }
-    let mut cpuset = groups[0].allowed.clone();
     let mut reports: Vec<WorkerReport> = Vec::new();
     for w in groups {
-        widen(&mut cpuset, w.allowed.as_ref());
         reports.extend(stop(w.handle));
     }
     Some(CgroupReports {
@@ -215,7 +208,7 @@ impl RunState {
             cg.frozen = false;
         }
         let groups = std::mem::take(&mut cg.workers);
-        let out = collect(name, groups);
+        let out = collect(name, cg.cpuset.clone(), groups);
         let n = out.as_ref().map_or(0, |o| o.reports.len());
         self.finished.extend(out);
         Ok(n)
@@ -239,7 +232,6 @@ impl RunState {
         let w = Workers {
             handle,
             owner,
-            allowed: cpuset,
             started: false,
         };
         match cgroup {
@@ -274,9 +266,6 @@ impl RunState {
             Some(c) => ctx.cgroups.set_cpuset(name, c)?,
             None => ctx.cgroups.clear_cpuset(name)?,
         }
-        for w in &mut cg.workers {
-            widen(&mut w.allowed, cpus.as_ref());
-        }
         cg.cpuset = cpus;
         Ok(())
     }
@@ -301,13 +290,10 @@ impl RunState {
 
     /// Moves every task of `from` into `to`, and the bookkeeping with them.
     pub(crate) fn move_all(&mut self, ctx: &Ctx, from: &str, to: &str) -> Result<Vec<i32>> {
-        let to_cpuset = self.require(to, "MoveAllTasks")?.cpuset.clone();
+        self.require(to, "MoveAllTasks")?;
         self.require(from, "MoveAllTasks")?;
         let pids = ctx.cgroups.move_all_tasks(from, to)?;
-        let mut moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
-        for w in &mut moved {
-            widen(&mut w.allowed, to_cpuset.as_ref());
-        }
+        let moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
         self.require(to, "MoveAllTasks")?.workers.extend(moved);
         Ok(pids)
     }
@@ -350,13 +336,13 @@ impl RunState {
                 }
                 cg.frozen = false;
             }
-            out.extend(collect(&cg.name, mine));
+            out.extend(collect(&cg.name, cg.cpuset.clone(), mine));
         }
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runner)
             .into_iter()
             .partition(|w| w.owner == owner);
         self.runner = rest;
-        out.extend(collect("", mine));
+        out.extend(collect("", None, mine));
         while let Some(pos) = self.cgroups.iter().rposition(|c| c.owner == owner) {
             let cg = self.cgroups.remove(pos);
             match remove_cgroup_tolerant(ctx.cgroups, &cg.name) {

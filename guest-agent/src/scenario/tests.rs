@@ -528,3 +528,37 @@ fn setup_cgroups_end_with_their_step_op_cgroups_do_not() {
         "{e}"
     );
 }
+
+#[test]
+fn isolation_is_judged_against_the_cpuset_at_collection() {
+    // The in-memory double does not confine, so only the pin keeps the
+    // worker on CPU 0 while the cgroup's cpuset moves to {1}.
+    let cg = MemCgroups::new();
+    let topo = topo();
+    let ctx = Ctx::builder(&cg, &topo)
+        .duration(Duration::from_millis(40))
+        .assert(Assert::NONE.check_isolation())
+        .build();
+    let def = CgroupDef::named("c")
+        .workers(1)
+        .with_cpuset(CpusetSpec::exact([0]))
+        .affinity(AffinityIntent::exact([0]));
+    let r = execute_scenario(
+        &ctx,
+        Backdrop::new().push_cgroup(def),
+        vec![
+            Step::hold(HoldSpec::frac(0.5)),
+            Step::with_op(
+                Op::set_cpuset("c", CpusetSpec::exact([1])),
+                HoldSpec::frac(0.5),
+            ),
+        ],
+    )
+    .unwrap();
+    assert!(
+        r.details
+            .iter()
+            .any(|d| d.kind == DetailKind::Isolation && d.message.starts_with("c:")),
+        "{r:?}"
+    );
+}
