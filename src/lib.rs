@@ -4,11 +4,17 @@
 //! brings the scenario model into scope.
 
 pub use ktstr_agent as agent;
+pub use ktstr_agent::scenario;
 pub use ktstr_host as host;
 pub use ktstr_protocol as protocol;
 
-/// The scenario model and message types in one import.
+/// The scenario model, the engine's author-facing API and the message
+/// types in one import. The agent's `Step`/`Setup` (which can hold a setup
+/// factory) shadow the wire types; those stay reachable as
+/// `ktstr::protocol::model::{Step, Setup}`.
 pub mod prelude {
+    pub use ktstr_agent::scenario::prelude::*;
+    pub use ktstr_agent::scenario::{Setup, Step};
     pub use ktstr_protocol::model::*;
     pub use ktstr_protocol::{GuestMsg, HostMsg};
 }

@@ -188,10 +188,17 @@ fn affinity_change(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
 }
 
 fn affinity_pinned(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+    // Each cgroup gets its own LLC so the two affinity kinds do not end up
+    // sharing one CPU (which would be an oversubscription test instead).
+    let last = p.topology.llcs.saturating_sub(1) as usize;
     steps_only(vec![Step::with_defs(
         vec![
-            cg("cg_0", p).affinity(AffinityIntent::SingleCpu),
-            cg("cg_1", p).affinity(AffinityIntent::LlcAligned),
+            cg("cg_0", p)
+                .with_cpuset(CpusetSpec::llc(0))
+                .affinity(AffinityIntent::SingleCpu),
+            cg("cg_1", p)
+                .with_cpuset(CpusetSpec::llc(last))
+                .affinity(AffinityIntent::LlcAligned),
         ],
         HoldSpec::FULL,
     )])
@@ -238,8 +245,11 @@ fn nested_steady(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
 }
 
 fn nested_task_move(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
-    backdrop(
-        vec![cg("parent/a", p), CgroupDef::named("parent/b").workers(0)],
+    (
+        BackdropSpec {
+            cgroups: vec![cg("parent/a", p)],
+            ops: vec![Op::add_cgroup("parent/b")],
+        },
         vec![
             Step::hold(half()),
             Step::new(vec![Op::move_all_tasks("parent/a", "parent/b")], half()),

@@ -37,6 +37,23 @@ pub(crate) struct Workers {
     handle: WorkloadHandle,
     owner: Owner,
     started: bool,
+    /// Every CPU these workers were allowed over their life (`None`: at
+    /// some point no cpuset confined them). Isolation is judged against
+    /// it, so a cpuset change or a move is not mistaken for a breach.
+    allowed: Option<BTreeSet<usize>>,
+}
+
+impl Workers {
+    /// Records that the workers are now confined to `cpus` as well.
+    fn allow(&mut self, cpus: Option<&BTreeSet<usize>>) {
+        self.allowed = match (self.allowed.take(), cpus) {
+            (Some(mut a), Some(c)) => {
+                a.extend(c);
+                Some(a)
+            }
+            _ => None,
+        };
+    }
 }
 
 pub(crate) struct LiveCgroup {
@@ -47,19 +64,24 @@ pub(crate) struct LiveCgroup {
     workers: Vec<Workers>,
 }
 
-/// Stops `groups` and pairs their reports with the cgroup's cpuset at this
-/// moment: isolation is judged against the cpuset the cgroup has when its
-/// workers stop, so a cpuset moved away from where workers ran fails it.
-fn collect(
-    cgroup: &str,
-    cpuset: Option<BTreeSet<usize>>,
-    groups: Vec<Workers>,
-) -> Option<CgroupReports> {
+/// Stops `groups` and pairs their reports with every CPU their cpusets
+/// ever allowed: isolation then flags only running where no cpuset of
+/// theirs allowed it (for example a configured cpuset the kernel could not
+/// honour), never a CPU that was legitimately theirs before a change.
+fn collect(cgroup: &str, groups: Vec<Workers>) -> Option<CgroupReports> {
     if groups.is_empty() {
         return None;
     }
     let mut reports: Vec<WorkerReport> = Vec::new();
+    let mut cpuset: Option<BTreeSet<usize>> = Some(BTreeSet::new());
     for w in groups {
+        cpuset = match (cpuset, &w.allowed) {
+            (Some(mut all), Some(a)) => {
+                all.extend(a);
+                Some(all)
+            }
+            _ => None,
+        };
         reports.extend(stop(w.handle));
     }
     Some(CgroupReports {
@@ -208,7 +230,7 @@ impl RunState {
             cg.frozen = false;
         }
         let groups = std::mem::take(&mut cg.workers);
-        let out = collect(name, cg.cpuset.clone(), groups);
+        let out = collect(name, groups);
         let n = out.as_ref().map_or(0, |o| o.reports.len());
         self.finished.extend(out);
         Ok(n)
@@ -233,6 +255,7 @@ impl RunState {
             handle,
             owner,
             started: false,
+            allowed: cpuset,
         };
         match cgroup {
             Some(name) => self.require(name, "Spawn")?.workers.push(w),
@@ -266,6 +289,9 @@ impl RunState {
             Some(c) => ctx.cgroups.set_cpuset(name, c)?,
             None => ctx.cgroups.clear_cpuset(name)?,
         }
+        for w in &mut cg.workers {
+            w.allow(cpus.as_ref());
+        }
         cg.cpuset = cpus;
         Ok(())
     }
@@ -293,8 +319,12 @@ impl RunState {
         self.require(to, "MoveAllTasks")?;
         self.require(from, "MoveAllTasks")?;
         let pids = ctx.cgroups.move_all_tasks(from, to)?;
-        let moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
-        self.require(to, "MoveAllTasks")?.workers.extend(moved);
+        let mut moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
+        let dest = self.require(to, "MoveAllTasks")?;
+        for w in &mut moved {
+            w.allow(dest.cpuset.as_ref());
+        }
+        dest.workers.extend(moved);
         Ok(pids)
     }
 
@@ -336,13 +366,13 @@ impl RunState {
                 }
                 cg.frozen = false;
             }
-            out.extend(collect(&cg.name, cg.cpuset.clone(), mine));
+            out.extend(collect(&cg.name, mine));
         }
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runner)
             .into_iter()
             .partition(|w| w.owner == owner);
         self.runner = rest;
-        out.extend(collect("", None, mine));
+        out.extend(collect("", mine));
         while let Some(pos) = self.cgroups.iter().rposition(|c| c.owner == owner) {
             let cg = self.cgroups.remove(pos);
             match remove_cgroup_tolerant(ctx.cgroups, &cg.name) {

@@ -530,9 +530,10 @@ fn setup_cgroups_end_with_their_step_op_cgroups_do_not() {
 }
 
 #[test]
-fn isolation_is_judged_against_the_cpuset_at_collection() {
-    // The in-memory double does not confine, so only the pin keeps the
-    // worker on CPU 0 while the cgroup's cpuset moves to {1}.
+fn a_cpuset_change_is_not_an_isolation_breach() {
+    // The in-memory double does not confine, so the pin keeps the worker on
+    // CPU 0; the cgroup's cpuset then moves to {1}. CPU 0 was allowed when
+    // the worker ran there, so isolation must not flag it.
     let cg = MemCgroups::new();
     let topo = topo();
     let ctx = Ctx::builder(&cg, &topo)
@@ -556,9 +557,7 @@ fn isolation_is_judged_against_the_cpuset_at_collection() {
     )
     .unwrap();
     assert!(
-        r.details
-            .iter()
-            .any(|d| d.kind == DetailKind::Isolation && d.message.starts_with("c:")),
+        !r.details.iter().any(|d| d.kind == DetailKind::Isolation),
         "{r:?}"
     );
 }

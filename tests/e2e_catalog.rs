@@ -1,0 +1,219 @@
+//! End to end: every canned scenario on a 1n2l2c1t guest under the kernel's
+//! default scheduler, plus two scenarios built to fail (an isolation
+//! breach and a cgroup frozen for its whole hold), under QEMU.
+//!
+//! Skips with the reason, like tests/e2e.rs, when QEMU or the kernel cannot
+//! be had. VMs run one at a time.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ktstr_host::backend::{self, BackendChoice};
+use ktstr_host::runner::{self, RunConfig, RunOutcome};
+use ktstr_host::scenarios::{self, ScenarioParams};
+use ktstr_host::vm::VmSpec;
+use ktstr_host::vmtest::{self, PrepareError, Prepared};
+use ktstr_protocol::message::{BackdropSpec, Plan};
+use ktstr_protocol::model::{Assert, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Step, Work};
+
+static VM_LOCK: Mutex<()> = Mutex::new(());
+const TOPOLOGY: &str = "1n2l2c1t";
+
+fn prepared() -> Option<&'static Prepared> {
+    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
+    let r = PREPARED.get_or_init(|| {
+        let say: vmtest::Say = Arc::new(|m: &str| eprintln!("catalog: {m}"));
+        match vmtest::prepare(None, None, say) {
+            Ok(p) => Ok(p),
+            Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
+                Err(format!("no kernel can be fetched here: {e}"))
+            }
+            Err(PrepareError::Setup(e)) => Err(format!("QEMU is not available: {e}")),
+            Err(e) => panic!("preparing the run failed: {e}"),
+        }
+    });
+    match r {
+        Ok(p) => Some(p),
+        Err(why) => {
+            println!("SKIP: {why}");
+            None
+        }
+    }
+}
+
+fn run(p: &Prepared, plan: Plan) -> RunOutcome {
+    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (backend, _) = backend::select(BackendChoice::Auto).unwrap();
+    let name = plan.name.clone();
+    let cfg = RunConfig {
+        spec: VmSpec::new(
+            p.kernel.image.clone(),
+            p.initramfs.clone(),
+            TOPOLOGY.parse().unwrap(),
+        ),
+        plan,
+        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
+        run_timeout: None,
+        t0: Instant::now(),
+        progress: Box::new(move |m| eprintln!("catalog {name}: {m}")),
+    };
+    let out = runner::run(backend.as_ref(), cfg).expect("launching the VM");
+    eprintln!("{}", ktstr_host::report::table(&out));
+    out
+}
+
+fn params() -> ScenarioParams {
+    ScenarioParams {
+        topology: TOPOLOGY.parse().unwrap(),
+        duration: Duration::from_secs(3),
+        workers_per_cgroup: 2,
+    }
+}
+
+#[test]
+fn every_canned_scenario_passes_under_the_default_scheduler() {
+    let Some(p) = prepared() else { return };
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for canned in scenarios::catalog() {
+        let out = run(p, canned.plan(&params(), Assert::default_checks()));
+        let per_step: Vec<String> = out
+            .steps
+            .iter()
+            .map(|s| format!("step {}: {:?}", s.step, s.passed))
+            .collect();
+        eprintln!(
+            "catalog {}: {} ({})",
+            canned.name,
+            if out.passed { "PASS" } else { "FAIL" },
+            per_step.join(", ")
+        );
+        if !out.passed {
+            failures.push(format!(
+                "{}: {}\n{}",
+                canned.name,
+                out.failure.unwrap_or_default(),
+                out.console_tail.unwrap_or_default()
+            ));
+        } else {
+            assert!(
+                out.steps.iter().all(|s| s.passed == Some(true)),
+                "{}: every step reports a verdict",
+                canned.name
+            );
+        }
+    }
+    eprintln!(
+        "catalog: {} scenarios in {:?}",
+        scenarios::catalog().len(),
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "failed:\n{}", failures.join("\n\n"));
+}
+
+fn plan(name: &str, backdrop: BackdropSpec, steps: Vec<Step>, assert: Assert) -> Plan {
+    Plan {
+        name: name.into(),
+        backdrop,
+        steps,
+        duration: Duration::from_secs(3),
+        settle: Duration::ZERO,
+        workers_per_cgroup: 2,
+        assert,
+        scheduler: None,
+        fault: None,
+    }
+}
+
+#[test]
+fn two_busy_cgroups_on_one_cpu_breach_isolation_on_another() {
+    let Some(p) = prepared() else { return };
+    // The parent pins everything below it to CPU 0. Each child asks for
+    // CPU 1, which cgroup v2 cannot grant inside the parent, so the kernel
+    // runs both busy cgroups on CPU 0: the isolation check against their
+    // configured CPU 1 must report it.
+    let backdrop = BackdropSpec {
+        cgroups: vec![],
+        ops: vec![
+            Op::add_cgroup("pin"),
+            Op::set_cpuset("pin", CpusetSpec::exact([0])),
+        ],
+    };
+    let defs = vec![
+        CgroupDef::named("pin/busy_a")
+            .workers(2)
+            .with_cpuset(CpusetSpec::exact([1])),
+        CgroupDef::named("pin/busy_b")
+            .workers(2)
+            .with_cpuset(CpusetSpec::exact([1])),
+    ];
+    let steps = vec![Step::with_defs(defs, HoldSpec::FULL)];
+    let out = run(
+        p,
+        plan(
+            "isolation_breach",
+            backdrop,
+            steps,
+            Assert::NONE.check_isolation(),
+        ),
+    );
+    assert!(!out.passed);
+    let details = out
+        .verdict
+        .as_ref()
+        .map(|v| v.result.details.clone())
+        .unwrap_or_default();
+    let breach = details
+        .iter()
+        .find(|d| d.kind == DetailKind::Isolation && d.message.contains("busy_"));
+    assert!(
+        breach.is_some_and(|d| d.message.contains("[0]")),
+        "expected an Isolation detail naming CPU 0: {details:?} ({:?})",
+        out.failure
+    );
+}
+
+#[test]
+fn a_cgroup_frozen_for_its_whole_hold_is_starved() {
+    let Some(p) = prepared() else { return };
+    // The cgroup is frozen before its workers are placed in it, so they
+    // never run during the hold.
+    let backdrop = BackdropSpec {
+        cgroups: vec![CgroupDef::named("running").workers(2)],
+        ops: vec![],
+    };
+    let ops = vec![
+        Op::add_cgroup("frozen"),
+        Op::freeze_cgroup("frozen"),
+        Op::spawn("frozen", Work::default().workers(2)),
+    ];
+    let steps = vec![Step::new(ops, HoldSpec::FULL)];
+    let out = run(
+        p,
+        plan(
+            "frozen_starved",
+            backdrop,
+            steps,
+            Assert::NONE.check_not_starved(),
+        ),
+    );
+    assert!(!out.passed);
+    let details = out
+        .verdict
+        .as_ref()
+        .map(|v| v.result.details.clone())
+        .unwrap_or_default();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.kind == DetailKind::Starved && d.message.contains("frozen")),
+        "expected a Starved detail for the frozen cgroup: {details:?} ({:?})",
+        out.failure
+    );
+    assert!(
+        !details
+            .iter()
+            .any(|d| d.kind == DetailKind::Starved && d.message.contains("running")),
+        "{details:?}"
+    );
+}
