@@ -179,7 +179,15 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
     Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.passed))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // Errors print as one readable chain, without a backtrace dump.
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<()> {
     let t0 = Instant::now();
     let cli = Cli::parse();
     match cli.cmd {
