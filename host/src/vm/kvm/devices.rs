@@ -77,6 +77,7 @@ impl ConsoleBuffer {
 pub struct PortBus {
     serial: Serial<IrqTrigger, vm_superio::serial::NoEvents, ConsoleBuffer>,
     unknown: BTreeSet<u16>,
+    unknown_mmio: BTreeSet<u64>,
 }
 
 impl PortBus {
@@ -84,15 +85,38 @@ impl PortBus {
         Self {
             serial: Serial::new(IrqTrigger(irq), console),
             unknown: BTreeSet::new(),
+            unknown_mmio: BTreeSet::new(),
         }
     }
 
     fn note_unknown(&mut self, port: u16, what: &str) {
         if self.unknown.insert(port) {
-            tracing_note(&format!(
-                "kvm: unhandled {what} on port {port:#x} (logged once)"
+            note(&format!(
+                "kvm: unhandled {what} on port {port:#x} (logged once per port)"
             ));
         }
+    }
+
+    /// An MMIO access nothing claims: reads see all ones, writes are
+    /// dropped, and each address is reported once.
+    pub fn mmio(&mut self, addr: u64, data: Option<&mut [u8]>) {
+        let what = if data.is_some() { "read" } else { "write" };
+        if let Some(d) = data {
+            d.fill(0xff);
+        }
+        if self.unknown_mmio.insert(addr) {
+            note(&format!(
+                "kvm: unhandled MMIO {what} at {addr:#x} (logged once per address)"
+            ));
+        }
+    }
+
+    /// Ports and MMIO addresses the guest touched that no device handles.
+    pub fn unknown_accesses(&self) -> (Vec<u16>, Vec<u64>) {
+        (
+            self.unknown.iter().copied().collect(),
+            self.unknown_mmio.iter().copied().collect(),
+        )
     }
 
     /// A guest `out`; returns a stop request when the write means one.
@@ -134,10 +158,8 @@ impl PortBus {
 }
 
 /// Diagnostics go to stderr; the VMM has no logger of its own yet.
-fn tracing_note(msg: &str) {
-    if std::env::var_os("KTSTR_KVM_DEBUG").is_some() {
-        eprintln!("{msg}");
-    }
+fn note(msg: &str) {
+    eprintln!("{msg}");
 }
 
 #[cfg(test)]
@@ -172,5 +194,9 @@ mod tests {
         bus.read(0x1234, &mut d);
         assert_eq!(d[0], 0xff);
         assert_eq!(bus.write(0x1234, &[1]), None, "unknown ports are not fatal");
+        bus.mmio(0xfed0_0000, Some(&mut d));
+        assert_eq!(d[0], 0xff);
+        bus.mmio(0xfed0_0000, None);
+        assert_eq!(bus.unknown_accesses(), (vec![0x1234], vec![0xfed0_0000]));
     }
 }

@@ -427,11 +427,19 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) 
                     .read(port, data);
                 None
             }
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                bus.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mmio(addr, Some(data));
                 None
             }
-            Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Hlt) => None,
+            Ok(VcpuExit::MmioWrite(addr, _)) => {
+                bus.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mmio(addr, None);
+                None
+            }
+            Ok(VcpuExit::Hlt) => None,
             Ok(VcpuExit::Shutdown) => Some(MachineExit::TripleFault { vcpu: index }),
             Ok(VcpuExit::InternalError) => Some(MachineExit::Failed {
                 vcpu: index,
