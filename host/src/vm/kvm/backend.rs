@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::boot;
-use super::layout::{SHM_START, ZERO_PAGE_START};
+use super::layout::SHM_START;
 use super::machine::{KvmError, Machine, MachineConfig, MachineExit, Running};
 use crate::vm::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
@@ -63,9 +63,7 @@ impl Backend for KvmBackend {
             Some(rsdp),
         )
         .map_err(setup)?;
-        machine
-            .setup_boot_cpu(entry.rip, ZERO_PAGE_START)
-            .map_err(setup)?;
+        machine.setup_boot_cpu(&entry).map_err(setup)?;
         let running = machine.start().map_err(setup)?;
         Ok(Box::new(KvmVm {
             running,

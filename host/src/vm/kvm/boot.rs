@@ -2,22 +2,29 @@
 //! protocol), place the initramfs and command line, and write the zero page
 //! (boot_params) with our e820 map and the RSDP address.
 //!
-//! A vmlinux ELF would enter through PVH; that path is not built yet and is
-//! refused with a clear error.
+//! A vmlinux ELF enters through PVH instead: 32-bit protected mode at the
+//! entry point its Xen ELF note names, with `hvm_start_info` (command line,
+//! initramfs as the first module, memory map, RSDP) in `ebx`.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{BzImage, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
-    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, ZERO_PAGE_START,
+    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, PVH_INFO_START,
+    PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
 };
 use super::memory::RamLayout;
 
@@ -30,9 +37,9 @@ pub enum BootError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is a vmlinux ELF; the KVM backend boots bzImages only so far (PVH entry is not built yet)"
+        "{path} is a vmlinux without a PVH entry note; build the kernel with CONFIG_PVH=y or boot its bzImage"
     )]
-    ElfUnsupported { path: String },
+    NoPvhEntry { path: String },
     #[error("loading kernel {path}: {msg}")]
     Load { path: String, msg: String },
     #[error("{0}")]
@@ -50,10 +57,21 @@ const STARTUP_64_OFFSET: u64 = 0x200;
 /// Most e820 entries the zero page holds.
 const E820_MAX: usize = 128;
 
+/// How the BSP enters the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryMode {
+    /// 64-bit boot protocol: long mode, `rsi` = zero page.
+    Linux64,
+    /// PVH: 32-bit protected mode, paging off, `ebx` = hvm_start_info.
+    Pvh,
+}
+
 /// Where the BSP starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootEntry {
+    pub mode: EntryMode,
     pub rip: u64,
+    /// Zero page (Linux64) or hvm_start_info (PVH).
     pub zero_page: u64,
     pub initrd: (u64, u64),
 }
@@ -99,7 +117,7 @@ pub fn build_boot_params(
 }
 
 /// Loads `kernel` and `initrd` into `mem`, writes `cmdline` and the zero
-/// page, and returns the BSP's entry state.
+/// page (or, for a vmlinux, hvm_start_info), and returns the BSP's entry.
 pub fn load_linux(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
@@ -108,53 +126,86 @@ pub fn load_linux(
     cmdline: &str,
     rsdp: Option<u64>,
 ) -> Result<BootEntry, BootError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| BootError::Io { path, source }
-    };
-    let mut file = File::open(kernel).map_err(io(kernel))?;
+    let path = kernel.display().to_string();
+    let mut file = File::open(kernel).map_err(|source| BootError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic).map_err(io(kernel))?;
+    file.read_exact(&mut magic)
+        .map_err(|source| BootError::Io {
+            path: path.clone(),
+            source,
+        })?;
     if magic == *b"\x7fELF" {
-        return Err(BootError::ElfUnsupported {
-            path: kernel.display().to_string(),
-        });
+        return load_pvh(mem, ram, kernel, &mut file, initrd, cmdline, rsdp);
     }
     let loaded =
         BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|e| {
             BootError::Load {
-                path: kernel.display().to_string(),
+                path: path.clone(),
                 msg: e.to_string(),
             }
         })?;
     let hdr = loaded.setup_header.ok_or_else(|| BootError::Load {
-        path: kernel.display().to_string(),
+        path,
         msg: "no setup header".into(),
     })?;
-
-    let image = std::fs::read(initrd).map_err(io(initrd))?;
-    let low_end = ram
-        .ranges()
-        .first()
-        .map_or(0, |&(b, s)| (b + s).min(MMIO_HOLE_START));
     let addr_max = if hdr.initrd_addr_max == 0 {
         0x37ff_ffff
     } else {
         u64::from(hdr.initrd_addr_max)
     };
-    let top = low_end.min(addr_max + 1);
-    let initrd_addr = top.checked_sub(image.len() as u64).map(|a| a & !0xfff).filter(|&a| a >= loaded.kernel_end).ok_or_else(|| {
-        BootError::Layout(format!("initramfs of {} bytes does not fit between the kernel end {:#x} and {top:#x}; give the VM more memory", image.len(), loaded.kernel_end))
-    })?;
-    mem.write_slice(&image, GuestAddress(initrd_addr))
-        .map_err(|e| BootError::Layout(format!("writing the initramfs: {e}")))?;
-
+    let initrd = place_initrd(mem, ram, initrd, loaded.kernel_end, addr_max)?;
     let limit = if hdr.cmdline_size == 0 {
         2048
     } else {
         hdr.cmdline_size as usize
-    }
-    .min(CMDLINE_MAX_SIZE);
+    };
+    write_cmdline(mem, cmdline, limit)?;
+    let params = build_boot_params(hdr, ram, cmdline.len(), initrd, rsdp)?;
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
+        mem,
+    )
+    .map_err(|e| BootError::Layout(format!("writing the zero page: {e}")))?;
+    Ok(BootEntry {
+        mode: EntryMode::Linux64,
+        rip: loaded.kernel_load.0 + STARTUP_64_OFFSET,
+        zero_page: ZERO_PAGE_START,
+        initrd,
+    })
+}
+
+/// Copies the initramfs as high in low RAM as `addr_max` allows, above the
+/// kernel; returns (address, size).
+fn place_initrd(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    initrd: &Path,
+    kernel_end: u64,
+    addr_max: u64,
+) -> Result<(u64, u64), BootError> {
+    let image = std::fs::read(initrd).map_err(|source| BootError::Io {
+        path: initrd.display().to_string(),
+        source,
+    })?;
+    let low_end = ram
+        .ranges()
+        .first()
+        .map_or(0, |&(b, s)| (b + s).min(MMIO_HOLE_START));
+    let top = low_end.min(addr_max.saturating_add(1));
+    let addr = top.checked_sub(image.len() as u64).map(|a| a & !0xfff).filter(|&a| a >= kernel_end).ok_or_else(|| {
+        BootError::Layout(format!("initramfs of {} bytes does not fit between the kernel end {kernel_end:#x} and {top:#x}; give the VM more memory", image.len()))
+    })?;
+    mem.write_slice(&image, GuestAddress(addr))
+        .map_err(|e| BootError::Layout(format!("writing the initramfs: {e}")))?;
+    Ok((addr, image.len() as u64))
+}
+
+/// Writes the NUL-terminated command line, checking the kernel's limit.
+fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str, limit: usize) -> Result<(), BootError> {
+    let limit = limit.min(CMDLINE_MAX_SIZE);
     if cmdline.len() + 1 > limit {
         return Err(BootError::Layout(format!(
             "kernel command line of {} bytes exceeds the kernel's limit of {limit}",
@@ -164,24 +215,71 @@ pub fn load_linux(
     let mut bytes = cmdline.as_bytes().to_vec();
     bytes.push(0);
     mem.write_slice(&bytes, GuestAddress(CMDLINE_START))
-        .map_err(|e| BootError::Layout(format!("writing the command line: {e}")))?;
+        .map_err(|e| BootError::Layout(format!("writing the command line: {e}")))
+}
 
-    let params = build_boot_params(
-        hdr,
-        ram,
-        cmdline.len(),
-        (initrd_addr, image.len() as u64),
-        rsdp,
-    )?;
-    LinuxBootConfigurator::write_bootparams(
-        &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
-        mem,
-    )
-    .map_err(|e| BootError::Layout(format!("writing the zero page: {e}")))?;
+/// `hvm_start_info.magic` (xen/include/public/arch-x86/hvm/start_info.h).
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// Loads a vmlinux ELF for PVH entry.
+fn load_pvh(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    kernel: &Path,
+    file: &mut File,
+    initrd: &Path,
+    cmdline: &str,
+    rsdp: Option<u64>,
+) -> Result<BootEntry, BootError> {
+    let path = kernel.display().to_string();
+    let loaded = Elf::load(mem, None, file, Some(GuestAddress(HIMEM_START))).map_err(|e| {
+        BootError::Load {
+            path: path.clone(),
+            msg: e.to_string(),
+        }
+    })?;
+    let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
+        return Err(BootError::NoPvhEntry { path });
+    };
+    // An initrd found through PVH only has to be below 4 GiB.
+    let initrd = place_initrd(mem, ram, initrd, loaded.kernel_end, u64::from(u32::MAX))?;
+    write_cmdline(mem, cmdline, 2048)?;
+    let memmap: Vec<hvm_memmap_table_entry> = ram
+        .e820()
+        .iter()
+        .map(|e| hvm_memmap_table_entry {
+            addr: e.addr,
+            size: e.size,
+            type_: e.kind,
+            reserved: 0,
+        })
+        .collect();
+    let start_info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC,
+        version: 1,
+        nr_modules: 1,
+        modlist_paddr: PVH_MODLIST_START,
+        cmdline_paddr: CMDLINE_START,
+        rsdp_paddr: rsdp.unwrap_or(0),
+        memmap_paddr: PVH_MEMMAP_START,
+        memmap_entries: memmap.len() as u32,
+        ..Default::default()
+    };
+    let module = hvm_modlist_entry {
+        paddr: initrd.0,
+        size: initrd.1,
+        ..Default::default()
+    };
+    let mut params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
+    params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
+    params.set_modules(&[module], GuestAddress(PVH_MODLIST_START));
+    PvhBootConfigurator::write_bootparams(&params, mem)
+        .map_err(|e| BootError::Layout(format!("writing hvm_start_info: {e}")))?;
     Ok(BootEntry {
-        rip: loaded.kernel_load.0 + STARTUP_64_OFFSET,
-        zero_page: ZERO_PAGE_START,
-        initrd: (initrd_addr, image.len() as u64),
+        mode: EntryMode::Pvh,
+        rip: entry.0,
+        zero_page: PVH_INFO_START,
+        initrd,
     })
 }
 

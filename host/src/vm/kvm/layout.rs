@@ -6,6 +6,11 @@ pub const BOOT_GDT_START: u64 = 0x500;
 pub const BOOT_GDT_ENTRIES: usize = 4;
 /// An empty IDT (the kernel installs its own before enabling interrupts).
 pub const BOOT_IDT_START: u64 = 0x520;
+/// PVH boot: `hvm_start_info`, its module list, and (in the zero page's
+/// place, unused on this path) the memory map.
+pub const PVH_INFO_START: u64 = 0x6000;
+pub const PVH_MODLIST_START: u64 = 0x6040;
+pub const PVH_MEMMAP_START: u64 = 0x7000;
 /// The Linux zero page (struct boot_params).
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer: top of the page below the page tables.

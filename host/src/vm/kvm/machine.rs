@@ -25,6 +25,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::boot::{BootEntry, EntryMode};
 use super::devices::{COM1_GSI, ConsoleBuffer, GuestStop, PortBus};
 use super::layout::{ACPI_START, SHM_MAX_SIZE, SHM_START};
 use super::memory::{MemoryError, RamLayout};
@@ -244,16 +245,23 @@ impl Machine {
         Ok(())
     }
 
-    /// Linux entry on the boot CPU only: 64-bit mode at `rip` with the zero
-    /// page in `rsi`. The other vCPUs stay in wait-for-SIPI until the kernel
-    /// starts them.
-    pub fn setup_boot_cpu(&self, rip: u64, zero_page: u64) -> Result<(), KvmError> {
+    /// Linux entry on the boot CPU only (64-bit boot protocol or PVH). The
+    /// other vCPUs stay in wait-for-SIPI until the kernel starts them.
+    pub fn setup_boot_cpu(&self, entry: &BootEntry) -> Result<(), KvmError> {
         let bsp = self
             .vcpus
             .first()
             .ok_or_else(|| KvmError::Setup("no vCPUs".into()))?;
-        regs::setup_sregs(bsp)?;
-        regs::setup_regs(bsp, rip, zero_page, 0)?;
+        match entry.mode {
+            EntryMode::Linux64 => {
+                regs::setup_sregs(bsp)?;
+                regs::setup_regs(bsp, entry.rip, entry.zero_page, 0)?;
+            }
+            EntryMode::Pvh => {
+                regs::setup_pvh_sregs(bsp)?;
+                regs::setup_pvh_regs(bsp, entry.rip, entry.zero_page)?;
+            }
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use kvm_ioctls::VcpuFd;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::gdt::{BOOT_GDT, kvm_segment_from_gdt};
+use super::gdt::{BOOT_GDT, gdt_entry, kvm_segment_from_gdt};
 use super::layout::{
     BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, IDENTITY_MAPPED, PDE_START, PDPTE_START,
     PML4_START,
@@ -86,6 +86,43 @@ pub fn setup_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
     sregs.cr4 = X86_CR4_PAE;
     sregs.efer = EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))
+}
+
+/// PVH entry: 32-bit protected mode, flat 4 GiB segments, paging off
+/// (xen/include/public/arch-x86/hvm/start_info.h). The kernel loads its own
+/// GDT first thing, so only the descriptor caches set here matter.
+pub fn setup_pvh_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+    let code = kvm_segment_from_gdt(gdt_entry(0xc09b, 0, 0xfffff), 1);
+    let data = kvm_segment_from_gdt(gdt_entry(0xc093, 0, 0xfffff), 2);
+    let tss = kvm_segment_from_gdt(gdt_entry(0x008b, 0, 0x67), 3);
+    sregs.gdt.base = BOOT_GDT_START;
+    sregs.gdt.limit = (std::mem::size_of_val(&BOOT_GDT) - 1) as u16;
+    sregs.idt.base = BOOT_IDT_START;
+    sregs.idt.limit = 7;
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = tss;
+    sregs.cr0 = X86_CR0_PE | X86_CR0_ET;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))
+}
+
+/// PVH entry registers: `rip` = entry, `rbx` = hvm_start_info.
+pub fn setup_pvh_regs(vcpu: &VcpuFd, rip: u64, start_info: u64) -> Result<(), RegsError> {
+    let regs = kvm_regs {
+        rflags: 0x2,
+        rip,
+        rbx: start_info,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))
 }
 
 /// Entry point, stack, and the zero page in `rsi` (Linux) or an argument in
