@@ -32,6 +32,8 @@ pub enum BuildError {
     Initramfs(#[from] ktstr_initramfs::Error),
     #[error("no cache directory: {0}")]
     Cache(String),
+    #[error("{0} cannot be packed as a guest executable: {1}")]
+    NotExecutable(PathBuf, String),
 }
 
 /// The workspace this crate was built from (where `guest-agent/` lives).
@@ -93,6 +95,29 @@ pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
 pub struct GuestFiles {
     /// Kernel config to place at `/boot/config-<release>` (libbpf reads it).
     pub kernel_config: Option<(String, PathBuf)>,
+    /// Executables as (guest path, host path), packed with their
+    /// shared-library closure (schedulers, payloads).
+    pub executables: Vec<(String, PathBuf)>,
+}
+
+/// Checks that `path` is an executable file, before any VM boots.
+pub fn check_executable(path: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| BuildError::NotExecutable(path.to_path_buf(), e.to_string()))?;
+    if !meta.is_file() {
+        return Err(BuildError::NotExecutable(
+            path.to_path_buf(),
+            "not a regular file".into(),
+        ));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(BuildError::NotExecutable(
+            path.to_path_buf(),
+            "no execute permission".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Packs `agent` as `/init` plus `files` into a cached gzip initramfs.
@@ -106,11 +131,45 @@ pub fn build_initramfs(
     }
     let mut b = InitramfsBuilder::new();
     b.add_file("/init", agent)?;
-    for dir in ["/proc", "/sys", "/dev", "/tmp", "/run", "/boot"] {
+    for dir in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/run",
+        "/boot",
+        "/usr/local/bin",
+    ] {
         b.add_dir(dir, 0o755)?;
     }
     if let Some((release, config)) = &files.kernel_config {
         b.add_file(&format!("/boot/config-{release}"), config)?;
     }
+    for (guest, host) in &files.executables {
+        check_executable(host)?;
+        b.add_executable_with_closure(guest, host)?;
+    }
     Ok(b.build_cached(cache_dir)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_are_checked_before_anything_boots() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("scx_missing");
+        let e = check_executable(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("scx_missing") && e.contains("No such file"),
+            "{e}"
+        );
+        let plain = dir.path().join("not_exec");
+        std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+        let e = check_executable(&plain).unwrap_err().to_string();
+        assert!(e.contains("no execute permission"), "{e}");
+        assert!(check_executable(Path::new("/bin/sh")).is_ok());
+        assert!(check_executable(dir.path()).is_err(), "a directory");
+    }
 }

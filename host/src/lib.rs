@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod scheds;
 pub mod setup;
 pub mod vm;
 pub mod vmtest;

@@ -99,9 +99,28 @@ pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), Se
 /// The tools a QEMU-backend run needs.
 pub const QEMU_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86")];
 
-/// Everything `cargo xtask setup` installs: QEMU for runs, and iasl, which
-/// the tests use to check our ACPI tables independently.
+/// What building the BPF fixture scheduler (scheds/build.sh) needs.
+pub const BPF_TOOLS: &[(&str, &str)] = &[
+    ("clang-14", "clang-14"),
+    ("llvm-strip-14", "llvm-14"),
+    ("bpftool", "bpftool"),
+    ("zstd", "zstd"),
+    ("gcc", "gcc"),
+    ("/usr/include/bpf/libbpf.h", "libbpf-dev"),
+    ("/usr/include/libelf.h", "libelf-dev"),
+];
+
+/// Everything `cargo xtask setup` installs: QEMU for runs, iasl, which the
+/// tests use to check our ACPI tables independently, and the BPF toolchain
+/// for the fixture scheduler.
 pub const SETUP_TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("iasl", "acpica-tools"),
+    ("clang-14", "clang-14"),
+    ("llvm-strip-14", "llvm-14"),
+    ("bpftool", "bpftool"),
+    ("zstd", "zstd"),
+    ("gcc", "gcc"),
+    ("/usr/include/bpf/libbpf.h", "libbpf-dev"),
+    ("/usr/include/libelf.h", "libelf-dev"),
 ];

@@ -40,6 +40,21 @@ pub fn prepare(
     agent: Option<&Path>,
     say: Say,
 ) -> Result<Prepared, PrepareError> {
+    prepare_with(kernel_path, agent, &[], say)
+}
+
+/// Like [`prepare`], also packing `executables` (guest path, host path)
+/// with their shared libraries. A missing or non-executable file is an
+/// error before anything boots.
+pub fn prepare_with(
+    kernel_path: Option<&Path>,
+    agent: Option<&Path>,
+    executables: &[(String, PathBuf)],
+    say: Say,
+) -> Result<Prepared, PrepareError> {
+    for (_, host) in executables {
+        agent_build::check_executable(host)?;
+    }
     setup::ensure_tools(setup::QEMU_TOOLS, &|m| say(m))?;
     let kernel = match kernel_path {
         Some(p) => KernelImage::from_path_checked(p, kernel::REQUIRED_CONFIG)?,
@@ -60,6 +75,7 @@ pub fn prepare(
         .map_err(|e| BuildError::Cache(format!("{}: {e}", cache.display())))?;
     let files = GuestFiles {
         kernel_config: kernel.config.clone().map(|c| (kernel.version.clone(), c)),
+        executables: executables.to_vec(),
     };
     let initramfs = agent_build::build_initramfs(&agent, &files, &cache)?;
     Ok(Prepared { kernel, initramfs })

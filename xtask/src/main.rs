@@ -12,7 +12,7 @@ use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::runner::{self, RunConfig};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vmtest::{self, Say};
-use ktstr_host::{interrupt, report, scenarios, setup};
+use ktstr_host::{interrupt, report, scenarios, scheds, setup};
 use ktstr_protocol::model::Assert;
 use ktstr_protocol::model::Topology;
 
@@ -75,6 +75,16 @@ struct VmtestArgs {
     /// Guest RAM in MiB (default: from the CPU count).
     #[arg(long)]
     memory: Option<u64>,
+    /// Scheduler binary to run in the guest (packed with its libraries);
+    /// `fixture` builds and runs our ktstr_fifo test scheduler.
+    #[arg(long)]
+    scheduler: Option<PathBuf>,
+    /// Arguments for the scheduler, one string (split on whitespace).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    sched_args: String,
+    /// The scheduler's sched_ext ops name, when it differs from the file name.
+    #[arg(long)]
+    sched_name: Option<String>,
     /// Use this agent binary instead of building one.
     #[arg(long)]
     agent: Option<PathBuf>,
@@ -109,7 +119,42 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
     let say = say();
     let (backend, why) = backend::select(a.backend)?;
     say(&format!("backend: {why}"));
-    let prepared = vmtest::prepare(a.kernel.as_deref(), a.agent.as_deref(), say.clone())?;
+    let scheduler = match &a.scheduler {
+        None => None,
+        Some(p) if p.as_os_str() == "fixture" => {
+            setup::ensure_tools(setup::BPF_TOOLS, &|m| eprintln!("ktstr: {m}"))?;
+            let kernel = match &a.kernel {
+                Some(k) => k.clone(),
+                None => {
+                    kernel::fetch_default_kernel(&FetchOptions {
+                        progress: Some(say.clone()),
+                        ..Default::default()
+                    })?
+                    .image
+                }
+            };
+            say("building the ktstr_fifo fixture scheduler");
+            Some(scheds::build_fixture(&kernel)?)
+        }
+        Some(p) => Some(p.clone()),
+    };
+    let executables: Vec<(String, PathBuf)> = scheduler
+        .iter()
+        .map(|p| (scheds::guest_path(p), p.clone()))
+        .collect();
+    let prepared = vmtest::prepare_with(
+        a.kernel.as_deref(),
+        a.agent.as_deref(),
+        &executables,
+        say.clone(),
+    )?;
+    let sched_spec = scheduler.as_ref().map(|p| {
+        scheds::spec_for(
+            p,
+            a.sched_name.as_deref(),
+            a.sched_args.split_whitespace().map(String::from).collect(),
+        )
+    });
     say(&format!(
         "kernel {} ({})",
         prepared.kernel.version,
@@ -138,7 +183,11 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
         let name = canned.name;
         let cfg = RunConfig {
             spec,
-            plan: canned.plan(&params, Assert::default_checks()),
+            plan: {
+                let mut plan = canned.plan(&params, Assert::default_checks());
+                plan.scheduler = sched_spec.clone();
+                plan
+            },
             boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
             run_timeout: a.timeout,
             t0,
