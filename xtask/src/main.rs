@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Boot a kernel with the agent and run a scenario.
-    Vmtest(VmtestArgs),
+    Vmtest(Box<VmtestArgs>),
     /// Kernel management.
     Kernel {
         #[command(subcommand)]
@@ -241,7 +241,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Vmtest(a) => {
-            if !vmtest_cmd(a, t0)? {
+            if !vmtest_cmd(*a, t0)? {
                 std::process::exit(1);
             }
         }
