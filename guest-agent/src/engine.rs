@@ -12,11 +12,13 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::message::{GuestMsg, Plan, Verdict};
+use ktstr_protocol::model::DetailKind;
 
 use crate::cgroup::CgroupOps;
 use crate::scenario::{
     Backdrop, Ctx, FactoryRegistry, ScenarioEvent, ScenarioObserver, Step, validate_sequence,
 };
+use crate::scheduler::{SchedulerConfig, SchedulerGone, SchedulerManager};
 use crate::topology::TestTopology;
 
 /// Where the engine sends its messages.
@@ -31,6 +33,7 @@ pub struct Engine<'a> {
     pub current_step: &'a AtomicU32,
     pub sink: &'a mut dyn Sink,
     factories: FactoryRegistry,
+    sched: SchedulerConfig,
 }
 
 /// Forwards events to the sink, remembering the first send failure so the
@@ -53,10 +56,12 @@ impl ScenarioObserver for Forwarder<'_> {
                 step,
                 elapsed_ms,
                 label,
+                scheduler,
             } => GuestMsg::StepStarted {
                 step,
                 elapsed_ms,
                 label,
+                scheduler,
             },
             ScenarioEvent::WorkerReports {
                 step,
@@ -71,10 +76,12 @@ impl ScenarioObserver for Forwarder<'_> {
                 step,
                 elapsed_ms,
                 result,
+                scheduler,
             } => GuestMsg::StepFinished {
                 step,
                 elapsed_ms,
                 result,
+                scheduler,
             },
         };
         if self.failed.borrow().is_some() {
@@ -99,7 +106,16 @@ impl<'a> Engine<'a> {
             current_step,
             sink,
             factories: FactoryRegistry::with_builtins(),
+            sched: SchedulerConfig::default(),
         }
+    }
+
+    /// Replaces where and how schedulers are watched (sysfs root, kernel
+    /// log, timeouts); the default is the real guest's.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_scheduler_config(mut self, cfg: SchedulerConfig) -> Self {
+        self.sched = cfg;
+        self
     }
 
     /// Replaces the named setup factories a plan may refer to.
@@ -138,7 +154,8 @@ impl<'a> Engine<'a> {
         Ok((backdrop, steps))
     }
 
-    /// Runs every step and returns the verdict.
+    /// Starts the plan's scheduler (if any), runs every step, detaches
+    /// whatever scheduler is still attached, and returns the verdict.
     pub fn run(&mut self, plan: &Plan) -> Result<Verdict> {
         let (backdrop, steps) = Self::convert(plan, &self.factories)?;
         let forwarder = Forwarder {
@@ -146,21 +163,55 @@ impl<'a> Engine<'a> {
             phase: self.current_step,
             failed: RefCell::new(None),
         };
-        let ctx = Ctx::builder(self.cgroups, self.topo)
+        let sched = RefCell::new(SchedulerManager::new(self.sched.clone()));
+        let mut ctx = Ctx::builder(self.cgroups, self.topo)
             .duration(plan.duration)
             .settle(plan.settle)
             .workers_per_cgroup(plan.workers_per_cgroup)
             .assert(plan.assert)
             .current_step(Arc::new(AtomicU16::new(0)))
             .observer(&forwarder)
+            .scheduler(&sched)
             .build();
+        if let Some(spec) = &plan.scheduler {
+            let a = sched
+                .borrow_mut()
+                .attach(spec)
+                .with_context(|| format!("starting the plan's scheduler {}", spec.name))?;
+            ctx.sched_pid = Some(a.pid);
+            ctx.emit(None, a.to_string());
+        }
         let outcome = crate::scenario::execute_scenario(&ctx, backdrop, steps);
+        // Whatever happened, the scheduler is detached cleanly before Done.
+        let detached = sched.borrow_mut().detach();
+        let mut end_failure = None;
+        match detached {
+            Ok(Some(d)) => ctx.emit(None, format!("end of run: {d}")),
+            Ok(None) => {}
+            Err(e) if e.is::<SchedulerGone>() => {
+                if let Some(death) = sched.borrow_mut().take_death() {
+                    end_failure = Some((
+                        DetailKind::SchedulerDied,
+                        death.message("after the last step"),
+                    ));
+                }
+            }
+            Err(e) => {
+                end_failure = Some((
+                    DetailKind::Error,
+                    format!("detaching the scheduler at the end of the run: {e:#}"),
+                ))
+            }
+        }
         let elapsed_ms = ctx.elapsed_ms();
         drop(ctx);
         if let Some(e) = forwarder.failed.into_inner() {
             return Err(e.context("sending scenario messages to the host"));
         }
-        let result = outcome?;
+        let mut result = outcome?;
+        if let Some((kind, msg)) = end_failure {
+            result.push_failure(kind, msg);
+        }
         Ok(Verdict {
             passed: result.passed,
             result,
@@ -174,7 +225,9 @@ mod tests {
     use std::time::Duration;
 
     use ktstr_protocol::message::BackdropSpec;
-    use ktstr_protocol::model::{Assert, CpusetSpec, HoldSpec, Op, OpKind, Step as WireStep};
+    use ktstr_protocol::model::{
+        Assert, CpusetSpec, DetailKind, HoldSpec, Op, OpKind, Step as WireStep,
+    };
 
     use super::*;
     use crate::cgroup::MemCgroups;
@@ -263,6 +316,189 @@ mod tests {
         );
     }
 
+    fn fake_sched(
+        dir: &std::path::Path,
+        name: &str,
+        then: &str,
+    ) -> ktstr_protocol::model::SchedulerSpec {
+        let d = dir.display();
+        ktstr_protocol::model::SchedulerSpec {
+            name: name.to_string().into(),
+            binary: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "trap 'echo disabled > {d}/state; echo {name} detached; exit 0' INT; \
+                     echo {name} > {d}/root/ops; echo enabled > {d}/state; echo {name} attached; {then}"
+                ),
+            ],
+        }
+    }
+
+    fn fake_sysfs() -> (tempfile::TempDir, SchedulerConfig) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("root")).unwrap();
+        std::fs::write(d.path().join("state"), "disabled\n").unwrap();
+        let cfg = SchedulerConfig {
+            sysfs_root: d.path().into(),
+            kmsg: None,
+            attach_timeout: Duration::from_secs(5),
+            detach_timeout: Duration::from_secs(5),
+            eject_grace: Duration::from_secs(2),
+            poll: Duration::from_millis(10),
+        };
+        (d, cfg)
+    }
+
+    #[test]
+    fn a_scheduler_death_ends_the_hold_with_a_verdict() {
+        let (d, cfg) = fake_sysfs();
+        let cg = MemCgroups::new();
+        let topo = TestTopology::from_vm_topology(&"1n2l2c1t".parse().unwrap());
+        let phase = AtomicU32::new(0);
+        let mut rec = Recorder {
+            phase: &phase,
+            msgs: Vec::new(),
+        };
+        let mut p = plan(vec![
+            WireStep::with_op(Op::add_cgroup("s1"), HoldSpec::fixed(Duration::ZERO)),
+            WireStep::with_op(
+                Op::add_cgroup("s2"),
+                HoldSpec::fixed(Duration::from_secs(30)),
+            ),
+            WireStep::with_op(Op::add_cgroup("s3"), HoldSpec::FULL),
+        ]);
+        p.scheduler = Some(fake_sched(
+            d.path(),
+            "fifo",
+            &format!(
+                "sleep 0.5; echo disabled > {}/state; echo 'fifo ejected: kind=1026 \
+                 (SCX_EXIT_ERROR_STALL) reason=\"runnable task stall\"'; exit 1",
+                d.path().display()
+            ),
+        ));
+        let t = std::time::Instant::now();
+        let verdict = Engine::new(&cg, &topo, &phase, &mut rec)
+            .set_scheduler_config(cfg)
+            .run(&p)
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the 30 s hold ended early"
+        );
+        assert!(!verdict.passed);
+        let died = &verdict.result.details[0];
+        assert_eq!(died.kind, DetailKind::SchedulerDied);
+        assert!(
+            died.message
+                .starts_with("scheduler died during step 2: fifo (pid"),
+            "{}",
+            died.message
+        );
+        assert!(
+            died.message.contains("SCX_EXIT_ERROR_STALL"),
+            "{}",
+            died.message
+        );
+        assert!(
+            verdict
+                .result
+                .details
+                .iter()
+                .any(|d| d.kind == DetailKind::Stall)
+        );
+        let scheds: Vec<(u16, String)> = rec
+            .msgs
+            .iter()
+            .filter_map(|(_, m)| match m {
+                GuestMsg::StepStarted {
+                    step, scheduler, ..
+                } => Some((*step, scheduler.clone())),
+                GuestMsg::StepFinished {
+                    step, scheduler, ..
+                } => Some((*step + 100, scheduler.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            scheds,
+            vec![
+                (1, "fifo".into()),
+                (101, "fifo".into()),
+                (2, "fifo".into()),
+                (102, "EEVDF".into())
+            ],
+            "step 3 never ran"
+        );
+    }
+
+    #[test]
+    fn scheduler_ops_report_each_transition() {
+        let (d, cfg) = fake_sysfs();
+        let cg = MemCgroups::new();
+        let topo = TestTopology::from_vm_topology(&"1n2l2c1t".parse().unwrap());
+        let phase = AtomicU32::new(0);
+        let mut rec = Recorder {
+            phase: &phase,
+            msgs: Vec::new(),
+        };
+        let wait = "while :; do sleep 0.05; done";
+        let zero = HoldSpec::fixed(Duration::ZERO);
+        let mut p = plan(vec![
+            WireStep::with_op(Op::detach_scheduler(), zero),
+            WireStep::with_op(Op::detach_scheduler(), zero),
+            WireStep::with_op(
+                Op::attach_scheduler(fake_sched(d.path(), "fifo", wait)),
+                zero,
+            ),
+            WireStep::with_op(Op::restart_scheduler(), zero),
+            WireStep::with_op(
+                Op::replace_scheduler(fake_sched(d.path(), "other", wait)),
+                zero,
+            ),
+        ]);
+        p.scheduler = Some(fake_sched(d.path(), "fifo", wait));
+        let verdict = Engine::new(&cg, &topo, &phase, &mut rec)
+            .set_scheduler_config(cfg)
+            .run(&p)
+            .unwrap();
+        assert!(verdict.passed, "{:?}", verdict.result);
+        let ev: Vec<String> = rec
+            .msgs
+            .iter()
+            .filter_map(|(_, m)| match m {
+                GuestMsg::StimulusEvent(e)
+                    if e.op != Some(OpKind::AddCgroup) && e.op != Some(OpKind::RemoveCgroup) =>
+                {
+                    Some(format!(
+                        "{} {}",
+                        e.step,
+                        e.detail.split(" (pid").next().unwrap()
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ev,
+            vec![
+                "0 attached fifo",
+                "1 detached fifo",
+                "2 detach: no scheduler attached; nothing to do",
+                "3 attached fifo",
+                "4 detached fifo",
+                "4 attached fifo",
+                "5 detached fifo",
+                "5 attached other",
+                "0 end of run: detached other",
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("state")).unwrap(),
+            "disabled\n"
+        );
+    }
+
     #[test]
     fn validation_names_the_problem() {
         let mut p = plan(vec![]);
@@ -282,10 +518,13 @@ mod tests {
             e.contains("step 1") && e.contains("\"nope\" is not registered"),
             "{e}"
         );
-        p.steps = vec![WireStep::with_op(Op::detach_scheduler(), HoldSpec::FULL)];
+        p.steps = vec![WireStep::with_op(
+            Op::steer_irq(ktstr_protocol::model::IrqSelector::by_number(1), 0),
+            HoldSpec::FULL,
+        )];
         let e = format!("{:#}", Engine::validate(&p).unwrap_err());
         assert!(
-            e.contains("not supported by this agent yet: DetachScheduler"),
+            e.contains("not supported by this agent yet: SteerIrq"),
             "{e}"
         );
     }

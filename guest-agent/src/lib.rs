@@ -12,6 +12,7 @@ pub mod engine;
 pub mod init;
 pub mod mounts;
 pub mod scenario;
+pub mod scheduler;
 pub mod sysfs;
 pub mod topology;
 pub mod workload;

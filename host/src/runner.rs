@@ -349,6 +349,7 @@ fn handle(
             step,
             elapsed_ms,
             label,
+            ..
         } => {
             (cfg.progress)(&format!(
                 "step {step}/{} started ({label})",
@@ -365,6 +366,7 @@ fn handle(
             step,
             elapsed_ms,
             result,
+            ..
         } => {
             (cfg.progress)(&format!(
                 "step {step}/{} {}",

@@ -83,11 +83,18 @@ pub enum GuestMsg {
         step: u16,
         elapsed_ms: u64,
         label: String,
+        /// The scheduler running as the step started: the sched_ext ops
+        /// name, or `"EEVDF"` when no sched_ext scheduler is enabled.
+        #[serde(default)]
+        scheduler: String,
     },
     StepFinished {
         step: u16,
         elapsed_ms: u64,
         result: AssertResult,
+        /// The scheduler running as the step ended (see `StepStarted`).
+        #[serde(default)]
+        scheduler: String,
     },
     WorkerReports {
         step: u16,
@@ -321,11 +328,13 @@ mod tests {
                 step: 1,
                 elapsed_ms: 11,
                 label: "step 1".into(),
+                scheduler: "ktstr_fifo".into(),
             },
             GuestMsg::StepFinished {
                 step: 1,
                 elapsed_ms: 2000,
                 result: result.clone(),
+                scheduler: "EEVDF".into(),
             },
             GuestMsg::WorkerReports {
                 step: 1,

@@ -1,6 +1,6 @@
 //! Applies one [`Op`] to a running scenario and reports it as a stimulus
-//! event. Ops that need the host (snapshots, kernel memory, BPF maps), a
-//! scheduler manager or IRQ steering are refused by name: skipping them
+//! event. Ops that need the host (snapshots, kernel memory, BPF maps) or
+//! IRQ steering are refused by name: skipping them
 //! would let a scenario pass without the stimulus it asked for.
 
 use anyhow::{Context, Result, bail};
@@ -22,10 +22,6 @@ pub fn is_supported(kind: OpKind) -> bool {
             | OpKind::WriteKernelCold
             | OpKind::ReadKernelHot
             | OpKind::ReadKernelCold
-            | OpKind::AttachScheduler
-            | OpKind::DetachScheduler
-            | OpKind::RestartScheduler
-            | OpKind::ReplaceScheduler
             | OpKind::PinBpfMap
             | OpKind::SteerIrq
     )
@@ -34,9 +30,22 @@ pub fn is_supported(kind: OpKind) -> bool {
 /// The error for an op this agent cannot run.
 pub fn unsupported(kind: OpKind) -> anyhow::Error {
     anyhow::anyhow!(
-        "not supported by this agent yet: {kind:?} (host-side, scheduler and IRQ ops come with a \
-         later agent); remove the op from the scenario or run it with an agent that has it"
+        "not supported by this agent yet: {kind:?} (host-side and IRQ ops come with a later \
+         agent); remove the op from the scenario or run it with an agent that has it"
     )
+}
+
+/// The scheduler manager scheduler ops need.
+fn sched<'a>(
+    ctx: &Ctx<'a>,
+    what: &str,
+) -> Result<&'a std::cell::RefCell<crate::scheduler::SchedulerManager>> {
+    ctx.scheduler_manager().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what}: this context has no scheduler manager (build the Ctx with \
+             CtxBuilder::scheduler)"
+        )
+    })
 }
 
 fn cpus(set: &std::collections::BTreeSet<usize>) -> String {
@@ -176,6 +185,53 @@ pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
         Op::KillPayload { name, cgroup } => {
             let how = payload::kill(st, name, cgroup.as_deref())?;
             format!("killed payload {name} ({how})")
+        }
+        Op::AttachScheduler { scheduler } => {
+            let a = sched(ctx, "AttachScheduler")?
+                .borrow_mut()
+                .attach(scheduler)
+                .with_context(|| format!("AttachScheduler {}", scheduler.name))?;
+            a.to_string()
+        }
+        Op::DetachScheduler => {
+            match sched(ctx, "DetachScheduler")?
+                .borrow_mut()
+                .detach()
+                .context("DetachScheduler")?
+            {
+                Some(d) => d.to_string(),
+                None => "detach: no scheduler attached; nothing to do".to_string(),
+            }
+        }
+        Op::RestartScheduler => {
+            let m = sched(ctx, "RestartScheduler")?;
+            let spec = m.borrow().last_spec().cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "RestartScheduler: no scheduler was attached in this run; attach one first \
+                     (Plan.scheduler or Op::attach_scheduler)"
+                )
+            })?;
+            let d = m.borrow_mut().detach().context("RestartScheduler")?;
+            if let Some(d) = d {
+                ctx.emit(Some(kind), d.to_string());
+            }
+            let a = m
+                .borrow_mut()
+                .attach(&spec)
+                .with_context(|| format!("RestartScheduler {}", spec.name))?;
+            a.to_string()
+        }
+        Op::ReplaceScheduler { scheduler } => {
+            let m = sched(ctx, "ReplaceScheduler")?;
+            let d = m.borrow_mut().detach().context("ReplaceScheduler")?;
+            if let Some(d) = d {
+                ctx.emit(Some(kind), d.to_string());
+            }
+            let a = m
+                .borrow_mut()
+                .attach(scheduler)
+                .with_context(|| format!("ReplaceScheduler {}", scheduler.name))?;
+            a.to_string()
         }
         _ => bail!(unsupported(kind)),
     };

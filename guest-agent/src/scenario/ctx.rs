@@ -6,6 +6,7 @@
 //! is the order things happened.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use ktstr_protocol::model::{
 };
 
 use crate::cgroup::CgroupOps;
+use crate::scheduler::{SchedExtView, SchedulerDeath, SchedulerManager};
 use crate::topology::TestTopology;
 
 /// Something a scenario run reports as it goes.
@@ -29,6 +31,8 @@ pub enum ScenarioEvent {
         step: u16,
         elapsed_ms: u64,
         label: String,
+        /// The sched_ext ops name running as the step started, or `EEVDF`.
+        scheduler: String,
     },
     /// The reports of one cgroup's workers, once they stopped.
     WorkerReports {
@@ -40,6 +44,8 @@ pub enum ScenarioEvent {
         step: u16,
         elapsed_ms: u64,
         result: AssertResult,
+        /// The sched_ext ops name running as the step ended, or `EEVDF`.
+        scheduler: String,
     },
 }
 
@@ -66,6 +72,8 @@ pub struct Ctx<'a> {
     /// Workers per cgroup when a work group does not say.
     pub workers_per_cgroup: usize,
     /// The scheduler process to watch between steps; `None` without one.
+    /// With a scheduler manager ([`CtxBuilder::scheduler`]) this is the pid
+    /// at the start of the run; [`Ctx::scheduler_pid`] follows restarts.
     pub sched_pid: Option<libc::pid_t>,
     /// Pause after creating cgroups so the scheduler can settle.
     pub settle: Duration,
@@ -78,6 +86,9 @@ pub struct Ctx<'a> {
     /// The phase: 0 at baseline, N while step N runs.
     pub current_step: Arc<AtomicU16>,
     observer: Option<&'a dyn ScenarioObserver>,
+    /// Starts, watches and stops sched_ext schedulers (scheduler ops,
+    /// liveness during holds).
+    scheduler: Option<&'a RefCell<SchedulerManager>>,
     started: Instant,
 }
 
@@ -94,6 +105,7 @@ impl std::fmt::Debug for Ctx<'_> {
             .field("assert", &self.assert)
             .field("wait_for_map_write", &self.wait_for_map_write)
             .field("current_step", &self.current_step.load(Ordering::Relaxed))
+            .field("scheduler", &self.scheduler.map(|m| m.borrow().pid()))
             .finish()
     }
 }
@@ -114,17 +126,55 @@ impl<'a> Ctx<'a> {
                 wait_for_map_write: false,
                 current_step: Arc::new(AtomicU16::new(0)),
                 observer: None,
+                scheduler: None,
                 started: Instant::now(),
             },
         }
     }
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// The scheduler pid if it is a real one. A non-positive pid would make
     /// `kill(pid, 0)` address a process group, so it counts as unset.
     pub(crate) fn active_sched_pid(&self) -> Option<libc::pid_t> {
-        self.sched_pid.filter(|&p| p > 0)
+        match self.scheduler {
+            Some(m) => m.borrow().pid(),
+            None => self.sched_pid.filter(|&p| p > 0),
+        }
+    }
+
+    /// The running scheduler's pid: the manager's current one when there is
+    /// a manager (it follows restarts), else [`Self::sched_pid`].
+    pub fn scheduler_pid(&self) -> Option<libc::pid_t> {
+        self.active_sched_pid()
+    }
+
+    /// The scheduler manager, for scheduler ops.
+    pub(crate) fn scheduler_manager(&self) -> Option<&'a RefCell<SchedulerManager>> {
+        self.scheduler
+    }
+
+    /// Which scheduler runs now: the sched_ext ops name, or `EEVDF`.
+    pub fn observed_scheduler(&self) -> String {
+        match self.scheduler {
+            Some(m) => m.borrow().view().current(),
+            None => SchedExtView::default().current(),
+        }
+    }
+
+    /// Whether a managed scheduler has died (checks it now).
+    pub(crate) fn scheduler_dead(&self) -> bool {
+        self.scheduler.is_some_and(|m| m.borrow_mut().poll())
+    }
+
+    /// Takes the managed scheduler's death, if it died (checks it now).
+    pub(crate) fn take_scheduler_death(&self) -> Option<SchedulerDeath> {
+        self.scheduler.and_then(|m| m.borrow_mut().take_death())
+    }
+
+    /// Whether holds must watch a scheduler.
+    pub(crate) fn watches_scheduler(&self) -> bool {
+        self.active_sched_pid().is_some()
     }
 
     /// How many CPUs `spec` resolves to on this topology; 0 when it cannot
@@ -241,6 +291,13 @@ impl<'a> CtxBuilder<'a> {
     #[must_use = "builder methods consume self; bind the result"]
     pub fn observer(mut self, o: &'a dyn ScenarioObserver) -> Self {
         self.ctx.observer = Some(o);
+        self
+    }
+
+    /// The scheduler manager scheduler ops use and holds watch.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn scheduler(mut self, m: &'a RefCell<SchedulerManager>) -> Self {
+        self.ctx.scheduler = Some(m);
         self
     }
 

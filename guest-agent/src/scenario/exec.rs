@@ -1,6 +1,8 @@
 //! Runs a step sequence: Backdrop first, then each step (ops, setup, hold;
 //! or setup once and ops every interval for a `Loop` hold), a scheduler
-//! liveness check after each step, teardown of the step's setup cgroups at
+//! liveness check during holds and after each step (a managed scheduler's
+//! death ends the run with a `SchedulerDied` result for the step it died
+//! in), teardown of the step's setup cgroups at
 //! every step boundary, and at the end teardown of what ops created and of
 //! the Backdrop.
 //!
@@ -20,9 +22,13 @@ use super::process_alive;
 use super::state::{Owner, RunState};
 use super::step::Step;
 use crate::checks::{CgroupReports, check_cgroups};
+use crate::scheduler::SchedulerGone;
 
 /// How a liveness failure starts, so callers can recognise it.
 pub const SCHED_DIED_PREFIX: &str = "scheduler died";
+
+/// How often a hold looks at a running scheduler.
+pub const HOLD_POLL: Duration = Duration::from_millis(100);
 
 /// Runs `defs` as one step held for the whole duration.
 pub fn execute_defs(ctx: &Ctx, defs: Vec<CgroupDef>) -> Result<AssertResult> {
@@ -82,7 +88,12 @@ pub fn validate_sequence(backdrop: &Backdrop, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
+/// The liveness check of a bare `sched_pid` (no scheduler manager; a
+/// managed scheduler's death becomes a `SchedulerDied` verdict instead).
 fn check_scheduler(ctx: &Ctx, when: &str) -> Result<()> {
+    if ctx.scheduler_manager().is_some() {
+        return Ok(());
+    }
     if let Some(pid) = ctx.active_sched_pid()
         && !process_alive(pid)
     {
@@ -163,6 +174,10 @@ fn run_phases(
     }
     st.start_pending()?;
     let mut overall = AssertResult::pass();
+    if let Some(death) = ctx.take_scheduler_death() {
+        overall.push_failure(DetailKind::SchedulerDied, death.message("before step 1"));
+        return Ok(overall);
+    }
     for (i, step) in steps.iter().enumerate() {
         let n = u16::try_from(i + 1).context("more than 65535 steps")?;
         ctx.publish_step(n);
@@ -170,19 +185,54 @@ fn run_phases(
             step: n,
             elapsed_ms: ctx.elapsed_ms(),
             label: format!("step {n}"),
+            scheduler: ctx.observed_scheduler(),
         });
         st.in_step = true;
-        run_step(ctx, st, step, started).with_context(|| format!("step {n}"))?;
+        let ran = run_step(ctx, st, step, started).with_context(|| format!("step {n}"));
+        let death = ctx.take_scheduler_death();
+        if death.is_none() {
+            ran?;
+        } else if let Err(e) = ran
+            && !e.chain().any(|c| c.is::<SchedulerGone>())
+        {
+            st.result.push_failure(DetailKind::Error, format!("{e:#}"));
+        }
         let alive = check_scheduler(ctx, &format!("during step {n}"));
         let (groups, errors) = st.teardown(ctx, Owner::Step);
         alive?;
+        if let Some(d) = &death {
+            // The death goes first: it explains whatever else failed.
+            let mut r = AssertResult::fail(
+                DetailKind::SchedulerDied,
+                d.message(&format!("during step {n}")),
+            );
+            if d.is_stall() {
+                r.push_failure(
+                    DetailKind::Stall,
+                    format!("step {n}: the kernel or the scheduler reported a stall"),
+                );
+            }
+            st.result = r.merge(std::mem::take(&mut st.result));
+        }
         let result = finish_phase(ctx, n, checks, groups, errors, st);
         ctx.observe(ScenarioEvent::StepFinished {
             step: n,
             elapsed_ms: ctx.elapsed_ms(),
             result: result.clone(),
+            scheduler: ctx.observed_scheduler(),
         });
         overall = overall.merge(result);
+        if death.is_some() {
+            // The scenario ends with the scheduler; later steps would only
+            // measure EEVDF.
+            return Ok(overall);
+        }
+    }
+    if let Some(death) = ctx.take_scheduler_death() {
+        overall.push_failure(
+            DetailKind::SchedulerDied,
+            death.message("after the last step"),
+        );
     }
     Ok(overall)
 }
@@ -206,10 +256,12 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
                 }
                 next += interval;
                 if next >= deadline {
-                    sleep_until(deadline);
+                    hold_until(ctx, deadline);
                     return Ok(());
                 }
-                sleep_until(next);
+                if hold_until(ctx, next) {
+                    return Ok(());
+                }
             }
         }
         hold => {
@@ -218,15 +270,35 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
                 apply_op(ctx, st, op)?;
             }
             apply_setup(st)?;
-            std::thread::sleep(hold.resolve(ctx.duration));
+            hold_until(ctx, Instant::now() + hold.resolve(ctx.duration));
             Ok(())
         }
     }
 }
 
-fn sleep_until(t: Instant) {
-    let left = t.saturating_duration_since(Instant::now());
-    if left > Duration::ZERO {
-        std::thread::sleep(left);
+/// Sleeps until `t`; while a scheduler runs, looks at it every
+/// [`HOLD_POLL`] and returns early (`true`) when it died.
+fn hold_until(ctx: &Ctx, t: Instant) -> bool {
+    loop {
+        let left = t.saturating_duration_since(Instant::now());
+        if !ctx.watches_scheduler() {
+            if left > Duration::ZERO {
+                std::thread::sleep(left);
+            }
+            return false;
+        }
+        if ctx.scheduler_dead() {
+            return true;
+        }
+        if let Some(pid) = ctx.active_sched_pid()
+            && ctx.scheduler_manager().is_none()
+            && !process_alive(pid)
+        {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(HOLD_POLL));
     }
 }
