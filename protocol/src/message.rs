@@ -19,7 +19,7 @@ use crate::model::{
 use crate::ring::{Consumer, Producer};
 
 /// Bumped whenever a layout, frame or message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The agent's first message: who it is and what machine it sees.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
