@@ -40,6 +40,22 @@ pub fn table(out: &RunOutcome) -> String {
             migrations
         );
     }
+    for st in &out.steps {
+        let sched = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".into());
+        let verdict = match st.passed {
+            Some(true) => "passed",
+            Some(false) => "FAILED",
+            None => "unfinished",
+        };
+        let _ = writeln!(
+            s,
+            "step {} ({}): {verdict}, scheduler {} -> {}",
+            st.step,
+            st.label,
+            sched(&st.scheduler_at_start),
+            sched(&st.scheduler)
+        );
+    }
     if let Some(v) = &out.verdict {
         for d in &v.result.details {
             let _ = writeln!(s, "  {:?}: {}", d.kind, d.message);

@@ -45,6 +45,10 @@ pub struct StepRecord {
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
     pub passed: Option<bool>,
+    /// sched_ext ops name (or "EEVDF") as the step started.
+    pub scheduler_at_start: Option<String>,
+    /// sched_ext ops name (or "EEVDF") as the step ended.
+    pub scheduler: Option<String>,
 }
 
 /// Reports of one cgroup in one step.
@@ -349,16 +353,17 @@ fn handle(
             step,
             elapsed_ms,
             label,
-            ..
+            scheduler,
         } => {
             (cfg.progress)(&format!(
-                "step {step}/{} started ({label})",
+                "step {step}/{} started ({label}, scheduler {scheduler})",
                 cfg.plan.steps.len()
             ));
             out.steps.push(StepRecord {
                 step,
                 label,
                 started_ms: elapsed_ms,
+                scheduler_at_start: Some(scheduler),
                 ..Default::default()
             });
         }
@@ -366,8 +371,11 @@ fn handle(
             step,
             elapsed_ms,
             result,
-            ..
+            scheduler,
         } => {
+            if let Some(r) = out.steps.iter_mut().rev().find(|r| r.step == step) {
+                r.scheduler = Some(scheduler);
+            }
             (cfg.progress)(&format!(
                 "step {step}/{} {}",
                 cfg.plan.steps.len(),
