@@ -82,6 +82,10 @@ struct VmtestArgs {
     /// Arguments for the scheduler, one string (split on whitespace).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     sched_args: String,
+    /// Flags (named argument sets) of a declared scheduler, comma-separated;
+    /// the fixture has `slow`, `crash` and `stall`.
+    #[arg(long, default_value = "")]
+    sched_flags: String,
     /// The scheduler's sched_ext ops name, when it differs from the file name.
     #[arg(long)]
     sched_name: Option<String>,
@@ -138,6 +142,25 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
         }
         Some(p) => Some(p.clone()),
     };
+    let flags: Vec<&str> = a
+        .sched_flags
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let decl = match &a.scheduler {
+        Some(p) if p.as_os_str() == "fixture" => Some(scheds::fixture_decl()),
+        _ if !flags.is_empty() => {
+            bail!("--sched-flags needs a declared scheduler (--scheduler fixture)")
+        }
+        _ => None,
+    };
+    let mut sched_args: Vec<String> = match &decl {
+        Some(d) => d.args(&flags)?,
+        None => Vec::new(),
+    };
+    sched_args.extend(a.sched_args.split_whitespace().map(String::from));
+    let sched_checks = decl.as_ref().map_or(Assert::NONE, |d| d.checks);
     let executables: Vec<(String, PathBuf)> = scheduler
         .iter()
         .map(|p| (scheds::guest_path(p), p.clone()))
@@ -148,13 +171,9 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
         &executables,
         say.clone(),
     )?;
-    let sched_spec = scheduler.as_ref().map(|p| {
-        scheds::spec_for(
-            p,
-            a.sched_name.as_deref(),
-            a.sched_args.split_whitespace().map(String::from).collect(),
-        )
-    });
+    let sched_spec = scheduler
+        .as_ref()
+        .map(|p| scheds::spec_for(p, a.sched_name.as_deref(), sched_args.clone()));
     say(&format!(
         "kernel {} ({})",
         prepared.kernel.version,
@@ -184,7 +203,7 @@ fn vmtest_cmd(a: VmtestArgs, t0: Instant) -> Result<bool> {
         let cfg = RunConfig {
             spec,
             plan: {
-                let mut plan = canned.plan(&params, Assert::default_checks());
+                let mut plan = canned.plan(&params, Assert::default_checks().merge(&sched_checks));
                 plan.scheduler = sched_spec.clone();
                 plan
             },
