@@ -6,7 +6,7 @@
 //! (Documentation/arch/x86/boot.rst): long mode, paging on, identity map,
 //! `rsi` = zero page, interrupts off.
 
-use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs};
+use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -64,12 +64,8 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     Ok(())
 }
 
-/// Long mode with paging, flat segments from the boot GDT.
-pub fn setup_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
-    let code = kvm_segment_from_gdt(BOOT_GDT[1], 1);
-    let data = kvm_segment_from_gdt(BOOT_GDT[2], 2);
-    let tss = kvm_segment_from_gdt(BOOT_GDT[3], 3);
+/// Points GDTR/IDTR at the boot tables and loads flat segments.
+fn flat_segments(sregs: &mut kvm_sregs, code: kvm_segment, data: kvm_segment, tss: kvm_segment) {
     sregs.gdt.base = BOOT_GDT_START;
     sregs.gdt.limit = (std::mem::size_of_val(&BOOT_GDT) - 1) as u16;
     sregs.idt.base = BOOT_IDT_START;
@@ -81,6 +77,15 @@ pub fn setup_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
     sregs.gs = data;
     sregs.ss = data;
     sregs.tr = tss;
+}
+
+/// Long mode with paging, flat segments from the boot GDT.
+pub fn setup_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+    let code = kvm_segment_from_gdt(BOOT_GDT[1], 1);
+    let data = kvm_segment_from_gdt(BOOT_GDT[2], 2);
+    let tss = kvm_segment_from_gdt(BOOT_GDT[3], 3);
+    flat_segments(&mut sregs, code, data, tss);
     sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
     sregs.cr3 = PML4_START;
     sregs.cr4 = X86_CR4_PAE;
@@ -96,17 +101,7 @@ pub fn setup_pvh_sregs(vcpu: &VcpuFd) -> Result<(), RegsError> {
     let code = kvm_segment_from_gdt(gdt_entry(0xc09b, 0, 0xfffff), 1);
     let data = kvm_segment_from_gdt(gdt_entry(0xc093, 0, 0xfffff), 2);
     let tss = kvm_segment_from_gdt(gdt_entry(0x008b, 0, 0x67), 3);
-    sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (std::mem::size_of_val(&BOOT_GDT) - 1) as u16;
-    sregs.idt.base = BOOT_IDT_START;
-    sregs.idt.limit = 7;
-    sregs.cs = code;
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.tr = tss;
+    flat_segments(&mut sregs, code, data, tss);
     sregs.cr0 = X86_CR0_PE | X86_CR0_ET;
     sregs.cr3 = 0;
     sregs.cr4 = 0;
