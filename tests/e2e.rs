@@ -6,39 +6,18 @@
 //! either cannot be had here the tests print `SKIP: <reason>` and return.
 //! VMs run one at a time: the machine has two cores.
 
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use common::{VM_LOCK, prepared};
+
 use std::time::{Duration, Instant};
 
 use ktstr_host::backend::{self, BackendChoice};
 use ktstr_host::runner::{self, RunConfig, RunOutcome};
 use ktstr_host::vm::VmSpec;
-use ktstr_host::vmtest::{self, PrepareError, Prepared};
+use ktstr_host::vmtest::{self, Prepared};
 use ktstr_protocol::message::{FaultInjection, Plan};
 use ktstr_protocol::model::{Topology, WorkerExit};
-
-static VM_LOCK: Mutex<()> = Mutex::new(());
-
-fn prepared() -> Option<&'static Prepared> {
-    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
-    let r = PREPARED.get_or_init(|| {
-        let say: vmtest::Say = Arc::new(|m: &str| eprintln!("e2e: {m}"));
-        match vmtest::prepare(None, None, say) {
-            Ok(p) => Ok(p),
-            Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
-                Err(format!("no kernel can be fetched here: {e}"))
-            }
-            Err(PrepareError::Setup(e)) => Err(format!("QEMU is not available: {e}")),
-            Err(e) => panic!("preparing the e2e run failed: {e}"),
-        }
-    });
-    match r {
-        Ok(p) => Some(p),
-        Err(why) => {
-            println!("SKIP: {why}");
-            None
-        }
-    }
-}
 
 /// qemu-system processes whose parent is this test process.
 fn qemu_children() -> Vec<i32> {

@@ -5,41 +5,21 @@
 //! Skips with the reason, like tests/e2e.rs, when QEMU or the kernel cannot
 //! be had. VMs run one at a time.
 
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use common::{VM_LOCK, prepared};
+
 use std::time::{Duration, Instant};
 
 use ktstr_host::backend::{self, BackendChoice};
 use ktstr_host::runner::{self, RunConfig, RunOutcome};
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::vm::VmSpec;
-use ktstr_host::vmtest::{self, PrepareError, Prepared};
+use ktstr_host::vmtest::Prepared;
 use ktstr_protocol::message::{BackdropSpec, Plan};
 use ktstr_protocol::model::{Assert, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Step, Work};
 
-static VM_LOCK: Mutex<()> = Mutex::new(());
 const TOPOLOGY: &str = "1n2l2c1t";
-
-fn prepared() -> Option<&'static Prepared> {
-    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
-    let r = PREPARED.get_or_init(|| {
-        let say: vmtest::Say = Arc::new(|m: &str| eprintln!("catalog: {m}"));
-        match vmtest::prepare(None, None, say) {
-            Ok(p) => Ok(p),
-            Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
-                Err(format!("no kernel can be fetched here: {e}"))
-            }
-            Err(PrepareError::Setup(e)) => Err(format!("QEMU is not available: {e}")),
-            Err(e) => panic!("preparing the run failed: {e}"),
-        }
-    });
-    match r {
-        Ok(p) => Some(p),
-        Err(why) => {
-            println!("SKIP: {why}");
-            None
-        }
-    }
-}
 
 fn run(p: &Prepared, plan: Plan) -> RunOutcome {
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());

@@ -275,7 +275,7 @@ fn real_main() -> Result<()> {
             println!("{}", k.image.display());
         }
         Cmd::Setup => {
-            setup::ensure_tools(setup::SETUP_TOOLS, &|m| eprintln!("ktstr: {m}"))?;
+            setup::ensure_tools(&setup::setup_tools(), &|m| eprintln!("ktstr: {m}"))?;
             if !setup::on_path("qemu-system-x86_64") {
                 bail!("qemu-system-x86_64 still missing after setup");
             }

@@ -173,27 +173,22 @@ impl FetchOptions {
 pub fn fetch_default_kernel(opts: &FetchOptions) -> Result<KernelImage, KernelError> {
     let root = cache_root(opts.cache_dir.as_deref())?;
     let cache = KernelCache::new(&root);
-    if !opts.force_refresh {
-        if let Some(k) = cache.newest() {
-            opts.say(&format!(
-                "using cached kernel {} at {}",
-                k.version,
-                k.image.display()
-            ));
-            return Ok(k);
-        }
+    let cached = || {
+        let k = cache.newest().filter(|_| !opts.force_refresh)?;
+        opts.say(&format!(
+            "using cached kernel {} at {}",
+            k.version,
+            k.image.display()
+        ));
+        Some(k)
+    };
+    if let Some(k) = cached() {
+        return Ok(k);
     }
     let _lock = cache.lock(|| opts.say("waiting for another ktstr kernel fetch to finish"))?;
-    if !opts.force_refresh {
-        // Another process may have fetched while we waited.
-        if let Some(k) = cache.newest() {
-            opts.say(&format!(
-                "using cached kernel {} at {}",
-                k.version,
-                k.image.display()
-            ));
-            return Ok(k);
-        }
+    // Another process may have fetched while we waited.
+    if let Some(k) = cached() {
+        return Ok(k);
     }
     cache.remove_stale_staging();
 
