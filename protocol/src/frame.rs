@@ -11,12 +11,17 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// buffer a consumer allocates for a frame a hostile peer announces.
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
-/// Encodes the header of a frame carrying `payload`.
-pub fn encode_header(payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+/// Encodes the header of a frame of `len` payload bytes whose crc32 is `crc`.
+pub fn encode_header(len: u32, crc: u32) -> [u8; FRAME_HEADER_LEN] {
     let mut h = [0u8; FRAME_HEADER_LEN];
-    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    h[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Encodes the header of a frame carrying `payload`.
+pub fn header_for(payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    encode_header(payload.len() as u32, crc32fast::hash(payload))
 }
 
 /// Splits a header into `(payload length, crc32)`.
@@ -38,11 +43,11 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = encode_header(b"abc");
+        let h = header_for(b"abc");
         assert_eq!(&h[..4], &[3, 0, 0, 0]);
         assert_eq!(decode_header(&h), (3, crc32fast::hash(b"abc")));
         // Known CRC-32 (IEEE) of "123456789".
-        assert_eq!(decode_header(&encode_header(b"123456789")).1, 0xCBF4_3926);
+        assert_eq!(decode_header(&header_for(b"123456789")).1, 0xCBF4_3926);
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::error::{RingError, ShmError};
 use crate::frame::{FRAME_HEADER_LEN, decode_header, encode_header, max_payload_for};
 use crate::shm::{RING_CONTROL_SIZE, RingControl, RingDesc, ShmRegion};
 
+/// Payload bytes copied and checksummed per step: small enough that a
+/// chunk is still in L1 when the crc reads it.
+const COPY_CHUNK: usize = 8 << 10;
+
 /// The validated geometry both ends share.
 #[derive(Clone, Copy, Debug)]
 struct RingArea<'a> {
@@ -208,9 +212,19 @@ impl<'a> Producer<'a> {
                 return Ok(false);
             }
         }
-        self.area.write_at(self.head, &encode_header(payload))?;
-        self.area
-            .write_at(self.head + FRAME_HEADER_LEN as u64, payload)?;
+        // Copy and checksum chunk by chunk so the crc reads bytes the copy
+        // just pulled into L1; the header goes in last, before the publish.
+        let mut crc = crc32fast::Hasher::new();
+        let mut pos = self.head + FRAME_HEADER_LEN as u64;
+        for chunk in payload.chunks(COPY_CHUNK) {
+            self.area.write_at(pos, chunk)?;
+            crc.update(chunk);
+            pos += chunk.len() as u64;
+        }
+        self.area.write_at(
+            self.head,
+            &encode_header(payload.len() as u32, crc.finalize()),
+        )?;
         self.head += needed;
         self.area.head.store(self.head, Ordering::Release);
         Ok(true)
@@ -349,12 +363,19 @@ impl<'a> Consumer<'a> {
         if out.len() < len as usize {
             out.resize(len as usize, 0);
         }
-        self.area
-            .read_at(self.tail + FRAME_HEADER_LEN as u64, out)?;
+        // Chunked like the producer: each chunk is checksummed from our
+        // private copy while it is still in L1.
+        let mut hasher = crc32fast::Hasher::new();
+        let mut pos = self.tail + FRAME_HEADER_LEN as u64;
+        for chunk in out.chunks_mut(COPY_CHUNK) {
+            self.area.read_at(pos, chunk)?;
+            hasher.update(chunk);
+            pos += chunk.len() as u64;
+        }
         let at = self.tail;
         self.tail += frame_len;
         self.area.tail.store(self.tail, Ordering::Release);
-        let computed = crc32fast::hash(out);
+        let computed = hasher.finalize();
         if computed != crc {
             out.clear();
             return Err(RingError::CrcMismatch {
