@@ -14,3 +14,4 @@ pub mod memory;
 pub mod regs;
 pub mod tiny;
 pub mod topology;
+pub mod vcpu;
