@@ -16,17 +16,16 @@ pub const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error(
-        "building the guest agent failed ({status}); run `{command}` to see why:\n{stderr_tail}"
-    )]
+    #[error("building {what} failed ({status}); run `{command}` to see why:\n{stderr_tail}")]
     Cargo {
+        what: String,
         status: String,
         command: String,
         stderr_tail: String,
     },
-    #[error("running cargo to build the guest agent: {0}")]
+    #[error("running cargo to build a guest program: {0}")]
     Spawn(std::io::Error),
-    #[error("agent binary {0} does not exist or is not a file")]
+    #[error("guest binary {0} does not exist or is not a file")]
     MissingAgent(PathBuf),
     #[error("packing the initramfs: {0}")]
     Initramfs(#[from] ktstr_initramfs::Error),
@@ -46,6 +45,13 @@ pub fn workspace_root() -> PathBuf {
 
 /// Builds `ktstr-agent` statically (release) and returns the binary path.
 pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
+    build_static(root, "ktstr-agent", "ktstr-agent")
+}
+
+/// Builds binary `bin` of workspace package `package` statically (release,
+/// `+crt-static`, into `target/agent`) and returns its path: programs that
+/// run inside a guest with no libraries beside them.
+pub fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf, BuildError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = root.join("target/agent");
     let args = [
@@ -53,9 +59,9 @@ pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
         "--quiet",
         "--release",
         "-p",
-        "ktstr-agent",
+        package,
         "--bin",
-        "ktstr-agent",
+        bin,
         "--target",
         AGENT_TARGET,
         "--target-dir",
@@ -74,6 +80,7 @@ pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
         return Err(BuildError::Cargo {
+            what: bin.to_string(),
             status: out.status.to_string(),
             command: format!(
                 "RUSTFLAGS='-C target-feature=+crt-static' {cargo} {} {}",
@@ -83,11 +90,11 @@ pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
             stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
-    let bin = target_dir.join(AGENT_TARGET).join("release/ktstr-agent");
-    if !bin.is_file() {
-        return Err(BuildError::MissingAgent(bin));
+    let path = target_dir.join(AGENT_TARGET).join("release").join(bin);
+    if !path.is_file() {
+        return Err(BuildError::MissingAgent(path));
     }
-    Ok(bin)
+    Ok(path)
 }
 
 /// What goes into the guest besides the agent.

@@ -12,6 +12,7 @@ pub mod agent_build;
 pub mod backend;
 pub mod interrupt;
 pub mod kernel;
+pub mod nested;
 pub mod report;
 pub mod runner;
 pub mod scenarios;

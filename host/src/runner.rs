@@ -181,6 +181,9 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
         },
         Err(reason) => {
             out.failure = Some(reason);
+            if let Some(state) = vm.vcpu_state() {
+                out.logs.push(format!("vCPU state at failure: {state}"));
+            }
             match vm.try_wait() {
                 Ok(Some(e)) => Ok(e),
                 _ => vm.kill(),

@@ -159,7 +159,7 @@ impl FetchOptions {
         }
     }
 
-    fn say(&self, line: &str) {
+    pub(crate) fn say(&self, line: &str) {
         match &self.progress {
             Some(f) => f(line),
             None => eprintln!("ktstr: {line}"),

@@ -17,6 +17,7 @@
 //! | `cache.rs` | cache location, entries, atomic install, the fetch lock |
 //! | `fetch.rs` | package selection and the fetch itself |
 //! | `debver.rs` | Debian version ordering |
+//! | `modules.rs` | the KVM modules of a cached kernel, for the nested-KVM check |
 
 pub mod apt;
 pub mod cache;
@@ -25,6 +26,7 @@ pub mod debver;
 mod error;
 pub mod fetch;
 pub mod image;
+pub mod modules;
 pub mod sources;
 
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ pub use config::{
 pub use error::KernelError;
 pub use fetch::{DEFAULT_SUITE, FetchOptions, KernelPackages, fetch_default_kernel, pick_newest};
 pub use image::{ImageKind, detect_image_kind, find_config};
+pub use modules::{KVM_MODULES, cached_kvm_modules, fetch_kvm_modules};
 pub use sources::MIRROR_ENV;
 
 /// A kernel ready to boot: its image and, when one was found, its config

@@ -120,6 +120,13 @@ pub trait Vm: Send {
     fn freeze(&mut self) -> Result<(), VmError>;
     /// Resumes every vCPU.
     fn thaw(&mut self) -> Result<(), VmError>;
+
+    /// Where each vCPU is (instruction and stack pointer, flags), read in a
+    /// brief freeze, for failure reports; `None` where the backend cannot
+    /// tell.
+    fn vcpu_state(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Starts VMs.

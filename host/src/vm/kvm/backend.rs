@@ -133,4 +133,21 @@ impl Vm for KvmVm {
             .thaw()
             .map_err(|e| VmError::Setup(e.to_string()))
     }
+
+    fn vcpu_state(&mut self) -> Option<String> {
+        let snapshot = self.running.freeze(FREEZE_TIMEOUT).ok()?;
+        let _ = self.running.thaw();
+        let lines: Vec<String> = snapshot
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(r) => format!(
+                    "vCPU {i}: rip={:#x} rsp={:#x} rflags={:#x}",
+                    r.rip, r.rsp, r.rflags
+                ),
+                None => format!("vCPU {i}: registers unavailable"),
+            })
+            .collect();
+        Some(lines.join("; "))
+    }
 }

@@ -12,7 +12,7 @@
 
 mod cmdline;
 mod layout;
-mod process;
+pub(crate) mod process;
 mod qmp;
 
 use std::fs::{self, File, OpenOptions};

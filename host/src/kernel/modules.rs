@@ -1,0 +1,196 @@
+//! The KVM modules of a cached default kernel (`irqbypass`, `kvm`,
+//! `kvm-amd`), fetched on demand from the same suite and mirror as the
+//! kernel and cached next to it in `kvm-modules/`. Only the nested-KVM
+//! check (a Linux guest of QEMU TCG loading `kvm_amd` on emulated SVM)
+//! needs them; the kernel fetch itself never downloads them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::KernelImage;
+use super::apt::{AptEnv, Tools};
+use super::cache::{KernelCache, cache_root};
+use super::error::KernelError;
+use super::fetch::{DEFAULT_SUITE, FetchOptions};
+use super::sources::resolve_mirror;
+
+/// The modules, relative to `lib/modules/<release>/kernel/` and without
+/// their compression suffix, in load order (each needs the one before).
+pub const KVM_MODULES: &[&str] = &[
+    "virt/lib/irqbypass",
+    "arch/x86/kvm/kvm",
+    "arch/x86/kvm/kvm-amd",
+];
+
+/// Directory of the cached modules inside a kernel's cache entry.
+pub const MODULES_DIR: &str = "kvm-modules";
+
+/// Suffixes a packaged module may carry.
+const SUFFIXES: &[&str] = &[".ko.xz", ".ko.zst", ".ko.gz", ".ko"];
+
+/// The cached modules of `kernel` in load order, if all are there.
+pub fn cached_kvm_modules(kernel: &KernelImage) -> Option<Vec<PathBuf>> {
+    let dir = kernel.image.parent()?.join(MODULES_DIR);
+    KVM_MODULES
+        .iter()
+        .map(|m| find_module(&dir, base_name(m)))
+        .collect()
+}
+
+/// The KVM modules matching `kernel` (a default-kernel cache entry), from
+/// the cache or downloaded from its suite's `linux-modules-<release>`
+/// package (`linux-image-<release>` for kernels packaged the older way).
+pub fn fetch_kvm_modules(
+    kernel: &KernelImage,
+    opts: &FetchOptions,
+) -> Result<Vec<PathBuf>, KernelError> {
+    if let Some(found) = cached_kvm_modules(kernel) {
+        return Ok(found);
+    }
+    let entry = kernel
+        .image
+        .parent()
+        .ok_or_else(|| KernelError::io("locate", &kernel.image, not_found()))?;
+    let root = cache_root(opts.cache_dir.as_deref())?;
+    let cache = KernelCache::new(&root);
+    let _lock = cache.lock(|| opts.say("waiting for another ktstr kernel fetch to finish"))?;
+    if let Some(found) = cached_kvm_modules(kernel) {
+        return Ok(found);
+    }
+    let tools = Tools::find(opts.tool_dir.as_deref())?;
+    let etc_apt = opts
+        .etc_apt
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/apt"));
+    let mirror = resolve_mirror(opts.mirror.as_deref(), &etc_apt)?;
+    let suite = opts.suite.as_deref().unwrap_or(DEFAULT_SUITE);
+    let apt = AptEnv::prepare(tools, &root.join("apt"), &mirror, suite)?;
+    apt.update()?;
+    let release = &kernel.version;
+    let candidates = [
+        format!("linux-modules-{release}"),
+        format!("linux-image-{release}"),
+    ];
+    let names = apt.pkgnames("linux-")?;
+    let package = candidates
+        .iter()
+        .find(|c| names.iter().any(|n| n == *c))
+        .ok_or_else(|| KernelError::NoPackage {
+            suite: suite.to_string(),
+            mirror: mirror.clone(),
+            looked_for: candidates.join(" or "),
+        })?;
+    let infos = apt.show(&[package.as_str()])?;
+    let info = infos
+        .iter()
+        .find(|i| &i.name == package)
+        .ok_or_else(|| KernelError::NoPackage {
+            suite: suite.to_string(),
+            mirror: mirror.clone(),
+            looked_for: package.clone(),
+        })?;
+    opts.say(&format!(
+        "fetching {} {} for its KVM modules",
+        info.name, info.version
+    ));
+    let staging = entry.join(format!("{MODULES_DIR}.staging-{}", std::process::id()));
+    let result = stage_modules(&apt, info, release, &staging);
+    let final_dir = entry.join(MODULES_DIR);
+    let installed = result.and_then(|()| {
+        fs::rename(&staging, &final_dir).map_err(|e| KernelError::io("rename", &staging, e))
+    });
+    if installed.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    installed?;
+    cached_kvm_modules(kernel).ok_or_else(|| KernelError::io("read back", &final_dir, not_found()))
+}
+
+/// Downloads and unpacks the package into `staging/tmp`, then keeps only the
+/// modules in `staging`.
+fn stage_modules(
+    apt: &AptEnv,
+    info: &super::apt::PackageInfo,
+    release: &str,
+    staging: &Path,
+) -> Result<(), KernelError> {
+    let _ = fs::remove_dir_all(staging);
+    let debs = staging.join("debs");
+    let tree = staging.join("tree");
+    for d in [&debs, &tree] {
+        fs::create_dir_all(d).map_err(|e| KernelError::io("create directory", d, e))?;
+    }
+    for deb in apt.download(&[info], &debs)? {
+        apt.unpack(&deb, &tree)?;
+    }
+    let roots = [
+        tree.join("usr/lib/modules").join(release).join("kernel"),
+        tree.join("lib/modules").join(release).join("kernel"),
+    ];
+    for m in KVM_MODULES {
+        let (dir, name) = m.rsplit_once('/').unwrap_or(("", m));
+        let found = roots
+            .iter()
+            .find_map(|r| find_module(&r.join(dir), name))
+            .ok_or_else(|| KernelError::PackageContents {
+                package: info.name.clone(),
+                what: "KVM module",
+                searched: roots
+                    .iter()
+                    .map(|r| format!("{}/{m}.ko*", r.display()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let dst = staging.join(found.file_name().unwrap_or_default());
+        fs::rename(&found, &dst).map_err(|e| KernelError::io("move", &found, e))?;
+    }
+    for d in [&debs, &tree] {
+        fs::remove_dir_all(d).map_err(|e| KernelError::io("remove", d, e))?;
+    }
+    Ok(())
+}
+
+fn base_name(module: &str) -> &str {
+    module.rsplit_once('/').map_or(module, |(_, n)| n)
+}
+
+fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+    SUFFIXES
+        .iter()
+        .map(|s| dir.join(format!("{name}{s}")))
+        .find(|p| p.is_file())
+}
+
+fn not_found() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_modules_are_found_in_load_order_with_any_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        fs::write(&image, b"x").unwrap();
+        let k = KernelImage {
+            version: "7.3.4+deb13-cloud-amd64".into(),
+            image,
+            config: None,
+        };
+        assert!(cached_kvm_modules(&k).is_none());
+        let mods = dir.path().join(MODULES_DIR);
+        fs::create_dir(&mods).unwrap();
+        fs::write(mods.join("irqbypass.ko.xz"), b"m").unwrap();
+        fs::write(mods.join("kvm.ko.zst"), b"m").unwrap();
+        assert!(cached_kvm_modules(&k).is_none(), "kvm-amd missing");
+        fs::write(mods.join("kvm-amd.ko"), b"m").unwrap();
+        let found = cached_kvm_modules(&k).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["irqbypass.ko.xz", "kvm.ko.zst", "kvm-amd.ko"]);
+    }
+}
