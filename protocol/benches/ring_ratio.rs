@@ -8,10 +8,12 @@
 //! (`KTSTR_BENCH_ROUNDS` rounds, default 21; `KTSTR_BENCH_REGION` bytes of
 //! shared region, default the protocol's default region).
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+mod common;
 
-use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, Shm, ShmLayout};
+use std::time::Duration;
+
+use common::{memcpy_transfer, ring_transfer};
+use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, ShmLayout};
 
 /// How long each side of a round runs.
 const SLICE: Duration = Duration::from_millis(150);
@@ -19,62 +21,22 @@ const SLICE: Duration = Duration::from_millis(150);
 /// Frames per second through a fresh ring, producer and consumer on two
 /// threads, measured over about [`SLICE`].
 fn ring_rate(map: &SharedMapping, size: usize) -> f64 {
-    let shm = Shm::init(map.region(), ShmLayout::for_size(map.len() as u64).unwrap()).unwrap();
-    let mut tx = shm.g2h_producer().unwrap();
-    let mut rx = shm.g2h_consumer().unwrap();
-    let payload = vec![0xa5u8; size];
-    // Calibrate a frame count that runs for about SLICE, then time it.
-    let frames = calibrate(|n| {
-        for _ in 0..n {
-            tx.send(&payload, None).unwrap();
-            let mut buf = Vec::new();
-            rx.recv(&mut buf, None).unwrap();
-        }
-    });
-    std::thread::scope(|s| {
-        let start = Instant::now();
-        s.spawn(|| {
-            for _ in 0..frames {
-                tx.send(&payload, None).unwrap();
-            }
-        });
-        let mut buf = Vec::with_capacity(size);
-        for _ in 0..frames {
-            rx.recv(&mut buf, None).unwrap();
-            black_box(&buf);
-        }
-        frames as f64 / start.elapsed().as_secs_f64()
-    })
+    let frames = calibrate(|n| ring_transfer(map, size, n));
+    frames as f64 / ring_transfer(map, size, frames).as_secs_f64()
 }
 
 /// Copies of `size` bytes per second into a ring-sized buffer.
 fn memcpy_rate(size: usize, ring_bytes: usize) -> f64 {
-    let src = vec![0xa5u8; size];
-    let mut dst = vec![0u8; ring_bytes.max(size)];
-    let chunks = dst.len() / size;
-    let mut i = 0usize;
-    let mut copy = |n: u64| {
-        for _ in 0..n {
-            let at = (i % chunks) * size;
-            dst[at..at + size].copy_from_slice(black_box(&src));
-            i += 1;
-        }
-        black_box(&dst);
-    };
-    let frames = calibrate(&mut copy);
-    let start = Instant::now();
-    copy(frames);
-    frames as f64 / start.elapsed().as_secs_f64()
+    let frames = calibrate(|n| memcpy_transfer(size, n, ring_bytes));
+    frames as f64 / memcpy_transfer(size, frames, ring_bytes).as_secs_f64()
 }
 
 /// Doubles a trial count until one trial takes a tenth of [`SLICE`], and
 /// scales it to the whole slice.
-fn calibrate(mut run: impl FnMut(u64)) -> u64 {
+fn calibrate(mut run: impl FnMut(u64) -> Duration) -> u64 {
     let mut n = 1u64;
     loop {
-        let start = Instant::now();
-        run(n);
-        let took = start.elapsed();
+        let took = run(n);
         if took >= SLICE / 10 || n >= 1 << 30 {
             let per = took.as_secs_f64() / n as f64;
             return ((SLICE.as_secs_f64() / per) as u64).max(1);

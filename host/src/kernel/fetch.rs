@@ -192,14 +192,7 @@ pub fn fetch_default_kernel(opts: &FetchOptions) -> Result<KernelImage, KernelEr
     }
     cache.remove_stale_staging();
 
-    let tools = Tools::find(opts.tool_dir.as_deref())?;
-    let etc_apt = opts
-        .etc_apt
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/apt"));
-    let mirror = resolve_mirror(opts.mirror.as_deref(), &etc_apt)?;
-    let suite = opts.suite.as_deref().unwrap_or(DEFAULT_SUITE);
-    let apt = AptEnv::prepare(tools, &root.join("apt"), &mirror, suite)?;
+    let (apt, mirror, suite) = open_apt(opts, &root)?;
 
     opts.say(&format!(
         "resolving the newest {FLAVOUR} kernel in {suite} from {mirror}"
@@ -254,6 +247,23 @@ pub fn fetch_default_kernel(opts: &FetchOptions) -> Result<KernelImage, KernelEr
         k.image.display()
     ));
     Ok(k)
+}
+
+/// apt in the cache's private state directory, pointed at the suite and
+/// mirror `opts` choose; returns it with the mirror and suite.
+pub(crate) fn open_apt<'o>(
+    opts: &'o FetchOptions,
+    root: &Path,
+) -> Result<(AptEnv, String, &'o str), KernelError> {
+    let tools = Tools::find(opts.tool_dir.as_deref())?;
+    let etc_apt = opts
+        .etc_apt
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/apt"));
+    let mirror = resolve_mirror(opts.mirror.as_deref(), &etc_apt)?;
+    let suite = opts.suite.as_deref().unwrap_or(DEFAULT_SUITE);
+    let apt = AptEnv::prepare(tools, &root.join("apt"), &mirror, suite)?;
+    Ok((apt, mirror, suite))
 }
 
 /// Downloads and unpacks the packages into the staging directory, leaving

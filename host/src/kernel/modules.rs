@@ -8,11 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::KernelImage;
-use super::apt::{AptEnv, Tools};
+use super::apt::AptEnv;
 use super::cache::{KernelCache, cache_root};
 use super::error::KernelError;
-use super::fetch::{DEFAULT_SUITE, FetchOptions};
-use super::sources::resolve_mirror;
+use super::fetch::{FetchOptions, open_apt};
 
 /// The modules, relative to `lib/modules/<release>/kernel/` and without
 /// their compression suffix, in load order (each needs the one before).
@@ -57,14 +56,7 @@ pub fn fetch_kvm_modules(
     if let Some(found) = cached_kvm_modules(kernel) {
         return Ok(found);
     }
-    let tools = Tools::find(opts.tool_dir.as_deref())?;
-    let etc_apt = opts
-        .etc_apt
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/apt"));
-    let mirror = resolve_mirror(opts.mirror.as_deref(), &etc_apt)?;
-    let suite = opts.suite.as_deref().unwrap_or(DEFAULT_SUITE);
-    let apt = AptEnv::prepare(tools, &root.join("apt"), &mirror, suite)?;
+    let (apt, mirror, suite) = open_apt(opts, &root)?;
     apt.update()?;
     let release = &kernel.version;
     let candidates = [
