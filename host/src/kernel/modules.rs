@@ -56,6 +56,9 @@ pub fn fetch_kvm_modules(
     if let Some(found) = cached_kvm_modules(kernel) {
         return Ok(found);
     }
+    // Holding the lock, nobody else is staging: whatever staging or partial
+    // module directory is here was left by an interrupted fetch.
+    remove_leftovers(entry);
     let (apt, mirror, suite) = open_apt(opts, &root)?;
     apt.update()?;
     let release = &kernel.version;
@@ -96,6 +99,22 @@ pub fn fetch_kvm_modules(
     }
     installed?;
     cached_kvm_modules(kernel).ok_or_else(|| KernelError::io("read back", &final_dir, not_found()))
+}
+
+/// Removes interrupted fetches' staging directories and an incomplete
+/// module directory from a kernel's cache entry.
+fn remove_leftovers(entry: &Path) {
+    let Ok(read) = fs::read_dir(entry) else {
+        return;
+    };
+    let staging_prefix = format!("{MODULES_DIR}.staging-");
+    for item in read.flatten() {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if name == MODULES_DIR || name.starts_with(&staging_prefix) {
+            let _ = fs::remove_dir_all(item.path());
+        }
+    }
 }
 
 /// Downloads and unpacks the package into `staging/tmp`, then keeps only the
@@ -184,5 +203,25 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["irqbypass.ko.xz", "kvm.ko.zst", "kvm-amd.ko"]);
+    }
+
+    #[test]
+    fn interrupted_fetch_leftovers_are_swept_and_kernel_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["bzImage", "config", "VERSION"] {
+            fs::write(dir.path().join(f), b"k").unwrap();
+        }
+        let partial = dir.path().join(MODULES_DIR);
+        fs::create_dir(&partial).unwrap();
+        fs::write(partial.join("kvm.ko"), b"m").unwrap();
+        let staging = dir.path().join(format!("{MODULES_DIR}.staging-4242"));
+        fs::create_dir_all(staging.join("debs")).unwrap();
+        remove_leftovers(dir.path());
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["VERSION", "bzImage", "config"]);
     }
 }
