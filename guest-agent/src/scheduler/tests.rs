@@ -32,10 +32,19 @@ fn cfg(root: &Path) -> SchedulerConfig {
 }
 
 /// Shell that marks `name` attached in the fake sysfs `dir`.
+/// Shell that replaces a fake sysfs file whole: sysfs reads never see a
+/// half-written value, and a plain `echo >` (truncate, then write) would let
+/// the manager's poll read an empty state in between.
+fn set_sh(path: &str, value: &str) -> String {
+    format!("echo {value} > {path}.new && mv {path}.new {path}")
+}
+
 fn attach_sh(dir: &Path, name: &str) -> String {
+    let d = dir.display();
     format!(
-        "echo {name} > {d}/root/ops; echo enabled > {d}/state; echo {name} attached",
-        d = dir.display()
+        "{}; {}; echo {name} attached",
+        set_sh(&format!("{d}/root/ops"), name),
+        set_sh(&format!("{d}/state"), "enabled")
     )
 }
 
@@ -132,8 +141,8 @@ fn attach_timeout_names_the_state() {
     c.attach_timeout = Duration::from_millis(300);
     let mut m = SchedulerManager::new(c);
     let script = format!(
-        "echo enabling > {}/state; exec sleep 30",
-        d.path().display()
+        "{}; exec sleep 30",
+        set_sh(&format!("{}/state", d.path().display()), "enabling")
     );
     let t = Instant::now();
     let e = format!("{:#}", m.attach(&spec("fifo", &script)).unwrap_err());
@@ -168,10 +177,10 @@ fn attach_watch_detach() {
     let mut m = SchedulerManager::new(cfg(d.path()));
     // Detaches like a real scheduler: on SIGINT it disables and exits 0.
     let script = format!(
-        "trap 'echo disabled > {d}/state; echo fifo detached; exit 0' INT; {}; \
+        "trap '{set}; echo fifo detached; exit 0' INT; {}; \
              while :; do sleep 0.05; done",
         attach_sh(d.path(), "fifo"),
-        d = d.path().display()
+        set = set_sh(&format!("{}/state", d.path().display()), "disabled")
     );
     let a = m.attach(&spec("fifo", &script)).unwrap();
     assert_eq!(a.name, "fifo");
@@ -226,11 +235,11 @@ fn ejection_is_a_death_even_before_the_exit() {
     let d = fake_sysfs();
     let mut m = SchedulerManager::new(cfg(d.path()));
     let script = format!(
-        "{}; sleep 0.2; echo disabled > {d}/state; sleep 0.2; \
+        "{}; sleep 0.2; {set}; sleep 0.2; \
              echo 'fifo ejected: kind=1026 (SCX_EXIT_ERROR_STALL) reason=\"runnable task stall\"'; \
              exit 1",
         attach_sh(d.path(), "fifo"),
-        d = d.path().display()
+        set = set_sh(&format!("{}/state", d.path().display()), "disabled")
     );
     m.attach(&spec("fifo", &script)).unwrap();
     let t = Instant::now();
