@@ -113,8 +113,12 @@ pub const BPF_TOOLS: &[(&str, &str)] = &[
 /// What the ACPI table tests use to check our tables independently.
 pub const ACPI_TOOLS: &[(&str, &str)] = &[("iasl", "acpica-tools")];
 
-/// Everything `cargo xtask setup` installs: QEMU for runs, iasl for the
-/// ACPI checks, and the BPF toolchain for the fixture scheduler.
+/// What the initramfs tests use to read our archives independently.
+pub const ARCHIVE_TOOLS: &[(&str, &str)] = &[("cpio", "cpio")];
+
+/// Everything `cargo xtask setup` installs: QEMU for runs, iasl and cpio
+/// for the independent ACPI and archive checks, and the BPF toolchain for
+/// the fixture scheduler.
 pub fn setup_tools() -> Vec<(&'static str, &'static str)> {
-    [QEMU_TOOLS, ACPI_TOOLS, BPF_TOOLS].concat()
+    [QEMU_TOOLS, ACPI_TOOLS, ARCHIVE_TOOLS, BPF_TOOLS].concat()
 }

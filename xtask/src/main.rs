@@ -35,7 +35,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KernelCmd,
     },
-    /// Install what runs and tests need (QEMU, acpica-tools) with apt.
+    /// Install what runs and tests need (QEMU, acpica-tools, cpio, the BPF toolchain) with apt.
     Setup,
 }
 
