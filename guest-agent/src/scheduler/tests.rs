@@ -31,7 +31,6 @@ fn cfg(root: &Path) -> SchedulerConfig {
     }
 }
 
-/// Shell that marks `name` attached in the fake sysfs `dir`.
 /// Shell that replaces a fake sysfs file whole: sysfs reads never see a
 /// half-written value, and a plain `echo >` (truncate, then write) would let
 /// the manager's poll read an empty state in between.
@@ -39,6 +38,7 @@ fn set_sh(path: &str, value: &str) -> String {
     format!("echo {value} > {path}.new && mv {path}.new {path}")
 }
 
+/// Shell that marks `name` attached in the fake sysfs `dir`.
 fn attach_sh(dir: &Path, name: &str) -> String {
     let d = dir.display();
     format!(

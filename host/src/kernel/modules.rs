@@ -125,7 +125,6 @@ fn stage_modules(
     release: &str,
     staging: &Path,
 ) -> Result<(), KernelError> {
-    let _ = fs::remove_dir_all(staging);
     let debs = staging.join("debs");
     let tree = staging.join("tree");
     for d in [&debs, &tree] {
