@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod imports;
 use ktstr_host::backend::{self, BackendChoice};
 use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::runner::{self, RunConfig};
@@ -37,6 +39,9 @@ enum Cmd {
     },
     /// Install what runs and tests need (QEMU, acpica-tools, cpio, the BPF toolchain) with apt.
     Setup,
+    /// Check that no source file of a workspace crate imports, directly or
+    /// through others, a file that imports it.
+    CheckImports,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +278,23 @@ fn real_main() -> Result<()> {
                 ..Default::default()
             })?;
             println!("{}", k.image.display());
+        }
+        Cmd::CheckImports => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("xtask has no parent directory")?;
+            let mut cycles = Vec::new();
+            for krate in imports::workspace_roots(root)? {
+                cycles.extend(imports::crate_cycles(&krate)?);
+            }
+            if !cycles.is_empty() {
+                bail!(
+                    "{} import cycle(s):\n{}",
+                    cycles.len(),
+                    imports::describe(root, &cycles)
+                );
+            }
+            eprintln!("ktstr: no import cycles");
         }
         Cmd::Setup => {
             setup::ensure_tools(&setup::setup_tools(), &|m| eprintln!("ktstr: {m}"))?;
