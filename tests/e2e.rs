@@ -16,7 +16,7 @@ use ktstr_host::backend::{self, BackendChoice};
 use ktstr_host::runner::{self, RunConfig, RunOutcome};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vmtest::{self, Prepared};
-use ktstr_protocol::message::{FaultInjection, Plan};
+use ktstr_protocol::model::{FaultInjection, Plan};
 use ktstr_protocol::model::{Topology, WorkerExit};
 
 /// qemu-system processes whose parent is this test process.

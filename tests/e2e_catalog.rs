@@ -16,7 +16,7 @@ use ktstr_host::runner::{self, RunConfig, RunOutcome};
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vmtest::Prepared;
-use ktstr_protocol::message::{BackdropSpec, Plan};
+use ktstr_protocol::model::{Backdrop, Plan};
 use ktstr_protocol::model::{Assert, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Step, Work};
 
 const TOPOLOGY: &str = "1n2l2c1t";
@@ -91,7 +91,7 @@ fn every_canned_scenario_passes_under_the_default_scheduler() {
     assert!(failures.is_empty(), "failed:\n{}", failures.join("\n\n"));
 }
 
-fn plan(name: &str, backdrop: BackdropSpec, steps: Vec<Step>, assert: Assert) -> Plan {
+fn plan(name: &str, backdrop: Backdrop, steps: Vec<Step>, assert: Assert) -> Plan {
     Plan {
         name: name.into(),
         backdrop,
@@ -112,7 +112,7 @@ fn two_busy_cgroups_on_one_cpu_breach_isolation_on_another() {
     // CPU 1, which cgroup v2 cannot grant inside the parent, so the kernel
     // runs both busy cgroups on CPU 0: the isolation check against their
     // configured CPU 1 must report it.
-    let backdrop = BackdropSpec {
+    let backdrop = Backdrop {
         cgroups: vec![],
         ops: vec![
             Op::add_cgroup("pin"),
@@ -158,7 +158,7 @@ fn a_cgroup_frozen_for_its_whole_hold_is_starved() {
     let Some(p) = prepared() else { return };
     // The cgroup is frozen before its workers are placed in it, so they
     // never run during the hold.
-    let backdrop = BackdropSpec {
+    let backdrop = Backdrop {
         cgroups: vec![CgroupDef::named("running").workers(2)],
         ops: vec![],
     };

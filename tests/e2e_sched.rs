@@ -14,7 +14,7 @@ use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vmtest::{self, PrepareError, Prepared};
 use ktstr_host::{kernel, scheds, setup};
-use ktstr_protocol::message::Plan;
+use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::{Assert, DetailKind, HoldSpec, Op, OpKind, SchedulerSpec, Step};
 
 static VM_LOCK: Mutex<()> = Mutex::new(());

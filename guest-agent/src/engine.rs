@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::message::{GuestMsg, Plan, Verdict};
+use ktstr_protocol::message::{GuestMsg, Verdict};
+use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::DetailKind;
 
 use crate::cgroup::CgroupOps;
@@ -224,7 +225,7 @@ impl<'a> Engine<'a> {
 mod tests {
     use std::time::Duration;
 
-    use ktstr_protocol::message::BackdropSpec;
+    use ktstr_protocol::model::Backdrop;
     use ktstr_protocol::model::{
         Assert, CpusetSpec, DetailKind, HoldSpec, Op, OpKind, Step as WireStep,
     };
@@ -248,7 +249,7 @@ mod tests {
     fn plan(steps: Vec<WireStep>) -> Plan {
         Plan {
             name: "t".into(),
-            backdrop: BackdropSpec {
+            backdrop: Backdrop {
                 cgroups: vec![],
                 ops: vec![Op::add_cgroup("bg")],
             },

@@ -11,11 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use ktstr_protocol::message::{
-    AgentError, FaultInjection, GuestMsg, Hello, HostMsg, LogLevel, PROTOCOL_VERSION,
-};
+use ktstr_protocol::PROTOCOL_VERSION;
+use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, LogLevel};
+use ktstr_protocol::model::FaultInjection;
 use ktstr_protocol::ring::{Consumer, Producer};
-use ktstr_protocol::shm::{SharedMapping, Shm, agent_state};
+use ktstr_protocol::layout::agent_state;
+use ktstr_protocol::{SharedMapping, Shm};
 
 use crate::cgroup::CgroupManager;
 use crate::engine::{Engine, Sink};

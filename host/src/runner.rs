@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, Plan, StimulusEvent, Verdict};
+use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, StimulusEvent, Verdict};
+use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::{HoldSpec, Topology, WorkerReport};
 use ktstr_protocol::ring::{Consumer, Producer};
 use serde::Serialize;
@@ -280,12 +281,7 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), S
                     Ok(None) => break,
                     Err(e) => {
                         out.logs.push(format!("bad frame from the guest: {e}"));
-                        if matches!(
-                            e,
-                            ktstr_protocol::message::MsgError::Ring(
-                                ktstr_protocol::RingError::Poisoned(_)
-                            )
-                        ) {
+                        if e.is_fatal() {
                             return Err(format!("the guest->host ring is corrupt: {e}"));
                         }
                         continue;

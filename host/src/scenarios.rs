@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ktstr_protocol::message::{BackdropSpec, Plan};
+use ktstr_protocol::model::{Backdrop, Plan};
 use ktstr_protocol::model::{
     AffinityIntent, Assert, CgroupDef, CpusetSpec, HoldSpec, Op, Step, Topology, Work, WorkType,
 };
@@ -26,7 +26,7 @@ pub struct ScenarioParams {
 pub struct Canned {
     pub name: &'static str,
     pub about: &'static str,
-    build: fn(&ScenarioParams) -> (BackdropSpec, Vec<Step>),
+    build: fn(&ScenarioParams) -> (Backdrop, Vec<Step>),
     /// This scenario's own check layer, merged over the caller's.
     checks: Assert,
 }
@@ -59,13 +59,13 @@ fn half() -> HoldSpec {
     HoldSpec::frac(0.5)
 }
 
-fn steps_only(steps: Vec<Step>) -> (BackdropSpec, Vec<Step>) {
-    (BackdropSpec::default(), steps)
+fn steps_only(steps: Vec<Step>) -> (Backdrop, Vec<Step>) {
+    (Backdrop::default(), steps)
 }
 
-fn backdrop(cgroups: Vec<CgroupDef>, steps: Vec<Step>) -> (BackdropSpec, Vec<Step>) {
+fn backdrop(cgroups: Vec<CgroupDef>, steps: Vec<Step>) -> (Backdrop, Vec<Step>) {
     (
-        BackdropSpec {
+        Backdrop {
             cgroups,
             ops: Vec::new(),
         },
@@ -73,21 +73,21 @@ fn backdrop(cgroups: Vec<CgroupDef>, steps: Vec<Step>) -> (BackdropSpec, Vec<Ste
     )
 }
 
-fn steady(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn steady(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![Step::with_defs(
         vec![cg("cg_0", p), cg("cg_1", p)],
         HoldSpec::FULL,
     )])
 }
 
-fn steady_llc(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn steady_llc(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let defs = (0..p.topology.llcs as usize)
         .map(|i| cg(&format!("llc_{i}"), p).with_cpuset(CpusetSpec::llc(i)))
         .collect();
     steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
 }
 
-fn oversubscribed(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn oversubscribed(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let n = (p.topology.total_cpus() as usize).max(2);
     steps_only(vec![Step::with_defs(
         vec![
@@ -98,7 +98,7 @@ fn oversubscribed(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )])
 }
 
-fn cpuset_apply(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn cpuset_apply(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p), cg("cg_1", p)],
         vec![
@@ -114,7 +114,7 @@ fn cpuset_apply(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn cpuset_clear(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn cpuset_clear(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![
             cg("cg_0", p).with_cpuset(CpusetSpec::disjoint(0, 2)),
@@ -130,7 +130,7 @@ fn cpuset_clear(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn cpuset_resize(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn cpuset_resize(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let third = HoldSpec::frac(1.0 / 3.0);
     backdrop(
         vec![cg("cg_0", p).with_cpuset(CpusetSpec::range(0.0, 0.5))],
@@ -148,7 +148,7 @@ fn cpuset_resize(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn cgroup_add(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn cgroup_add(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
         vec![
@@ -158,7 +158,7 @@ fn cgroup_add(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn cgroup_remove(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn cgroup_remove(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
         vec![
@@ -174,7 +174,7 @@ fn cgroup_remove(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn affinity_change(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn affinity_change(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
         vec![
@@ -187,7 +187,7 @@ fn affinity_change(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )
 }
 
-fn affinity_pinned(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn affinity_pinned(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // Each cgroup gets its own LLC so the two affinity kinds do not end up
     // sharing one CPU (which would be an oversubscription test instead).
     let last = p.topology.llcs.saturating_sub(1) as usize;
@@ -204,7 +204,7 @@ fn affinity_pinned(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     )])
 }
 
-fn host_contention(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn host_contention(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![
         Step::with_defs(vec![cg("cg_0", p), cg("cg_1", p)], HoldSpec::FULL).set_ops(vec![
             Op::spawn_host(Work::default().workers(p.workers_per_cgroup)),
@@ -212,7 +212,7 @@ fn host_contention(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     ])
 }
 
-fn mixed_workloads(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn mixed_workloads(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let w = p.workers_per_cgroup;
     let defs = vec![
         CgroupDef::named("spin_wait")
@@ -237,16 +237,16 @@ fn mixed_workloads(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
     steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
 }
 
-fn nested_steady(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn nested_steady(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![Step::with_defs(
         vec![cg("parent/a", p), cg("parent/b", p), cg("other", p)],
         HoldSpec::FULL,
     )])
 }
 
-fn nested_task_move(p: &ScenarioParams) -> (BackdropSpec, Vec<Step>) {
+fn nested_task_move(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     (
-        BackdropSpec {
+        Backdrop {
             cgroups: vec![cg("parent/a", p)],
             ops: vec![Op::add_cgroup("parent/b")],
         },

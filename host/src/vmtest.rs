@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ktstr_protocol::message::Plan;
+use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::{Assert, CgroupDef, HoldSpec, Step};
 use thiserror::Error;
 

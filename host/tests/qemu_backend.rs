@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ktstr_host::protocol::SharedMapping;
 use ktstr_host::protocol::model::Topology;
-use ktstr_host::protocol::shm::{Shm, ShmLayout};
+use ktstr_host::protocol::{Shm, ShmLayout};
 use ktstr_host::vm::qemu::{Accel, QemuBackend, QemuVm};
 use ktstr_host::vm::{Backend, Vm, VmError, VmExit, VmSpec};
 use ktstr_initramfs::InitramfsBuilder;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{memcpy_transfer, ring_transfer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping};
+use ktstr_protocol::SharedMapping;
+use ktstr_protocol::layout::DEFAULT_REGION;
 
 fn bench(c: &mut Criterion) {
     let region = std::env::var("KTSTR_BENCH_REGION")

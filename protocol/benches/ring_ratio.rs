@@ -13,7 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::{memcpy_transfer, ring_transfer};
-use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, ShmLayout};
+use ktstr_protocol::layout::DEFAULT_REGION;
+use ktstr_protocol::{SharedMapping, ShmLayout};
 
 /// How long each side of a round runs.
 const SLICE: Duration = Duration::from_millis(150);

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{RingError, ShmError};
 use crate::frame::{FRAME_HEADER_LEN, decode_header, encode_header, max_payload_for};
-use crate::shm::{RING_CONTROL_SIZE, RingControl, RingDesc, ShmRegion};
+use crate::layout::{RING_CONTROL_SIZE, RingControl, RingDesc};
+use crate::mapping::ShmRegion;
+use crate::shm::Shm;
 
 /// Payload bytes copied and checksummed per step: small enough that a
 /// chunk is still in L1 when the crc reads it.
@@ -407,10 +409,35 @@ impl<'a> Consumer<'a> {
     }
 }
 
+/// The four ring ends of a region; each side opens the two it owns.
+impl<'a> Shm<'a> {
+    /// Producer end of the guest->host ring (the agent's side).
+    pub fn g2h_producer(&self) -> Result<Producer<'a>, ShmError> {
+        Producer::new(self.region(), self.layout().g2h, "guest->host")
+    }
+
+    /// Consumer end of the guest->host ring (the host's side).
+    pub fn g2h_consumer(&self) -> Result<Consumer<'a>, ShmError> {
+        Consumer::new(self.region(), self.layout().g2h, "guest->host")
+    }
+
+    /// Producer end of the host->guest ring (the host's side).
+    pub fn h2g_producer(&self) -> Result<Producer<'a>, ShmError> {
+        Producer::new(self.region(), self.layout().h2g, "host->guest")
+    }
+
+    /// Consumer end of the host->guest ring (the agent's side).
+    pub fn h2g_consumer(&self) -> Result<Consumer<'a>, ShmError> {
+        Consumer::new(self.region(), self.layout().h2g, "host->guest")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::{SharedMapping, Shm, ShmLayout};
+    use crate::layout::ShmLayout;
+    use crate::mapping::SharedMapping;
+    use crate::shm::Shm;
 
     fn setup(size: usize) -> SharedMapping {
         let map = SharedMapping::anonymous(size).unwrap();

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ktstr_protocol::shm::{SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 
 const FRAMES: u64 = 1_000_000;
 const REGION: usize = 256 * 1024;

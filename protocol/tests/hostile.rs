@@ -9,8 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ktstr_protocol::codec;
+use ktstr_protocol::layout::RING_CONTROL_SIZE;
 use ktstr_protocol::message::{GuestMsg, HostMsg};
-use ktstr_protocol::shm::{RING_CONTROL_SIZE, SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 

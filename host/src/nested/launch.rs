@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ktstr_initramfs::{Compression, InitramfsBuilder};
-use ktstr_protocol::message::Plan;
+use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::Topology;
 use thiserror::Error;
 

@@ -12,7 +12,7 @@
 pub mod guest;
 pub mod launch;
 
-use ktstr_protocol::message::Plan;
+use ktstr_protocol::model::Plan;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the serial line carrying the L2 outcome as JSON.

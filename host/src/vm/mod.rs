@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ktstr_protocol::model::Topology;
-use ktstr_protocol::shm::{DEFAULT_REGION, SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::layout::DEFAULT_REGION;
+use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 use thiserror::Error;
 
 /// What to boot.

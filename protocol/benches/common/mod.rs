@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ktstr_protocol::shm::{SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 
 /// Sends `frames` frames of `size` bytes from one thread to another through
 /// a fresh ring over `map`; returns the time until the last one arrived.

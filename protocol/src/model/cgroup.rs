@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::cpuset::CpusetSpec;
+use super::error::ModelError;
 use super::workload::{AffinityIntent, MemPolicy, SchedPolicy, WorkSpec, WorkType};
 
 /// A cgroup with its cpuset and one or more concurrent work groups.
@@ -95,7 +96,7 @@ impl CgroupDef {
     }
 
     /// Checks the name, cpuset and each work group.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let bad_name = self.name.is_empty()
             || self.name.starts_with('/')
             || self
@@ -103,18 +104,15 @@ impl CgroupDef {
                 .split('/')
                 .any(|c| c.is_empty() || c == "." || c == "..");
         if bad_name {
-            return Err(format!(
-                "cgroup name {:?} must be a relative path without empty, '.' or '..' parts",
-                self.name
-            ));
+            return Err(ModelError::CgroupName(self.name.to_string()));
         }
         if let Some(c) = &self.cpuset {
             c.validate()
-                .map_err(|e| format!("cgroup {}: {e}", self.name))?;
+                .map_err(|e| e.within(format!("cgroup {}", self.name)))?;
         }
         for w in &self.works {
             w.validate()
-                .map_err(|e| format!("cgroup {}: {e}", self.name))?;
+                .map_err(|e| e.within(format!("cgroup {}", self.name)))?;
         }
         Ok(())
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ModelError;
+
 /// How to compute a cgroup's cpuset. Fractions and partitions are taken over
 /// the usable CPUs (the last CPU is kept for the root cgroup when there are
 /// more than two).
@@ -53,28 +55,29 @@ impl CpusetSpec {
     }
 
     /// Rejects specs that are wrong on any topology.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let frac_ok = |f: f64| f.is_finite() && (0.0..=1.0).contains(&f);
         match self {
             CpusetSpec::Range {
                 start_frac,
                 end_frac,
-            } if !(frac_ok(*start_frac) && frac_ok(*end_frac) && start_frac < end_frac) => Err(
-                format!("CpusetSpec::Range({start_frac}, {end_frac}): need 0 <= start < end <= 1"),
-            ),
+            } if !(frac_ok(*start_frac) && frac_ok(*end_frac) && start_frac < end_frac) => {
+                Err(ModelError::CpusetRange {
+                    start: *start_frac,
+                    end: *end_frac,
+                })
+            }
             CpusetSpec::Disjoint { index, of } | CpusetSpec::Overlap { index, of, .. }
                 if *of == 0 || index >= of =>
             {
-                Err(format!(
-                    "{self:?}: index must be below a non-zero partition count"
-                ))
+                Err(ModelError::CpusetPartition {
+                    spec: format!("{self:?}"),
+                })
             }
-            CpusetSpec::Overlap { frac, .. } if !frac_ok(*frac) => {
-                Err(format!("{self:?}: overlap fraction must be within 0..=1"))
-            }
-            CpusetSpec::Exact(cpus) if cpus.is_empty() => {
-                Err("CpusetSpec::Exact with no CPUs would leave the cgroup nowhere to run".into())
-            }
+            CpusetSpec::Overlap { frac, .. } if !frac_ok(*frac) => Err(ModelError::CpusetOverlap {
+                spec: format!("{self:?}"),
+            }),
+            CpusetSpec::Exact(cpus) if cpus.is_empty() => Err(ModelError::CpusetEmpty),
             _ => Ok(()),
         }
     }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ModelError;
+
 /// How a step spends its time once its ops are applied.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HoldSpec {
@@ -35,18 +37,11 @@ impl HoldSpec {
     /// Rejects holds that would do nothing useful or fail later: a fraction
     /// that is NaN, infinite, zero or negative, and a zero loop interval.
     /// `Fixed(0)` is fine (an op-only step).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         match *self {
-            HoldSpec::Frac(f) if !f.is_finite() => Err(format!(
-                "HoldSpec::Frac({f}): the fraction must be a finite number"
-            )),
-            HoldSpec::Frac(f) if f <= 0.0 => Err(format!(
-                "HoldSpec::Frac({f}): the fraction must be above zero; use Fixed(Duration::ZERO) for an op-only step"
-            )),
-            HoldSpec::Loop { interval } if interval.is_zero() => Err(
-                "HoldSpec::Loop with a zero interval would spin without pause; give it an interval"
-                    .into(),
-            ),
+            HoldSpec::Frac(f) if !f.is_finite() => Err(ModelError::HoldNotFinite(f)),
+            HoldSpec::Frac(f) if f <= 0.0 => Err(ModelError::HoldNotPositive(f)),
+            HoldSpec::Loop { interval } if interval.is_zero() => Err(ModelError::HoldZeroInterval),
             _ => Ok(()),
         }
     }

@@ -6,8 +6,10 @@
 pub mod assert;
 pub mod cgroup;
 pub mod cpuset;
+pub mod error;
 pub mod hold;
 pub mod op;
+pub mod plan;
 pub mod report;
 pub mod step;
 pub mod topology;
@@ -16,13 +18,15 @@ pub mod workload;
 pub use assert::{Assert, AssertDetail, AssertResult, CgroupStats, DetailKind};
 pub use cgroup::CgroupDef;
 pub use cpuset::CpusetSpec;
+pub use error::ModelError;
 pub use hold::HoldSpec;
 pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
     SchedulerSpec, SpawnPlacement,
 };
+pub use plan::{Backdrop, FaultInjection, Plan, validate_sequence};
 pub use report::{GapInfo, WorkerExit, WorkerReport};
-pub use step::{Setup, Step};
+pub use step::{DeclaredDefs, Setup, Step};
 pub use topology::{ObservedTopology, Topology, TopologyError};
 pub use workload::{
     AffinityIntent, AffinityKind, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType,

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumDiscriminants, VariantArray};
 
 use super::cgroup::CgroupDef;
 use super::cpuset::CpusetSpec;
@@ -136,8 +137,13 @@ impl IrqSelector {
     }
 }
 
-/// One scenario operation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One scenario operation. [`OpKind`], the variant without its data (for
+/// events and bitmasks), is derived from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, EnumDiscriminants)]
+#[strum_discriminants(
+    name(OpKind),
+    derive(Hash, PartialOrd, Ord, Serialize, Deserialize, VariantArray)
+)]
 pub enum Op {
     AddCgroup {
         name: Cow<'static, str>,
@@ -238,72 +244,9 @@ pub enum Op {
     },
 }
 
-/// The variant of an [`Op`] without its data, for events and bitmasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum OpKind {
-    AddCgroup,
-    AddCgroupDef,
-    RemoveCgroup,
-    SetCpuset,
-    ClearCpuset,
-    SwapCpusets,
-    Spawn,
-    StopCgroup,
-    SetAffinity,
-    MoveAllTasks,
-    RunPayload,
-    WaitPayload,
-    KillPayload,
-    FreezeCgroup,
-    UnfreezeCgroup,
-    CaptureSnapshot,
-    WatchSnapshot,
-    WriteKernelHot,
-    WriteKernelCold,
-    ReadKernelHot,
-    ReadKernelCold,
-    AttachScheduler,
-    DetachScheduler,
-    RestartScheduler,
-    ReplaceScheduler,
-    PinBpfMap,
-    CaptureCgroupProcs,
-    SteerIrq,
-}
-
 impl OpKind {
     /// Every kind, in bit-index order.
-    pub const ALL: [OpKind; 28] = [
-        OpKind::AddCgroup,
-        OpKind::AddCgroupDef,
-        OpKind::RemoveCgroup,
-        OpKind::SetCpuset,
-        OpKind::ClearCpuset,
-        OpKind::SwapCpusets,
-        OpKind::Spawn,
-        OpKind::StopCgroup,
-        OpKind::SetAffinity,
-        OpKind::MoveAllTasks,
-        OpKind::RunPayload,
-        OpKind::WaitPayload,
-        OpKind::KillPayload,
-        OpKind::FreezeCgroup,
-        OpKind::UnfreezeCgroup,
-        OpKind::CaptureSnapshot,
-        OpKind::WatchSnapshot,
-        OpKind::WriteKernelHot,
-        OpKind::WriteKernelCold,
-        OpKind::ReadKernelHot,
-        OpKind::ReadKernelCold,
-        OpKind::AttachScheduler,
-        OpKind::DetachScheduler,
-        OpKind::RestartScheduler,
-        OpKind::ReplaceScheduler,
-        OpKind::PinBpfMap,
-        OpKind::CaptureCgroupProcs,
-        OpKind::SteerIrq,
-    ];
+    pub const ALL: &'static [OpKind] = <OpKind as VariantArray>::VARIANTS;
 
     /// A distinct bit for each kind, contiguous from 0.
     pub fn bit_index(self) -> u32 {
@@ -314,36 +257,7 @@ impl OpKind {
 impl Op {
     /// This op's kind.
     pub fn kind(&self) -> OpKind {
-        match self {
-            Op::AddCgroup { .. } => OpKind::AddCgroup,
-            Op::AddCgroupDef { .. } => OpKind::AddCgroupDef,
-            Op::RemoveCgroup { .. } => OpKind::RemoveCgroup,
-            Op::SetCpuset { .. } => OpKind::SetCpuset,
-            Op::ClearCpuset { .. } => OpKind::ClearCpuset,
-            Op::SwapCpusets { .. } => OpKind::SwapCpusets,
-            Op::Spawn { .. } => OpKind::Spawn,
-            Op::StopCgroup { .. } => OpKind::StopCgroup,
-            Op::SetAffinity { .. } => OpKind::SetAffinity,
-            Op::MoveAllTasks { .. } => OpKind::MoveAllTasks,
-            Op::RunPayload { .. } => OpKind::RunPayload,
-            Op::WaitPayload { .. } => OpKind::WaitPayload,
-            Op::KillPayload { .. } => OpKind::KillPayload,
-            Op::FreezeCgroup { .. } => OpKind::FreezeCgroup,
-            Op::UnfreezeCgroup { .. } => OpKind::UnfreezeCgroup,
-            Op::CaptureSnapshot { .. } => OpKind::CaptureSnapshot,
-            Op::WatchSnapshot { .. } => OpKind::WatchSnapshot,
-            Op::WriteKernelHot { .. } => OpKind::WriteKernelHot,
-            Op::WriteKernelCold { .. } => OpKind::WriteKernelCold,
-            Op::ReadKernelHot { .. } => OpKind::ReadKernelHot,
-            Op::ReadKernelCold { .. } => OpKind::ReadKernelCold,
-            Op::AttachScheduler { .. } => OpKind::AttachScheduler,
-            Op::DetachScheduler => OpKind::DetachScheduler,
-            Op::RestartScheduler => OpKind::RestartScheduler,
-            Op::ReplaceScheduler { .. } => OpKind::ReplaceScheduler,
-            Op::PinBpfMap { .. } => OpKind::PinBpfMap,
-            Op::CaptureCgroupProcs { .. } => OpKind::CaptureCgroupProcs,
-            Op::SteerIrq { .. } => OpKind::SteerIrq,
-        }
+        OpKind::from(self)
     }
 
     pub fn add_cgroup(name: impl Into<Cow<'static, str>>) -> Self {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ModelError;
+
 /// One phase of a [`WorkType::Sequence`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkPhase {
@@ -127,11 +129,14 @@ pub enum SchedPolicy {
 
 impl SchedPolicy {
     /// Rejects real-time priorities outside 1..=99.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         match self {
-            SchedPolicy::Fifo(p) | SchedPolicy::RoundRobin(p) if !(1..=99).contains(p) => Err(
-                format!("{self:?}: real-time priority must be in 1..=99, got {p}"),
-            ),
+            SchedPolicy::Fifo(p) | SchedPolicy::RoundRobin(p) if !(1..=99).contains(p) => {
+                Err(ModelError::RtPriority {
+                    policy: format!("{self:?}"),
+                    priority: *p,
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -283,20 +288,21 @@ impl WorkSpec {
 
     /// Checks what can be checked without a machine: policy priority, nice
     /// range, and worker count against the work type's group size.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         self.sched_policy.validate()?;
         if !(-20..=19).contains(&self.nice) {
-            return Err(format!("nice {} is outside -20..=19", self.nice));
+            return Err(ModelError::Nice(self.nice));
         }
         let group = self.work_type.group_size() as usize;
         if let Some(n) = self.num_workers
             && group > 1
             && n % group != 0
         {
-            return Err(format!(
-                "{} needs workers in groups of {group}, but {n} workers were asked for; use a multiple of {group}",
-                self.work_type.name()
-            ));
+            return Err(ModelError::GroupSize {
+                work_type: self.work_type.name(),
+                group,
+                workers: n,
+            });
         }
         Ok(())
     }
@@ -332,7 +338,7 @@ mod tests {
             .work_type(WorkType::PipeIo)
             .validate()
             .unwrap_err();
-        assert!(e.contains("groups of 2"), "{e}");
+        assert!(e.to_string().contains("groups of 2"), "{e}");
         assert!(
             Work::default()
                 .sched_policy(SchedPolicy::Fifo(0))

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use ktstr_protocol::model::Topology;
-use ktstr_protocol::shm::{SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 use kvm_bindings::{CpuId, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;

@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::SharedMapping;
-use ktstr_protocol::shm::{Shm, ShmLayout};
+use ktstr_protocol::{Shm, ShmLayout};
 
 pub use cmdline::Accel;
 pub use layout::MAX_MEMORY_MIB;

@@ -1,0 +1,239 @@
+//! [`Plan`]: what the host asks the agent to run, and the [`Backdrop`]
+//! that lives for a plan's whole step sequence.
+//!
+//! Builder naming: `with_X` constructs, `set_X` replaces, `push_X` and
+//! `extend_X` append.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::assert::Assert;
+use super::cgroup::CgroupDef;
+use super::error::ModelError;
+use super::op::{Op, SchedulerSpec};
+use super::step::{DeclaredDefs, Step};
+
+/// Cgroups and ops that live for the whole step sequence: set up before
+/// step 1 and torn down after the last step. Steps may change them
+/// (cpusets, affinity, spawns) but may not declare a cgroup of the same
+/// name or remove one: that is an error, never a silent replacement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backdrop {
+    pub cgroups: Vec<CgroupDef>,
+    pub ops: Vec<Op>,
+}
+
+impl Backdrop {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn push_cgroup(mut self, def: CgroupDef) -> Self {
+        self.cgroups.push(def);
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn extend_cgroups(mut self, defs: impl IntoIterator<Item = CgroupDef>) -> Self {
+        self.cgroups.extend(defs);
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn push_op(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn extend_ops(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
+        self.ops.extend(ops);
+        self
+    }
+
+    /// Whether there is nothing to set up.
+    pub fn is_empty(&self) -> bool {
+        self.cgroups.is_empty() && self.ops.is_empty()
+    }
+
+    /// Validates every cgroup definition.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        for def in &self.cgroups {
+            def.validate().map_err(|e| e.within("Backdrop"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Test-only misbehaviour the host can ask of the agent, to prove that the
+/// host copes (a guest that hangs, a kernel that panics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultInjection {
+    /// Stop responding after receiving the plan, without powering off.
+    HangAfterPlan,
+    /// Crash the kernel through sysrq after receiving the plan.
+    PanicAfterPlan,
+}
+
+/// What the agent should run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Scenario name, for reports.
+    pub name: String,
+    /// Persistent state for the whole sequence (empty for most scenarios).
+    pub backdrop: Backdrop,
+    pub steps: Vec<Step>,
+    /// Scenario duration (`HoldSpec::Frac` is relative to it).
+    pub duration: Duration,
+    /// Pause after cgroup creation before measuring.
+    pub settle: Duration,
+    pub workers_per_cgroup: usize,
+    /// The merged checks (default -> scheduler -> test).
+    pub assert: Assert,
+    pub scheduler: Option<SchedulerSpec>,
+    pub fault: Option<FaultInjection>,
+}
+
+impl Plan {
+    /// A plan of `steps` over `duration`, with the defaults a scenario
+    /// context has: no Backdrop, no settle time, one worker per cgroup,
+    /// [`Assert::default_checks`], no scheduler, no fault.
+    pub fn new(name: impl Into<String>, steps: Vec<Step>, duration: Duration) -> Self {
+        Self {
+            name: name.into(),
+            backdrop: Backdrop::default(),
+            steps,
+            duration,
+            settle: Duration::ZERO,
+            workers_per_cgroup: 1,
+            assert: Assert::default_checks(),
+            scheduler: None,
+            fault: None,
+        }
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_backdrop(mut self, backdrop: Backdrop) -> Self {
+        self.backdrop = backdrop;
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_workers_per_cgroup(mut self, n: usize) -> Self {
+        self.workers_per_cgroup = n;
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_assert(mut self, assert: Assert) -> Self {
+        self.assert = assert;
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_scheduler(mut self, scheduler: Option<SchedulerSpec>) -> Self {
+        self.scheduler = scheduler;
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_fault(mut self, fault: Option<FaultInjection>) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// Everything that can be checked without a machine: at least one step,
+    /// a non-zero duration, every hold and declared cgroup.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_sequence(&self.name, &self.backdrop, &self.steps, self.duration)
+    }
+}
+
+/// The checks of [`Plan::validate`] for any kind of step.
+pub fn validate_sequence<S: DeclaredDefs>(
+    name: &str,
+    backdrop: &Backdrop,
+    steps: &[Step<S>],
+    duration: Duration,
+) -> Result<(), ModelError> {
+    if steps.is_empty() {
+        return Err(ModelError::NoSteps(name.to_string()));
+    }
+    if duration.is_zero() {
+        return Err(ModelError::ZeroDuration(name.to_string()));
+    }
+    backdrop.validate()?;
+    for (i, step) in steps.iter().enumerate() {
+        step.validate()
+            .map_err(|e| e.within(format!("step {}", i + 1)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HoldSpec;
+
+    #[test]
+    fn builders_replace_and_push() {
+        let b = Backdrop::new()
+            .push_cgroup(CgroupDef::named("a"))
+            .extend_cgroups([CgroupDef::named("b"), CgroupDef::named("c")])
+            .push_op(Op::add_cgroup("x"))
+            .extend_ops([Op::add_cgroup("y")]);
+        assert_eq!(b.cgroups.len(), 3);
+        assert_eq!(b.ops.len(), 2);
+        assert!(Backdrop::new().is_empty());
+
+        let p = Plan::new(
+            "p",
+            vec![Step::hold(HoldSpec::FULL)],
+            Duration::from_secs(2),
+        )
+        .set_backdrop(b.clone())
+        .set_settle(Duration::from_millis(5))
+        .set_workers_per_cgroup(3)
+        .set_assert(Assert::NONE);
+        assert_eq!(p.backdrop, b);
+        assert_eq!(p.settle, Duration::from_millis(5));
+        assert_eq!(p.workers_per_cgroup, 3);
+        assert_eq!(p.assert, Assert::NONE);
+        assert_eq!(p.scheduler, None);
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_step() {
+        let p = Plan::new("p", vec![], Duration::from_secs(1));
+        assert_eq!(p.validate().unwrap_err(), ModelError::NoSteps("p".into()));
+        let p = Plan::new("p", vec![Step::hold(HoldSpec::FULL)], Duration::ZERO);
+        assert_eq!(
+            p.validate().unwrap_err(),
+            ModelError::ZeroDuration("p".into())
+        );
+        let p = Plan::new(
+            "p",
+            vec![Step::hold(HoldSpec::FULL), Step::hold(HoldSpec::frac(-1.0))],
+            Duration::from_secs(1),
+        );
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.to_string(), format!("step 2: {}", e.root()));
+        let p = Plan::new("p", vec![Step::default()], Duration::from_secs(1))
+            .set_backdrop(Backdrop::new().push_cgroup(CgroupDef::named("")));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("Backdrop: ")
+        );
+    }
+}
