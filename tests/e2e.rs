@@ -8,94 +8,20 @@
 
 mod common;
 
-use common::{VM_LOCK, prepared};
+use common::{prepared, run, run_on, steady};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ktstr_host::backend::{self, BackendChoice};
-use ktstr_host::runner::{self, RunConfig, RunOutcome};
-use ktstr_host::vm::VmSpec;
-use ktstr_host::vmtest::{self, Prepared};
-use ktstr_protocol::model::{FaultInjection, Plan};
-use ktstr_protocol::model::{Topology, WorkerExit};
-
-/// qemu-system processes whose parent is this test process.
-fn qemu_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // comm may contain spaces; the fields after the closing paren are fixed.
-        let Some((comm, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
-        if ppid == me && comm.contains("qemu-system") {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn shm_files() -> Vec<String> {
-    let prefix = format!("ktstr-{}-", std::process::id());
-    std::fs::read_dir("/dev/shm")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
-}
-
-fn run(p: &Prepared, topo: &str, plan: Plan, run_timeout: Option<Duration>) -> RunOutcome {
-    run_on(BackendChoice::Auto, p, topo, plan, run_timeout)
-}
-
-fn run_on(
-    choice: BackendChoice,
-    p: &Prepared,
-    topo: &str,
-    plan: Plan,
-    run_timeout: Option<Duration>,
-) -> RunOutcome {
-    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let topology: Topology = topo.parse().unwrap();
-    let (backend, why) = backend::select(choice).unwrap();
-    eprintln!("e2e: {topo}: backend {why}");
-    let cfg = RunConfig {
-        spec: VmSpec::new(p.kernel.image.clone(), p.initramfs.clone(), topology),
-        plan,
-        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
-        run_timeout,
-        t0: Instant::now(),
-        progress: Box::new(|m| eprintln!("e2e: {m}")),
-    };
-    let out = runner::run(backend.as_ref(), cfg).expect("launching the VM");
-    eprintln!("{}", ktstr_host::report::table(&out));
-    assert!(
-        qemu_children().is_empty(),
-        "QEMU left running: {:?}",
-        qemu_children()
-    );
-    assert!(
-        shm_files().is_empty(),
-        "files left in /dev/shm: {:?}",
-        shm_files()
-    );
-    out
-}
+use ktstr_host::outcome::RunOutcome;
+use ktstr_host::skip;
+use ktstr_host::vm::select::BackendChoice;
+use ktstr_protocol::model::{FaultInjection, Topology, WorkerExit};
 
 fn assert_healthy_run(out: &RunOutcome, topo: &str, cgroups: usize, workers: usize) {
     assert!(
         out.passed,
-        "run failed: {:?}\nconsole:\n{}",
-        out.failure,
+        "run failed: {}\nconsole:\n{}",
+        out.failure_text(),
         out.console_tail.clone().unwrap_or_default()
     );
     let hello = out.hello.as_ref().expect("Hello arrived");
@@ -131,7 +57,7 @@ fn boots_1n1l2c1t_and_workers_report() {
     let out = run(
         p,
         "1n1l2c1t",
-        vmtest::steady_plan(2, 2, Duration::from_secs(2)),
+        steady(2, 2, 2),
         None,
     );
     assert_healthy_run(&out, "1n1l2c1t", 2, 2);
@@ -144,7 +70,7 @@ fn boots_2n2l2c2t_numa_smt_and_workers_report() {
     let out = run(
         p,
         "2n2l2c2t",
-        vmtest::steady_plan(2, 3, Duration::from_secs(2)),
+        steady(2, 3, 2),
         None,
     );
     assert_healthy_run(&out, "2n2l2c2t", 2, 3);
@@ -155,7 +81,7 @@ fn boots_2n2l2c2t_numa_smt_and_workers_report() {
 #[test]
 fn bad_plan_reports_an_error_and_powers_off_promptly() {
     let Some(p) = prepared() else { return };
-    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    let mut plan = steady(1, 1, 1);
     plan.steps.clear();
     let out = run(p, "1n1l2c1t", plan, None);
     assert!(!out.passed);
@@ -177,11 +103,11 @@ fn bad_plan_reports_an_error_and_powers_off_promptly() {
 #[test]
 fn hung_guest_is_killed_by_the_host_timeout_with_console_tail() {
     let Some(p) = prepared() else { return };
-    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    let mut plan = steady(1, 1, 1);
     plan.fault = Some(FaultInjection::HangAfterPlan);
     let out = run(p, "1n1l2c1t", plan, Some(Duration::from_secs(30)));
     assert!(!out.passed);
-    let failure = out.failure.clone().unwrap_or_default();
+    let failure = out.failure_text();
     assert!(failure.contains("timed out"), "{failure}");
     assert_eq!(out.vm_exit, "killed");
     let tail = out.console_tail.clone().unwrap_or_default();
@@ -199,11 +125,11 @@ fn hung_guest_is_killed_by_the_host_timeout_with_console_tail() {
 #[test]
 fn kernel_panic_ends_the_run_with_the_console_tail() {
     let Some(p) = prepared() else { return };
-    let mut plan = vmtest::steady_plan(1, 1, Duration::from_secs(1));
+    let mut plan = steady(1, 1, 1);
     plan.fault = Some(FaultInjection::PanicAfterPlan);
     let out = run(p, "1n1l2c1t", plan, None);
     assert!(!out.passed);
-    let failure = out.failure.clone().unwrap_or_default();
+    let failure = out.failure_text();
     assert!(failure.contains("before the agent said Done"), "{failure}");
     let tail = out.console_tail.clone().unwrap_or_default();
     assert!(
@@ -214,9 +140,7 @@ fn kernel_panic_ends_the_run_with_the_console_tail() {
 
 #[test]
 fn boots_linux_on_our_kvm_vmm() {
-    let (hardware, why) = backend::hardware_kvm();
-    if !hardware {
-        println!("SKIP: {why}");
+    if !skip::hardware_kvm() {
         return;
     }
     let Some(p) = prepared() else { return };
@@ -224,7 +148,7 @@ fn boots_linux_on_our_kvm_vmm() {
         BackendChoice::Kvm,
         p,
         "1n2l2c1t",
-        vmtest::steady_plan(2, 2, Duration::from_secs(2)),
+        steady(2, 2, 2),
         None,
     );
     assert_eq!(out.backend, "kvm");

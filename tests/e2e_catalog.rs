@@ -7,39 +7,21 @@
 
 mod common;
 
-use common::{VM_LOCK, prepared};
+use common::prepared;
 
 use std::time::{Duration, Instant};
 
-use ktstr_host::backend::{self, BackendChoice};
-use ktstr_host::runner::{self, RunConfig, RunOutcome};
+use ktstr_host::outcome::RunOutcome;
+use ktstr_host::prepare::Prepared;
 use ktstr_host::scenarios::{self, ScenarioParams};
-use ktstr_host::vm::VmSpec;
-use ktstr_host::vmtest::Prepared;
-use ktstr_protocol::model::{Backdrop, Plan};
-use ktstr_protocol::model::{Assert, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Step, Work};
+use ktstr_protocol::model::{
+    Assert, Backdrop, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Plan, Step, Work,
+};
 
 const TOPOLOGY: &str = "1n2l2c1t";
 
 fn run(p: &Prepared, plan: Plan) -> RunOutcome {
-    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let (backend, _) = backend::select(BackendChoice::Auto).unwrap();
-    let name = plan.name.clone();
-    let cfg = RunConfig {
-        spec: VmSpec::new(
-            p.kernel.image.clone(),
-            p.initramfs.clone(),
-            TOPOLOGY.parse().unwrap(),
-        ),
-        plan,
-        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
-        run_timeout: None,
-        t0: Instant::now(),
-        progress: Box::new(move |m| eprintln!("catalog {name}: {m}")),
-    };
-    let out = runner::run(backend.as_ref(), cfg).expect("launching the VM");
-    eprintln!("{}", ktstr_host::report::table(&out));
-    out
+    common::run(p, TOPOLOGY, plan, None)
 }
 
 fn params() -> ScenarioParams {
@@ -72,7 +54,7 @@ fn every_canned_scenario_passes_under_the_default_scheduler() {
             failures.push(format!(
                 "{}: {}\n{}",
                 canned.name,
-                out.failure.unwrap_or_default(),
+                out.failure_text(),
                 out.console_tail.unwrap_or_default()
             ));
         } else {
@@ -92,17 +74,10 @@ fn every_canned_scenario_passes_under_the_default_scheduler() {
 }
 
 fn plan(name: &str, backdrop: Backdrop, steps: Vec<Step>, assert: Assert) -> Plan {
-    Plan {
-        name: name.into(),
-        backdrop,
-        steps,
-        duration: Duration::from_secs(3),
-        settle: Duration::ZERO,
-        workers_per_cgroup: 2,
-        assert,
-        scheduler: None,
-        fault: None,
-    }
+    Plan::new(name, steps, Duration::from_secs(3))
+        .set_backdrop(backdrop)
+        .set_workers_per_cgroup(2)
+        .set_assert(assert)
 }
 
 #[test]
@@ -148,8 +123,8 @@ fn two_busy_cgroups_on_one_cpu_breach_isolation_on_another() {
         .find(|d| d.kind == DetailKind::Isolation && d.message.contains("busy_"));
     assert!(
         breach.is_some_and(|d| d.message.contains("[0]")),
-        "expected an Isolation detail naming CPU 0: {details:?} ({:?})",
-        out.failure
+        "expected an Isolation detail naming CPU 0: {details:?} ({})",
+        out.failure_text()
     );
 }
 
@@ -187,8 +162,8 @@ fn a_cgroup_frozen_for_its_whole_hold_is_starved() {
         details
             .iter()
             .any(|d| d.kind == DetailKind::Starved && d.message.contains("frozen")),
-        "expected a Starved detail for the frozen cgroup: {details:?} ({:?})",
-        out.failure
+        "expected a Starved detail for the frozen cgroup: {details:?} ({})",
+        out.failure_text()
     );
     assert!(
         !details

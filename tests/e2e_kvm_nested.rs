@@ -10,21 +10,25 @@
 
 mod common;
 
-use common::{VM_LOCK, prepared};
+use common::{VM_LOCK, prepared, steady};
 
 use std::time::Duration;
 
 use ktstr_host::agent_build::{build_static, workspace_root};
 use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::nested::launch::{self, GUEST_BIN, NestedOutcome, NestedRequest};
-use ktstr_host::vmtest;
+use ktstr_host::progress::Progress;
 use ktstr_protocol::model::Topology;
 
 #[test]
 fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
     let Some(p) = prepared() else { return };
-    let say = |m: &str| eprintln!("nested: {m}");
-    let modules = match kernel::fetch_kvm_modules(&p.kernel, &FetchOptions::with_progress(say)) {
+    let say = Progress::new(|m| eprintln!("nested: {m}"));
+    let opts = FetchOptions {
+        progress: say.clone(),
+        ..Default::default()
+    };
+    let modules = match kernel::fetch_kvm_modules(&p.kernel, &opts) {
         Ok(m) => m,
         Err(e) if e.is_unavailable() => {
             println!("SKIP: the kernel's KVM modules cannot be fetched here: {e}");
@@ -35,7 +39,7 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
     let guest_bin = build_static(&workspace_root(), "ktstr-host", GUEST_BIN)
         .expect("building the static L1 program");
     let topology: Topology = "2n2l1c1t".parse().unwrap();
-    let plan = vmtest::steady_plan(1, 2, Duration::from_secs(2));
+    let plan = steady(1, 2, 2);
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let run = launch::run(&NestedRequest {
         kernel: &p.kernel.image,
@@ -56,7 +60,7 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
         l2_cmdline_extra: std::env::var("KTSTR_NESTED_L2_CMDLINE")
             .map(|v| v.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
-        progress: &say,
+        progress: say,
     })
     .unwrap_or_else(|e| panic!("nested run: {e}"));
     eprintln!("nested: L1 console tail:\n{}", run.console);

@@ -5,19 +5,20 @@
 //! Skips, with the reason, where QEMU, the kernel or the BPF toolchain
 //! cannot be had. VMs run one at a time.
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+mod common;
 
-use ktstr_host::backend::{self, BackendChoice};
-use ktstr_host::runner::{self, RunConfig, RunOutcome};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ktstr_host::outcome::RunOutcome;
+use ktstr_host::prepare::{Prepared, resolve_kernel};
+use ktstr_host::progress::Progress;
 use ktstr_host::scenarios::{self, ScenarioParams};
-use ktstr_host::vm::VmSpec;
-use ktstr_host::vmtest::{self, PrepareError, Prepared};
-use ktstr_host::{kernel, scheds, setup};
-use ktstr_protocol::model::Plan;
-use ktstr_protocol::model::{Assert, DetailKind, HoldSpec, Op, OpKind, SchedulerSpec, Step};
+use ktstr_host::{scheds, setup};
+use ktstr_protocol::model::{
+    Assert, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step,
+};
 
-static VM_LOCK: Mutex<()> = Mutex::new(());
 const TOPOLOGY: &str = "1n2l2c1t";
 
 struct Fixture {
@@ -27,12 +28,12 @@ struct Fixture {
 
 fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
-    let r = FIXTURE.get_or_init(|| {
-        let say: vmtest::Say = Arc::new(|m: &str| eprintln!("sched: {m}"));
-        if let Err(e) = setup::ensure_tools(setup::BPF_TOOLS, &|m| eprintln!("sched: {m}")) {
+    common::or_skip(FIXTURE.get_or_init(|| {
+        let progress = Progress::new(|m| eprintln!("sched: {m}"));
+        if let Err(e) = setup::ensure_tools(setup::BPF_TOOLS, &progress) {
             return Err(format!("the BPF toolchain is not available: {e}"));
         }
-        let k = match kernel::fetch_default_kernel(&kernel::FetchOptions::default()) {
+        let k = match resolve_kernel(None, &progress) {
             Ok(k) => k,
             Err(e) if e.is_unavailable() => {
                 return Err(format!("no kernel can be fetched here: {e}"));
@@ -42,19 +43,9 @@ fn fixture() -> Option<&'static Fixture> {
         let binary =
             scheds::build_fixture(&k.image).unwrap_or_else(|e| panic!("building the fixture: {e}"));
         let exes = vec![(scheds::guest_path(&binary), binary.clone())];
-        match vmtest::prepare_with(None, None, &exes, say) {
-            Ok(prepared) => Ok(Fixture { prepared, binary }),
-            Err(PrepareError::Setup(e)) => Err(format!("QEMU is not available: {e}")),
-            Err(e) => panic!("preparing the run failed: {e}"),
-        }
-    });
-    match r {
-        Ok(f) => Some(f),
-        Err(why) => {
-            println!("SKIP: {why}");
-            None
-        }
-    }
+        let prepared = common::try_prepare("sched", &exes)?;
+        Ok(Fixture { prepared, binary })
+    }))
 }
 
 fn spec(f: &Fixture, args: &[&str]) -> SchedulerSpec {
@@ -66,24 +57,7 @@ fn spec(f: &Fixture, args: &[&str]) -> SchedulerSpec {
 }
 
 fn run(f: &Fixture, plan: Plan) -> RunOutcome {
-    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let (backend, _) = backend::select(BackendChoice::Auto).unwrap();
-    let name = plan.name.clone();
-    let cfg = RunConfig {
-        spec: VmSpec::new(
-            f.prepared.kernel.image.clone(),
-            f.prepared.initramfs.clone(),
-            TOPOLOGY.parse().unwrap(),
-        ),
-        plan,
-        boot_timeout: runner::DEFAULT_BOOT_TIMEOUT,
-        run_timeout: Some(Duration::from_secs(300)),
-        t0: Instant::now(),
-        progress: Box::new(move |m| eprintln!("sched {name}: {m}")),
-    };
-    let out = runner::run(backend.as_ref(), cfg).expect("launching the VM");
-    eprintln!("{}", ktstr_host::report::table(&out));
-    out
+    common::run(&f.prepared, TOPOLOGY, plan, Some(Duration::from_secs(300)))
 }
 
 fn steady(f: &Fixture, args: &[&str], duration: Duration) -> Plan {
@@ -92,11 +66,10 @@ fn steady(f: &Fixture, args: &[&str], duration: Duration) -> Plan {
         duration,
         workers_per_cgroup: 2,
     };
-    let mut plan = scenarios::find("steady")
+    scenarios::find("steady")
         .unwrap()
-        .plan(&p, Assert::default_checks());
-    plan.scheduler = Some(spec(f, args));
-    plan
+        .plan(&p, Assert::default_checks())
+        .set_scheduler(Some(spec(f, args)))
 }
 
 #[test]
@@ -105,8 +78,8 @@ fn steady_passes_with_the_fixture_attached_for_every_step() {
     let out = run(f, steady(f, &[], Duration::from_secs(3)));
     assert!(
         out.passed,
-        "{:?}\n{}",
-        out.failure,
+        "{}\n{}",
+        out.failure_text(),
         out.console_tail.clone().unwrap_or_default()
     );
     assert!(!out.steps.is_empty());
@@ -148,8 +121,8 @@ fn a_crashing_scheduler_fails_the_run_with_its_error_text() {
     assert!(
         d.iter().any(|(k, m)| *k == DetailKind::SchedulerDied
             && m.contains("injected crash after 1000 dispatches")),
-        "{d:?} / {:?}",
-        out.failure
+        "{d:?} / {}",
+        out.failure_text()
     );
 }
 
@@ -162,12 +135,9 @@ fn a_stalling_scheduler_is_caught_within_the_watchdog_time_not_the_host_timeout(
     );
     assert!(!out.passed);
     assert!(
-        !out.failure
-            .clone()
-            .unwrap_or_default()
-            .contains("timed out"),
-        "{:?}",
-        out.failure
+        !out.failure_text().contains("timed out"),
+        "{}",
+        out.failure_text()
     );
     let d = details(&out);
     assert!(
@@ -207,5 +177,5 @@ fn detach_attach_replace_show_in_the_stimulus_events() {
     ] {
         assert!(kinds.contains(&k), "no {k:?} event: {:?}", out.events);
     }
-    assert!(out.passed, "{:?}", out.failure);
+    assert!(out.passed, "{}", out.failure_text());
 }

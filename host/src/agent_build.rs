@@ -29,10 +29,20 @@ pub enum BuildError {
     MissingAgent(PathBuf),
     #[error("packing the initramfs: {0}")]
     Initramfs(#[from] ktstr_initramfs::Error),
-    #[error("no cache directory: {0}")]
-    Cache(String),
-    #[error("{0} cannot be packed as a guest executable: {1}")]
-    NotExecutable(PathBuf, String),
+    #[error("creating the initramfs cache {}", dir.display())]
+    Cache {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} cannot be packed as a guest executable: {why}", path.display())]
+    NotExecutable { path: PathBuf, why: &'static str },
+    #[error("{} cannot be packed as a guest executable", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The workspace this crate was built from (where `guest-agent/` lives).
@@ -110,19 +120,19 @@ pub struct GuestFiles {
 /// Checks that `path` is an executable file, before any VM boots.
 pub fn check_executable(path: &Path) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| BuildError::NotExecutable(path.to_path_buf(), e.to_string()))?;
+    let meta = std::fs::metadata(path).map_err(|source| BuildError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not = |why| BuildError::NotExecutable {
+        path: path.to_path_buf(),
+        why,
+    };
     if !meta.is_file() {
-        return Err(BuildError::NotExecutable(
-            path.to_path_buf(),
-            "not a regular file".into(),
-        ));
+        return Err(not("not a regular file"));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(BuildError::NotExecutable(
-            path.to_path_buf(),
-            "no execute permission".into(),
-        ));
+        return Err(not("no execute permission"));
     }
     Ok(())
 }
@@ -167,7 +177,7 @@ mod tests {
     fn executables_are_checked_before_anything_boots() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("scx_missing");
-        let e = check_executable(&missing).unwrap_err().to_string();
+        let e = crate::errors::chain(&check_executable(&missing).unwrap_err());
         assert!(
             e.contains("scx_missing") && e.contains("No such file"),
             "{e}"

@@ -1,22 +1,36 @@
-//! The host side of ktstr: VM backends (our own KVM VMM and QEMU), topology,
-//! boot, guest memory access, kernel discovery and cache, the runner that
-//! drives a scenario over the ring, host-side kernel memory monitoring, the
-//! gauntlet and reports.
+//! The host side of ktstr: VM backends (our own KVM VMM and QEMU) with the
+//! requested topology, kernel discovery and cache, the agent build and
+//! initramfs, the runner that drives a plan over the ring, its outcome and
+//! reports, and the command line.
 //!
 //! It speaks to the guest only through `ktstr-protocol`; it never runs
 //! scenario logic itself, which belongs to the agent.
+//!
+//! Modules, lower ones first (each uses only those above it):
+//! - [`errors`], [`progress`], [`interrupt`]: small shared helpers.
+//! - [`setup`], [`kernel`], [`agent_build`], [`prepare`]: what a boot needs.
+//! - [`vm`]: the backend trait, our KVM VMM, QEMU, and backend selection.
+//! - [`scenarios`], [`scheds`]: the canned plans and scheduler resolution.
+//! - [`outcome`], [`runner`], [`report`]: one run, its result, its text.
+//! - [`nested`]: our VMM on real KVM inside QEMU's emulated SVM.
+//! - [`skip`]: what a test needs from this machine, or why it skips.
+//! - [`cli`]: the `ktstr` / `cargo xtask` commands.
 
 pub use ktstr_protocol as protocol;
 
-pub mod agent_build;
-pub mod backend;
+pub mod errors;
+pub mod progress;
 pub mod interrupt;
+pub mod setup;
 pub mod kernel;
-pub mod nested;
-pub mod report;
-pub mod runner;
+pub mod agent_build;
+pub mod prepare;
+pub mod vm;
+pub mod skip;
 pub mod scenarios;
 pub mod scheds;
-pub mod setup;
-pub mod vm;
-pub mod vmtest;
+pub mod outcome;
+pub mod runner;
+pub mod report;
+pub mod nested;
+pub mod cli;

@@ -1,8 +1,11 @@
-//! Human-readable result table and JSON output of a [`RunOutcome`].
+//! What a person and a program read of runs: the result table of a
+//! [`RunOutcome`], the summary of several, and JSON.
+//!
+//! Formatting only: it reads outcomes and never changes them.
 
 use std::fmt::Write as _;
 
-use crate::runner::RunOutcome;
+use crate::outcome::RunOutcome;
 
 /// A table per step: cgroup, workers, mean/min/max CPU share, worker exits.
 pub fn table(out: &RunOutcome) -> String {
@@ -58,7 +61,7 @@ pub fn table(out: &RunOutcome) -> String {
     }
     if let Some(v) = &out.verdict {
         for d in &v.result.details {
-            let _ = writeln!(s, "  {:?}: {}", d.kind, d.message);
+            let _ = writeln!(s, "  {}: {}", d.kind, d.message);
         }
     }
     let t = &out.timings;
@@ -82,7 +85,52 @@ pub fn table(out: &RunOutcome) -> String {
     s
 }
 
+/// One line per run and the totals, for a command that ran several.
+pub fn summary(outcomes: &[RunOutcome]) -> String {
+    let mut s = String::from("summary:\n");
+    for o in outcomes {
+        let verdict = match &o.failure {
+            None => "PASS".to_string(),
+            Some(f) => format!("FAIL: {f}"),
+        };
+        let _ = writeln!(s, "  {:<18} {verdict}", o.scenario);
+    }
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    let _ = writeln!(s, "{passed} passed, {} failed", outcomes.len() - passed);
+    s
+}
+
 /// The whole outcome as pretty JSON.
 pub fn json(out: &RunOutcome) -> serde_json::Result<String> {
     serde_json::to_string_pretty(out)
+}
+
+/// Several outcomes as a pretty JSON array.
+pub fn json_all(outcomes: &[RunOutcome]) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::RunFailure;
+
+    #[test]
+    fn table_and_summary_say_pass_or_why() {
+        let pass = RunOutcome {
+            scenario: "steady".into(),
+            passed: true,
+            ..Default::default()
+        };
+        let fail = RunOutcome {
+            scenario: "cpuset_apply".into(),
+            failure: Some(RunFailure::NoVerdict),
+            ..Default::default()
+        };
+        assert!(table(&pass).ends_with("PASS\n"));
+        assert!(table(&fail).contains("FAIL: the guest finished without a verdict"));
+        let s = summary(&[pass, fail]);
+        assert!(s.contains("steady             PASS"), "{s}");
+        assert!(s.ends_with("1 passed, 1 failed\n"), "{s}");
+    }
 }

@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use ktstr_protocol::model::{Backdrop, Plan};
 use ktstr_protocol::model::{
-    AffinityIntent, Assert, CgroupDef, CpusetSpec, HoldSpec, Op, Step, Topology, Work, WorkType,
+    AffinityIntent, Assert, Backdrop, CgroupDef, CpusetSpec, HoldSpec, Op, Plan, Step, Topology,
+    Work, WorkType,
 };
+use thiserror::Error;
 
 /// What a canned scenario is built from.
 #[derive(Clone, Copy, Debug)]
@@ -35,20 +36,26 @@ impl Canned {
     /// The plan for `p`, checked with `assert` (default -> scheduler layers)
     /// overlaid with the scenario's own layer.
     pub fn plan(&self, p: &ScenarioParams, assert: Assert) -> Plan {
-        let assert = assert.merge(&self.checks);
         let (backdrop, steps) = (self.build)(p);
-        Plan {
-            name: self.name.into(),
-            backdrop,
-            steps,
-            duration: p.duration,
-            settle: Duration::ZERO,
-            workers_per_cgroup: p.workers_per_cgroup,
-            assert,
-            scheduler: None,
-            fault: None,
-        }
+        Plan::new(self.name, steps, p.duration)
+            .set_backdrop(backdrop)
+            .set_workers_per_cgroup(p.workers_per_cgroup)
+            .set_assert(assert.merge(&self.checks))
     }
+}
+
+/// The `steady` scenario with `cgroups` cgroups of `workers` CpuSpin
+/// workers each, for `duration`, with the default checks; the catalog's
+/// entry is this with two cgroups.
+pub fn steady_plan(cgroups: usize, workers: usize, duration: Duration) -> Plan {
+    Plan::new("steady", steady_steps(cgroups, workers), duration).set_workers_per_cgroup(workers)
+}
+
+fn steady_steps(cgroups: usize, workers: usize) -> Vec<Step> {
+    let defs = (0..cgroups)
+        .map(|i| CgroupDef::named(format!("cg_{i}")).workers(workers))
+        .collect();
+    vec![Step::with_defs(defs, HoldSpec::FULL)]
 }
 
 fn cg(name: &str, p: &ScenarioParams) -> CgroupDef {
@@ -74,10 +81,7 @@ fn backdrop(cgroups: Vec<CgroupDef>, steps: Vec<Step>) -> (Backdrop, Vec<Step>) 
 }
 
 fn steady(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
-    steps_only(vec![Step::with_defs(
-        vec![cg("cg_0", p), cg("cg_1", p)],
-        HoldSpec::FULL,
-    )])
+    steps_only(steady_steps(2, p.workers_per_cgroup))
 }
 
 fn steady_llc(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
@@ -363,12 +367,24 @@ pub fn catalog() -> &'static [Canned] {
     CATALOG
 }
 
+/// A scenario name the catalog does not have.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("no canned scenario {name:?}; known: {known}")]
+pub struct UnknownScenario {
+    pub name: String,
+    /// The catalog's names, comma separated.
+    pub known: String,
+}
+
 /// The scenario called `name`, or an error listing the names.
-pub fn find(name: &str) -> Result<&'static Canned, String> {
-    CATALOG.iter().find(|c| c.name == name).ok_or_else(|| {
-        let names: Vec<&str> = CATALOG.iter().map(|c| c.name).collect();
-        format!("no canned scenario {name:?}; known: {}", names.join(", "))
-    })
+pub fn find(name: &str) -> Result<&'static Canned, UnknownScenario> {
+    CATALOG
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| UnknownScenario {
+            name: name.to_string(),
+            known: CATALOG.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+        })
 }
 
 #[cfg(test)]
@@ -386,16 +402,17 @@ mod tests {
         for c in catalog() {
             let plan = c.plan(&p, Assert::default_checks());
             assert!(!plan.steps.is_empty(), "{}", c.name);
-            for (i, s) in plan.steps.iter().enumerate() {
-                s.validate()
-                    .unwrap_or_else(|e| panic!("{} step {}: {e}", c.name, i + 1));
-            }
-            for d in &plan.backdrop.cgroups {
-                d.validate()
-                    .unwrap_or_else(|e| panic!("{} backdrop: {e}", c.name));
-            }
+            plan.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
         }
-        assert!(find("nope").unwrap_err().contains("steady_llc"));
+        assert!(find("nope").unwrap_err().to_string().contains("steady_llc"));
+        let s = steady_plan(1, 3, Duration::from_secs(2));
+        s.validate().unwrap();
+        assert_eq!(s.workers_per_cgroup, 3);
+        assert_eq!(
+            find("steady").unwrap().plan(&p, Assert::NONE).steps,
+            steady_steps(2, 2)
+        );
         assert_eq!(
             find("steady_llc").unwrap().plan(&p, Assert::NONE).steps[0].setup,
             Step::with_defs(

@@ -1,21 +1,31 @@
-//! The fixture scheduler (`scheds/`): building `ktstr_fifo` for a kernel
-//! with the workspace's `scheds/build.sh`, and the SchedulerSpec that runs it.
+//! Schedulers on the host side: what `--scheduler PATH|fixture`,
+//! `--sched-args`, `--sched-flags` and `--sched-name` resolve to
+//! ([`resolve`]), declared schedulers with named flags and their own check
+//! layer ([`SchedulerDecl`]), and building the fixture `ktstr_fifo` for a
+//! kernel with the workspace's `scheds/build.sh`.
+//!
+//! It produces the [`SchedulerSpec`] the agent runs and the host binary to
+//! pack; it never starts a scheduler itself (the agent does).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ktstr_protocol::model::SchedulerSpec;
+use ktstr_protocol::model::{Assert, SchedulerSpec};
 use thiserror::Error;
 
 use crate::agent_build::workspace_root;
+use crate::kernel::KernelError;
+use crate::prepare::resolve_kernel;
+use crate::progress::Progress;
+use crate::setup::{self, SetupError};
 
 /// The fixture's sched_ext ops name (and binary name).
 pub const FIXTURE: &str = "ktstr_fifo";
 
 #[derive(Debug, Error)]
 pub enum SchedBuildError {
-    #[error("running scheds/build.sh: {0}")]
-    Spawn(std::io::Error),
+    #[error("running scheds/build.sh")]
+    Spawn(#[source] std::io::Error),
     #[error("scheds/build.sh failed ({status}):\n{stderr}")]
     Failed { status: String, stderr: String },
 }
@@ -62,9 +72,111 @@ pub fn spec_for(host_binary: &Path, ops_name: Option<&str>, args: Vec<String>) -
     }
 }
 
+/// What the command line asked for about the scheduler.
+#[derive(Clone, Debug, Default)]
+pub struct SchedulerRequest<'a> {
+    /// `--scheduler`: a binary, `fixture`, or none (EEVDF).
+    pub scheduler: Option<&'a Path>,
+    /// `--sched-args`, split on whitespace, after the declared ones.
+    pub extra_args: Vec<String>,
+    /// `--sched-flags` of a declared scheduler.
+    pub flags: Vec<String>,
+    /// `--sched-name`: the sched_ext ops name when it is not the file name.
+    pub ops_name: Option<&'a str>,
+    /// `--kernel`, which the fixture is built against.
+    pub kernel: Option<&'a Path>,
+}
+
+/// A scheduler ready to pack and run.
+#[derive(Clone, Debug)]
+pub struct ResolvedScheduler {
+    /// What the agent starts.
+    pub spec: SchedulerSpec,
+    /// The binary on the host, packed at `spec.binary` in the guest.
+    pub host_binary: PathBuf,
+    /// The scheduler's own check layer (empty for undeclared ones).
+    pub checks: Assert,
+}
+
+/// Why a scheduler request cannot be met.
+#[derive(Debug, Error)]
+pub enum SchedError {
+    #[error("--sched-flags needs a declared scheduler (--scheduler fixture)")]
+    FlagsNeedDeclaration,
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    #[error("the fixture scheduler needs its BPF toolchain")]
+    Tools(#[from] SetupError),
+    #[error("the fixture scheduler is built against a kernel")]
+    Kernel(#[from] KernelError),
+    #[error("building the fixture scheduler")]
+    Build(#[from] SchedBuildError),
+}
+
+/// Resolves the request: builds the fixture when asked for, applies flags
+/// and arguments, names the ops. `Ok(None)` when no scheduler was asked
+/// for (the run stays on EEVDF).
+pub fn resolve(
+    req: &SchedulerRequest<'_>,
+    progress: &Progress,
+) -> Result<Option<ResolvedScheduler>, SchedError> {
+    let is_fixture = req.scheduler.is_some_and(|p| p.as_os_str() == "fixture");
+    let decl = is_fixture.then(fixture_decl);
+    let flags: Vec<&str> = req.flags.iter().map(String::as_str).collect();
+    if decl.is_none() && !flags.is_empty() {
+        return Err(SchedError::FlagsNeedDeclaration);
+    }
+    let Some(path) = req.scheduler else {
+        return Ok(None);
+    };
+    let host_binary = if is_fixture {
+        setup::ensure_tools(setup::BPF_TOOLS, progress)?;
+        let kernel = resolve_kernel(req.kernel, progress)?;
+        progress.say("building the ktstr_fifo fixture scheduler");
+        build_fixture(&kernel.image)?
+    } else {
+        path.to_path_buf()
+    };
+    let mut args = match &decl {
+        Some(d) => d.args(&flags)?,
+        None => Vec::new(),
+    };
+    args.extend(req.extra_args.iter().cloned());
+    Ok(Some(ResolvedScheduler {
+        spec: spec_for(&host_binary, req.ops_name, args),
+        checks: decl.map_or(Assert::NONE, |d| d.checks),
+        host_binary,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_resolve_or_say_why() {
+        let none = resolve(&SchedulerRequest::default(), &Progress::silent()).unwrap();
+        assert!(none.is_none());
+        let flags_alone = SchedulerRequest {
+            flags: vec!["crash".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(&flags_alone, &Progress::silent()),
+            Err(SchedError::FlagsNeedDeclaration)
+        ));
+        let plain = SchedulerRequest {
+            scheduler: Some(Path::new("/usr/bin/scx_rusty")),
+            extra_args: vec!["--slice-us".into(), "100".into()],
+            ops_name: Some("rusty"),
+            ..Default::default()
+        };
+        let r = resolve(&plain, &Progress::silent()).unwrap().unwrap();
+        assert_eq!(r.spec.name, "rusty");
+        assert_eq!(r.spec.args, vec!["--slice-us", "100"]);
+        assert_eq!(r.host_binary, Path::new("/usr/bin/scx_rusty"));
+        assert_eq!(r.checks, Assert::NONE);
+    }
 
     #[test]
     fn spec_paths_and_names() {
@@ -103,7 +215,7 @@ pub struct SchedulerDecl {
     pub default_args: &'static [&'static str],
     pub flags: &'static [SchedFlag],
     pub default_topology: &'static str,
-    pub checks: ktstr_protocol::model::Assert,
+    pub checks: Assert,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -179,9 +291,9 @@ impl SchedulerDecl {
     /// The merged checks: `defaults` -> this scheduler -> `test`.
     pub fn merged_checks(
         &self,
-        defaults: &ktstr_protocol::model::Assert,
-        test: &ktstr_protocol::model::Assert,
-    ) -> ktstr_protocol::model::Assert {
+        defaults: &Assert,
+        test: &Assert,
+    ) -> Assert {
         defaults.merge(&self.checks).merge(test)
     }
 }
@@ -212,7 +324,7 @@ pub fn fixture_decl() -> SchedulerDecl {
         flags: FLAGS,
         default_topology: "1n2l2c1t",
         // A global FIFO is fair by construction: the default checks apply.
-        checks: ktstr_protocol::model::Assert::NONE,
+        checks: Assert::NONE,
     }
 }
 

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use thiserror::Error;
 
+use crate::progress::Progress;
+
 #[derive(Debug, Error)]
 pub enum SetupError {
     #[error("{tool} is not installed; install it with:\n    {command}")]
@@ -16,6 +18,12 @@ pub enum SetupError {
         status: String,
         stderr_tail: String,
     },
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Whether `name` is an executable on PATH.
@@ -25,13 +33,13 @@ pub fn on_path(name: &str) -> bool {
 }
 
 fn is_root() -> bool {
-    // SAFETY: trivial syscall.
+    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Installs Debian packages providing missing tools. `needs` pairs a tool on
-/// PATH with the package that provides it; `say` reports what is done.
-pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), SetupError> {
+/// PATH with the package that provides it; `progress` hears what is done.
+pub fn ensure_tools(needs: &[(&str, &str)], progress: &Progress) -> Result<(), SetupError> {
     let missing: Vec<(&str, &str)> = needs
         .iter()
         .copied()
@@ -57,7 +65,7 @@ pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), Se
             command: format!("{prefix}{command}"),
         });
     }
-    say(&format!(
+    progress.say(&format!(
         "installing {} with apt (running as root on Debian)",
         packages.join(" ")
     ));
@@ -66,10 +74,9 @@ pub fn ensure_tools(needs: &[(&str, &str)], say: &dyn Fn(&str)) -> Result<(), Se
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
-            .map_err(|e| SetupError::InstallFailed {
+            .map_err(|source| SetupError::Spawn {
                 command: command.clone(),
-                status: e.to_string(),
-                stderr_tail: String::new(),
+                source,
             })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

@@ -4,10 +4,9 @@
 //! them as one cache entry. A present cache entry is served without running
 //! any tool.
 
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use crate::progress::Progress;
 
 use super::KernelImage;
 use super::apt::{AptEnv, PackageInfo, Tools};
@@ -111,11 +110,8 @@ fn looked_for() -> String {
         .join(", ")
 }
 
-/// Where progress lines go.
-pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
-
 /// Options of [`fetch_default_kernel`].
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FetchOptions {
     /// Cache root; default from [`cache_root`].
     pub cache_dir: Option<PathBuf>,
@@ -133,37 +129,20 @@ pub struct FetchOptions {
     /// Directory of the host's apt configuration; default `/etc/apt`.
     pub etc_apt: Option<PathBuf>,
     /// Progress sink; default: `ktstr: <line>` on stderr.
-    pub progress: Option<ProgressFn>,
-}
-
-impl fmt::Debug for FetchOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FetchOptions")
-            .field("cache_dir", &self.cache_dir)
-            .field("force_refresh", &self.force_refresh)
-            .field("mirror", &self.mirror)
-            .field("suite", &self.suite)
-            .field("tool_dir", &self.tool_dir)
-            .field("etc_apt", &self.etc_apt)
-            .field("progress", &self.progress.as_ref().map(|_| "<fn>"))
-            .finish()
-    }
+    pub progress: Progress,
 }
 
 impl FetchOptions {
     /// Options with progress lines sent to `f` instead of stderr.
     pub fn with_progress(f: impl Fn(&str) + Send + Sync + 'static) -> FetchOptions {
         FetchOptions {
-            progress: Some(Arc::new(f)),
+            progress: Progress::new(f),
             ..FetchOptions::default()
         }
     }
 
     pub(crate) fn say(&self, line: &str) {
-        match &self.progress {
-            Some(f) => f(line),
-            None => eprintln!("ktstr: {line}"),
-        }
+        self.progress.say(line);
     }
 }
 
@@ -481,7 +460,7 @@ mod tests {
         .unwrap();
         fs::write(s.path().join(VERSION_FILE), format!("{r}\n")).unwrap();
         cache.install(s, r).unwrap();
-        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let sink = lines.clone();
         let opts = FetchOptions {
             cache_dir: Some(root.path().to_path_buf()),

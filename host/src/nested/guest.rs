@@ -11,41 +11,67 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use thiserror::Error;
+
 use super::{CONFIG_PATH, ERROR_MARKER, NestedConfig, RESULT_MARKER, SKIP_MARKER};
-use crate::backend::hardware_kvm;
+use crate::progress::Progress;
 use crate::runner::{self, RunConfig};
-use crate::vm::VmSpec;
 use crate::vm::kvm::backend::KvmBackend;
+use crate::vm::select::detect_kvm;
+use crate::vm::{VmError, VmSpec};
 
 /// `finit_module` flag: the kernel decompresses the module itself.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+
+/// Why L1 could not run L2; printed after [`ERROR_MARKER`].
+#[derive(Debug, Error)]
+enum L1Error {
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{CONFIG_PATH}")]
+    Config(#[source] serde_json::Error),
+    #[error("topology {0}")]
+    Topology(String, #[source] ktstr_protocol::model::TopologyError),
+    #[error("launching L2")]
+    Launch(#[source] VmError),
+    #[error("encoding the outcome")]
+    Outcome(#[source] serde_json::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> L1Error {
+    let what = what.into();
+    move |source| L1Error::Io { what, source }
+}
 
 /// Runs L1 to the end and powers off; never returns.
 pub fn main() -> ! {
     match run() {
         Ok(line) => println!("{line}"),
-        Err(e) => println!("{ERROR_MARKER}{e}"),
+        Err(e) => println!("{ERROR_MARKER}{}", crate::errors::chain(&e)),
     }
     power_off()
 }
 
-fn run() -> Result<String, String> {
+fn run() -> Result<String, L1Error> {
     mount_pseudo_filesystems()?;
-    let text = std::fs::read_to_string(CONFIG_PATH).map_err(|e| format!("{CONFIG_PATH}: {e}"))?;
-    let cfg: NestedConfig =
-        serde_json::from_str(&text).map_err(|e| format!("{CONFIG_PATH}: {e}"))?;
+    let text = std::fs::read_to_string(CONFIG_PATH).map_err(io(CONFIG_PATH))?;
+    let cfg: NestedConfig = serde_json::from_str(&text).map_err(L1Error::Config)?;
     for m in &cfg.modules {
         load_module(m)?;
     }
-    let (hardware, why) = hardware_kvm();
-    if !hardware {
-        return Ok(format!("{SKIP_MARKER}{why}"));
+    let kvm = detect_kvm();
+    if !kvm.hardware {
+        return Ok(format!("{SKIP_MARKER}{}", kvm.why));
     }
-    println!("nested: {why}");
+    println!("nested: {}", kvm.why);
     let topology = cfg
         .topology
         .parse()
-        .map_err(|e| format!("topology {}: {e}", cfg.topology))?;
+        .map_err(|e| L1Error::Topology(cfg.topology.clone(), e))?;
     let mut spec = VmSpec::new(
         PathBuf::from(&cfg.kernel),
         PathBuf::from(&cfg.initramfs),
@@ -55,28 +81,27 @@ fn run() -> Result<String, String> {
     spec.verbose = cfg.verbose;
     spec.cmdline_extra = cfg.cmdline_extra;
     let run_cfg = RunConfig {
-        spec,
-        plan: cfg.plan,
         boot_timeout: Duration::from_secs(cfg.boot_timeout_s),
-        run_timeout: None,
         t0: Instant::now(),
-        progress: Box::new(|m| println!("nested: {m}")),
+        progress: Progress::new(|m| println!("nested: {m}")),
+        ..RunConfig::new(spec, cfg.plan)
     };
-    let outcome = runner::run(&KvmBackend, run_cfg).map_err(|e| format!("launching L2: {e}"))?;
-    let json = serde_json::to_string(&outcome).map_err(|e| format!("outcome: {e}"))?;
+    let outcome = runner::run(&KvmBackend, run_cfg).map_err(L1Error::Launch)?;
+    let json = serde_json::to_string(&outcome).map_err(L1Error::Outcome)?;
     Ok(format!("{RESULT_MARKER}{json}"))
 }
 
-fn mount_pseudo_filesystems() -> Result<(), String> {
+fn mount_pseudo_filesystems() -> Result<(), L1Error> {
     for (fstype, target) in [
         ("proc", "/proc"),
         ("sysfs", "/sys"),
         ("devtmpfs", "/dev"),
         ("tmpfs", "/tmp"),
     ] {
-        std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
-        let src = CString::new(fstype).map_err(|e| e.to_string())?;
-        let dst = CString::new(target).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(target).map_err(io(format!("mkdir {target}")))?;
+        // Literals without NUL bytes: these cannot fail.
+        let src = CString::new(fstype).unwrap_or_default();
+        let dst = CString::new(target).unwrap_or_default();
         // SAFETY: valid NUL-terminated strings; no data argument.
         let rc = unsafe {
             libc::mount(
@@ -91,7 +116,7 @@ fn mount_pseudo_filesystems() -> Result<(), String> {
             let e = std::io::Error::last_os_error();
             // devtmpfs may already be mounted by the kernel.
             if e.raw_os_error() != Some(libc::EBUSY) {
-                return Err(format!("mount {fstype} on {target}: {e}"));
+                return Err(io(format!("mount {fstype} on {target}"))(e));
             }
         }
     }
@@ -99,8 +124,8 @@ fn mount_pseudo_filesystems() -> Result<(), String> {
 }
 
 /// Loads one module with `finit_module`, letting the kernel decompress it.
-fn load_module(path: &str) -> Result<(), String> {
-    let f = File::open(path).map_err(|e| format!("module {path}: {e}"))?;
+fn load_module(path: &str) -> Result<(), L1Error> {
+    let f = File::open(path).map_err(io(format!("module {path}")))?;
     let flags = if path.ends_with(".xz") || path.ends_with(".zst") || path.ends_with(".gz") {
         MODULE_INIT_COMPRESSED_FILE
     } else {
@@ -119,7 +144,7 @@ fn load_module(path: &str) -> Result<(), String> {
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(format!("loading {path}: {e}"));
+            return Err(io(format!("loading {path}"))(e));
         }
     }
     println!("nested: loaded {path}");

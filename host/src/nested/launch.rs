@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use super::{CONFIG_PATH, ERROR_MARKER, NestedConfig, RESULT_MARKER, SKIP_MARKER};
 use crate::interrupt;
+use crate::progress::Progress;
 use crate::vm::qemu::QEMU_BINARY;
 use crate::vm::qemu::process::{die_with_parent, find_on_path, spawn_from_keeper};
 
@@ -81,7 +82,7 @@ pub struct NestedRequest<'a> {
     /// Extra L2 kernel command-line words.
     pub l2_cmdline_extra: Vec<String>,
     /// Progress lines (L1's own progress is passed through).
-    pub progress: &'a dyn Fn(&str),
+    pub progress: Progress,
 }
 
 /// How the nested run ended.
@@ -233,7 +234,7 @@ pub fn run(req: &NestedRequest<'_>) -> Result<NestedRun, NestedError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     die_with_parent(&mut cmd);
-    (req.progress)(&format!(
+    req.progress.say(&format!(
         "booting L1 under QEMU TCG with emulated SVM ({l1_mib} MiB); L2 is {} on our VMM",
         req.topology
     ));
@@ -287,7 +288,7 @@ pub fn run(req: &NestedRequest<'_>) -> Result<NestedRun, NestedError> {
         // Serial lines end in \r; the console may also carry escapes.
         let line = line.trim_end_matches('\r').to_string();
         if let Some(p) = line.strip_prefix("nested: ") {
-            (req.progress)(&format!("L1: {p}"));
+            req.progress.say(&format!("L1: {p}"));
         }
         if let Some(json) = find_marker(&line, RESULT_MARKER) {
             let v = serde_json::from_str(json).map_err(|e| NestedError::BadOutcome {

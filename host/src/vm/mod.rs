@@ -3,11 +3,15 @@
 //! is shared, so a backend only boots a kernel with a topology, exposes the
 //! host view of the shared-memory region, and reports how the VM ended.
 //!
+//! Which backend runs, and the one detector of hardware KVM, live in
+//! [`select`].
+//!
 //! This module must not know about scenarios or messages; that is the
 //! runner's job.
 
 pub mod kvm;
 pub mod qemu;
+pub mod select;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +67,21 @@ pub enum VmExit {
     Failed { status: String, stderr: String },
 }
 
+impl std::fmt::Display for VmExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmExit::Shutdown => f.write_str("guest shut down"),
+            VmExit::Killed => f.write_str("killed by ktstr"),
+            VmExit::Failed { status, stderr } if stderr.trim().is_empty() => {
+                write!(f, "VMM failed ({status})")
+            }
+            VmExit::Failed { status, stderr } => {
+                write!(f, "VMM failed ({status}): {}", stderr.trim_end())
+            }
+        }
+    }
+}
+
 /// Backend failures; each names what was attempted and, where known, a remedy.
 #[derive(Debug, Error)]
 pub enum VmError {
@@ -78,6 +97,10 @@ pub enum VmError {
     Qmp(String),
     #[error(transparent)]
     Shm(#[from] ktstr_protocol::ShmError),
+    #[error("KVM: {0}")]
+    Kvm(#[from] crate::vm::kvm::error::KvmError),
+    #[error("the requested topology cannot be built")]
+    Topology(#[from] ktstr_protocol::model::TopologyError),
     #[error("backend {backend} is not available: {why}")]
     Unavailable { backend: &'static str, why: String },
 }

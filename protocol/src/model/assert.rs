@@ -136,8 +136,8 @@ impl Assert {
     }
 }
 
-/// What kind of problem a detail reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What kind of problem a detail reports; displays as the variant name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
 pub enum DetailKind {
     Starved,
     Unfair,

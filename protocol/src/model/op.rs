@@ -142,7 +142,7 @@ impl IrqSelector {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, EnumDiscriminants)]
 #[strum_discriminants(
     name(OpKind),
-    derive(Hash, PartialOrd, Ord, Serialize, Deserialize, VariantArray)
+    derive(Hash, PartialOrd, Ord, Serialize, Deserialize, VariantArray, strum::Display)
 )]
 pub enum Op {
     AddCgroup {

@@ -35,6 +35,7 @@ pub use layout::MAX_MEMORY_MIB;
 use self::cmdline::{QemuFiles, qemu_args};
 use self::layout::{FALLBACK_KERNEL_END, MemoryLayout, kernel_end};
 use self::qmp::Qmp;
+use super::select::{KvmSupport, detect_kvm};
 use super::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
 /// The QEMU binary we run.
@@ -53,32 +54,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> VmError {
     move |source| VmError::Io { what, source }
 }
 
-/// Picks KVM when a hardware KVM module is loaded and /dev/kvm opens, else
-/// TCG; the string says why.
-pub fn detect_accel() -> (Accel, String) {
-    let module = ["kvm_intel", "kvm_amd"]
-        .into_iter()
-        .find(|m| Path::new("/sys/module").join(m).exists());
-    let Some(module) = module else {
-        return (
-            Accel::Tcg,
-            "no kvm_intel or kvm_amd module is loaded (a /dev/kvm without them is not \
-             hardware virtualization), so QEMU emulates with TCG"
-                .into(),
-        );
-    };
-    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => (
-            Accel::Kvm,
-            format!("{module} is loaded and /dev/kvm is accessible"),
-        ),
-        Err(e) => (
-            Accel::Tcg,
-            format!("{module} is loaded but /dev/kvm cannot be opened ({e}), so QEMU uses TCG"),
-        ),
-    }
-}
-
 /// Starts QEMU VMs.
 #[derive(Clone, Debug)]
 pub struct QemuBackend {
@@ -94,30 +69,21 @@ impl Default for QemuBackend {
 }
 
 impl QemuBackend {
-    /// A backend that runs QEMU under KVM when `kvm` is true (the caller
-    /// found hardware virtualization), else under TCG; QEMU is looked up on
-    /// `PATH` at launch.
-    pub fn new(kvm: bool) -> Self {
-        let (accel, accel_reason) = if kvm {
-            (Accel::Kvm, "the caller found hardware KVM".into())
-        } else {
-            (Accel::Tcg, "the caller found no hardware KVM".into())
-        };
+    /// A backend that runs QEMU under KVM when the host has hardware
+    /// virtualization, else under TCG; QEMU is looked up on `PATH` at
+    /// launch.
+    pub fn new(kvm: &KvmSupport) -> Self {
+        let accel = if kvm.hardware { Accel::Kvm } else { Accel::Tcg };
         Self {
             binary: None,
             accel,
-            accel_reason,
+            accel_reason: kvm.why.clone(),
         }
     }
 
-    /// A backend with the accelerator picked by [`detect_accel`].
+    /// A backend for what [`detect_kvm`] finds on this host.
     pub fn detect() -> Self {
-        let (accel, accel_reason) = detect_accel();
-        Self {
-            binary: None,
-            accel,
-            accel_reason,
-        }
+        Self::new(&detect_kvm())
     }
 
     /// A backend that uses `accel` regardless of what the host offers.
@@ -182,8 +148,7 @@ impl QemuBackend {
     pub fn launch_qemu(&self, spec: &VmSpec) -> Result<QemuVm, VmError> {
         let binary = self.binary()?;
         let topo = &spec.topology;
-        topo.validate()
-            .map_err(|e| VmError::Setup(format!("QEMU backend: {e}")))?;
+        topo.validate()?;
         let mut header = Vec::with_capacity(4096);
         File::open(&spec.kernel)
             .and_then(|f| f.take(4096).read_to_end(&mut header))
@@ -444,7 +409,7 @@ impl QemuVm {
 
     fn qmp_mut(&mut self) -> Result<&mut Qmp, VmError> {
         if let Some(exit) = self.try_wait()? {
-            return Err(VmError::Qmp(format!("the VM has ended ({exit:?})")));
+            return Err(VmError::Qmp(format!("the VM has ended ({exit})")));
         }
         self.qmp
             .as_mut()

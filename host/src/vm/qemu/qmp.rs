@@ -29,7 +29,10 @@ impl Qmp {
     pub fn handshake(stream: UnixStream, timeout: Duration) -> Result<Self, VmError> {
         let writer = stream
             .try_clone()
-            .map_err(|e| VmError::Qmp(format!("cloning the QMP socket: {e}")))?;
+            .map_err(|source| VmError::Io {
+                what: "cloning the QMP socket".into(),
+                source,
+            })?;
         let mut qmp = Self {
             reader: BufReader::new(stream),
             writer,
@@ -63,6 +66,7 @@ impl Qmp {
         let id = self.next_id;
         self.next_id += 1;
         let mut line = json!({ "execute": command, "id": id }).to_string();
+        tracing::debug!(target: "ktstr::qmp", "-> {line}");
         line.push('\n');
         if let Err(e) = self.writer.write_all(line.as_bytes()) {
             return Err(self.poison(format!("sending {command}: {e}")));
@@ -154,8 +158,11 @@ impl Qmp {
             Ok(0) => Err(self.poison(format!(
                 "QEMU closed the connection while we waited for {what} (did it exit?)"
             ))),
-            Ok(_) => serde_json::from_str(&line)
-                .map_err(|e| self.poison(format!("{what}: malformed JSON {line:?}: {e}"))),
+            Ok(_) => {
+                tracing::debug!(target: "ktstr::qmp", "<- {}", line.trim_end());
+                serde_json::from_str(&line)
+                    .map_err(|e| self.poison(format!("{what}: malformed JSON {line:?}: {e}")))
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(self
                 .poison(format!(
                     "timed out after {:?} waiting for {what}",

@@ -1,0 +1,132 @@
+//! The command line a person types: `ktstr vmtest|kernel fetch|setup`, the
+//! same commands `cargo xtask` forwards. Parsing (clap), diagnostics setup
+//! (`-v`, `RUST_LOG`), and each command's glue over the library.
+//!
+//! Binary-side code: it may print and uses `anyhow`; everything it calls
+//! returns typed errors. It owns no logic a test could want without a
+//! terminal: that stays in the modules it calls.
+
+mod duration;
+mod vmtest;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+pub use duration::{DurationError, parse_duration};
+pub use vmtest::VmtestArgs;
+
+use crate::kernel::{self, FetchOptions};
+use crate::progress::Progress;
+use crate::setup;
+
+/// Options every command takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Global {
+    /// More diagnostics on stderr: `-v` debug, `-vv` trace (QMP traffic,
+    /// ring messages). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The ktstr commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a kernel with the agent and run a scenario.
+    Vmtest(Box<VmtestArgs>),
+    /// Kernel management.
+    Kernel {
+        #[command(subcommand)]
+        cmd: KernelCmd,
+    },
+    /// Install what runs and tests need (QEMU, acpica-tools, cpio, the BPF toolchain) with apt.
+    Setup,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCmd {
+    /// Download (or reuse) the default sched_ext kernel and print where it is.
+    Fetch {
+        /// Look for a newer kernel even when one is cached.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+/// `ktstr`'s own top level.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ktstr",
+    about = "ktstr: boot a kernel with a chosen topology and test its scheduler"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Sends diagnostics to stderr: warnings by default, more with `-v`;
+/// `RUST_LOG` (tracing-subscriber's filter syntax) wins when set.
+pub fn init_tracing(global: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match global.verbose {
+        0 => "warn",
+        1 => "warn,ktstr=debug,ktstr_host=debug",
+        _ => "debug,ktstr=trace,ktstr_host=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A second call (tests, an embedding program) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}
+
+/// Runs one command; `Ok(false)` when it ran and failed (a failed
+/// scenario), which callers turn into exit status 1.
+pub fn run(global: &Global, cmd: Command) -> Result<bool> {
+    init_tracing(global);
+    let progress = Progress::stderr();
+    match cmd {
+        Command::Vmtest(a) => vmtest::run(*a, &progress),
+        Command::Kernel {
+            cmd: KernelCmd::Fetch { refresh },
+        } => {
+            let k = kernel::fetch_default_kernel(&FetchOptions {
+                progress,
+                force_refresh: refresh,
+                ..Default::default()
+            })?;
+            println!("{}", k.image.display());
+            Ok(true)
+        }
+        Command::Setup => {
+            setup::ensure_tools(&setup::setup_tools(), &progress)?;
+            if !setup::on_path("qemu-system-x86_64") {
+                bail!("qemu-system-x86_64 still missing after setup");
+            }
+            progress.say("setup complete");
+            Ok(true)
+        }
+    }
+}
+
+/// The whole program: parse, run, exit 0 (passed), 1 (a scenario failed)
+/// or 2 (an error, printed as one readable chain).
+pub fn main() -> ! {
+    let cli = Cli::parse();
+    exit_with(run(&cli.global, cli.cmd))
+}
+
+/// Exits the way [`main`] does for a command's result.
+pub fn exit_with(result: Result<bool>) -> ! {
+    match result {
+        Ok(true) => std::process::exit(0),
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        }
+    }
+}

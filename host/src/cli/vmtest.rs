@@ -1,0 +1,166 @@
+//! `vmtest`: resolve the scheduler, prepare kernel and initramfs, run the
+//! chosen canned scenarios one VM each, print a table per run (and a
+//! summary for several), write JSON when asked.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ktstr_protocol::model::{Assert, Topology};
+
+use super::duration::parse_duration;
+use crate::interrupt;
+use crate::prepare::prepare_with;
+use crate::progress::Progress;
+use crate::report;
+use crate::runner::{self, RunConfig};
+use crate::scenarios::{self, Canned, ScenarioParams};
+use crate::scheds::{self, SchedulerRequest};
+use crate::vm::VmSpec;
+use crate::vm::select::{self, BackendChoice};
+
+#[derive(Parser, Debug)]
+pub struct VmtestArgs {
+    /// bzImage or vmlinux to boot; default: the cached Debian sched_ext kernel.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// NnLlCcTt: NUMA nodes, LLCs, cores per LLC, threads per core.
+    #[arg(long, default_value = "1n2l2c1t")]
+    topology: Topology,
+    /// Scenario duration (5s, 500ms, 2m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// auto, qemu or kvm.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Canned scenario to run, or `all` (see --list).
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// List the canned scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Workers per cgroup.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Guest RAM in MiB (default: from the CPU count).
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Scheduler binary to run in the guest (packed with its libraries);
+    /// `fixture` builds and runs our ktstr_fifo test scheduler.
+    #[arg(long)]
+    scheduler: Option<PathBuf>,
+    /// Arguments for the scheduler, one string (split on whitespace).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    sched_args: String,
+    /// Flags (named argument sets) of a declared scheduler, comma-separated;
+    /// the fixture has `slow`, `crash` and `stall`.
+    #[arg(long, default_value = "")]
+    sched_flags: String,
+    /// The scheduler's sched_ext ops name, when it differs from the file name.
+    #[arg(long)]
+    sched_name: Option<String>,
+    /// Use this agent binary instead of building one.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Write the whole result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overall time limit (default: boot limit + scenario time + slack).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Show the kernel's boot messages on the console log (not `quiet`).
+    #[arg(long)]
+    kernel_console: bool,
+}
+
+/// Runs the command; `Ok(false)` when a scenario failed.
+pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
+    let t0 = Instant::now();
+    if a.list {
+        for c in scenarios::catalog() {
+            println!("{:<18} {}", c.name, c.about);
+        }
+        return Ok(true);
+    }
+    let chosen: Vec<&Canned> = if a.scenario == "all" {
+        scenarios::catalog().iter().collect()
+    } else {
+        vec![scenarios::find(&a.scenario)?]
+    };
+    interrupt::install();
+    let (backend, why) = select::select(a.backend)?;
+    progress.say(&format!("backend: {why}"));
+    let request = SchedulerRequest {
+        scheduler: a.scheduler.as_deref(),
+        extra_args: a.sched_args.split_whitespace().map(String::from).collect(),
+        flags: a
+            .sched_flags
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(String::from)
+            .collect(),
+        ops_name: a.sched_name.as_deref(),
+        kernel: a.kernel.as_deref(),
+    };
+    let sched = scheds::resolve(&request, progress)?;
+    let executables: Vec<(String, PathBuf)> = sched
+        .iter()
+        .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
+        .collect();
+    let prepared = prepare_with(a.kernel.as_deref(), a.agent.as_deref(), &executables, progress)?;
+    progress.say(&format!(
+        "kernel {} ({})",
+        prepared.kernel.version,
+        prepared.kernel.image.display()
+    ));
+    let checks = Assert::default_checks().merge(&sched.as_ref().map_or(Assert::NONE, |s| s.checks));
+    let params = ScenarioParams {
+        topology: a.topology,
+        duration: a.duration,
+        workers_per_cgroup: a.workers,
+    };
+    let mut outcomes = Vec::new();
+    for canned in chosen {
+        if interrupt::interrupted() {
+            break;
+        }
+        let mut spec = VmSpec::new(
+            prepared.kernel.image.clone(),
+            prepared.initramfs.clone(),
+            a.topology,
+        );
+        if let Some(m) = a.memory {
+            spec.memory_mib = m;
+        }
+        spec.verbose = a.kernel_console;
+        let plan = canned
+            .plan(&params, checks)
+            .set_scheduler(sched.as_ref().map(|s| s.spec.clone()));
+        let cfg = RunConfig {
+            run_timeout: a.timeout,
+            t0,
+            progress: progress.prefixed(canned.name),
+            ..RunConfig::new(spec, plan)
+        };
+        let out = runner::run(backend.as_ref(), cfg)?;
+        print!("{}", report::table(&out));
+        if let Some(tail) = out.console_tail.as_ref().filter(|_| !out.passed) {
+            eprintln!("--- guest console (tail) ---\n{tail}\n---");
+        }
+        outcomes.push(out);
+    }
+    if outcomes.len() > 1 {
+        print!("\n{}", report::summary(&outcomes));
+    }
+    if let Some(path) = &a.json {
+        let text = match outcomes.as_slice() {
+            [one] => report::json(one)?,
+            all => report::json_all(all)?,
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        progress.say(&format!("result written to {}", path.display()));
+    }
+    Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.passed))
+}

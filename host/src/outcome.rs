@@ -1,0 +1,286 @@
+//! What a run produced ([`RunOutcome`]) and why it failed ([`RunFailure`]):
+//! plain data the runner fills in and [`crate::report`] formats.
+//!
+//! This module only defines the shapes and their text; it drives nothing
+//! and knows no VM.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ktstr_protocol::MsgError;
+use ktstr_protocol::message::{AgentError, Hello, StimulusEvent, Verdict};
+use ktstr_protocol::model::{AssertDetail, WorkerReport};
+use serde::{Serialize, Serializer};
+
+use crate::vm::{VmError, VmExit};
+
+/// One step as the guest reported it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepRecord {
+    pub step: u16,
+    pub label: String,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub passed: Option<bool>,
+    /// sched_ext ops name (or "EEVDF") as the step started.
+    pub scheduler_at_start: Option<String>,
+    /// sched_ext ops name (or "EEVDF") as the step ended.
+    pub scheduler: Option<String>,
+}
+
+/// The worker reports of one cgroup in one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReports {
+    pub step: u16,
+    pub cgroup: String,
+    pub reports: Vec<WorkerReport>,
+}
+
+/// Timings in ms from the command start.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub launch_ms: u64,
+    pub hello_ms: Option<u64>,
+    pub verdict_ms: Option<u64>,
+    pub exit_ms: u64,
+    /// Guest uptime at Hello.
+    pub guest_boot_ms: Option<u64>,
+}
+
+/// The parts of Hello worth keeping in a result.
+#[derive(Clone, Debug, Serialize)]
+pub struct HelloSummary {
+    pub agent_version: String,
+    pub kernel_release: String,
+    pub sched_ext_state: Option<String>,
+    pub online_cpus: usize,
+    pub llcs: Vec<Vec<u32>>,
+    pub numa_nodes: Vec<Vec<u32>>,
+    pub distances: Vec<Vec<u32>>,
+}
+
+impl From<&Hello> for HelloSummary {
+    fn from(h: &Hello) -> Self {
+        Self {
+            agent_version: h.agent_version.clone(),
+            kernel_release: h.kernel_release.clone(),
+            sched_ext_state: h.sched_ext_state.clone(),
+            online_cpus: h.topology.online_cpus.len(),
+            llcs: h.topology.llcs.clone(),
+            numa_nodes: h.topology.numa_nodes.clone(),
+            distances: h.topology.distances.clone(),
+        }
+    }
+}
+
+/// Where a run stood, for timeouts and messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    /// From launch until the agent's Hello.
+    #[default]
+    Booting,
+    /// From the plan until the verdict.
+    Running,
+    /// From the verdict until Done.
+    Finishing,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Booting => "booting",
+            Stage::Running => "running",
+            Stage::Finishing => "finishing",
+        })
+    }
+}
+
+/// Why a run failed. Its `Display` is the line a person reads; JSON carries
+/// a stable `kind` beside that message.
+#[derive(Clone, Debug)]
+pub enum RunFailure {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// No Hello within the boot limit.
+    BootTimeout { after: Duration },
+    /// The guest stopped reporting before Done.
+    RunTimeout { after: Duration, stage: Stage },
+    /// The VM ended before the agent said Done.
+    VmEnded { exit: VmExit, stage: Stage },
+    /// The backend could not tell whether the VM still runs.
+    VmCheck(Arc<VmError>),
+    /// A ring end could not be opened.
+    RingOpen {
+        ring: &'static str,
+        error: Arc<ktstr_protocol::ShmError>,
+    },
+    /// The guest->host stream cannot be read any further.
+    RingCorrupt(MsgError),
+    /// The plan could not be sent.
+    SendPlan(MsgError),
+    /// The guest sees another topology than the one requested.
+    TopologyMismatch { want: String, diff: Vec<String> },
+    /// The agent reported an error (the first one).
+    Agent(AgentError),
+    /// The agent said Done without a verdict.
+    NoVerdict,
+    /// The verdict failed these checks.
+    ChecksFailed(Vec<AssertDetail>),
+}
+
+impl RunFailure {
+    /// A short stable name for machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunFailure::Interrupted => "interrupted",
+            RunFailure::BootTimeout { .. } => "boot_timeout",
+            RunFailure::RunTimeout { .. } => "run_timeout",
+            RunFailure::VmEnded { .. } => "vm_ended",
+            RunFailure::VmCheck(_) => "vm_check",
+            RunFailure::RingOpen { .. } => "ring_open",
+            RunFailure::RingCorrupt(_) => "ring_corrupt",
+            RunFailure::SendPlan(_) => "send_plan",
+            RunFailure::TopologyMismatch { .. } => "topology_mismatch",
+            RunFailure::Agent(_) => "agent_error",
+            RunFailure::NoVerdict => "no_verdict",
+            RunFailure::ChecksFailed(_) => "checks_failed",
+        }
+    }
+}
+
+/// Seconds with one decimal, the way progress lines show time.
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunFailure::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+            RunFailure::BootTimeout { after } => write!(
+                f,
+                "timed out after {} waiting for the agent's Hello",
+                secs(*after)
+            ),
+            RunFailure::RunTimeout { after, stage } => write!(
+                f,
+                "timed out after {} while {stage} (the guest stopped reporting)",
+                secs(*after)
+            ),
+            RunFailure::VmEnded { exit, stage } => write!(
+                f,
+                "the VM ended ({exit}) before the agent said Done (while {stage})"
+            ),
+            RunFailure::VmCheck(e) => write!(f, "checking the VM: {}", crate::errors::chain(&**e)),
+            RunFailure::RingOpen { ring, error } => write!(
+                f,
+                "opening the {ring} ring: {}",
+                crate::errors::chain(&**error)
+            ),
+            RunFailure::RingCorrupt(e) => write!(f, "the guest->host ring is corrupt: {e}"),
+            RunFailure::SendPlan(e) => write!(f, "sending the plan: {e}"),
+            RunFailure::TopologyMismatch { want, diff } => write!(
+                f,
+                "the guest's topology differs from the requested {want}:\n  {}",
+                diff.join("\n  ")
+            ),
+            RunFailure::Agent(e) => write!(f, "agent error in {}: {}", e.stage, e.message),
+            RunFailure::NoVerdict => f.write_str("the guest finished without a verdict"),
+            RunFailure::ChecksFailed(details) => {
+                let details: Vec<String> = details
+                    .iter()
+                    .map(|d| format!("{}: {}", d.kind, d.message))
+                    .collect();
+                write!(f, "checks failed: {}", details.join("; "))
+            }
+        }
+    }
+}
+
+impl Serialize for RunFailure {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Repr<'a> {
+            kind: &'a str,
+            message: String,
+        }
+        Repr {
+            kind: self.kind(),
+            message: self.to_string(),
+        }
+        .serialize(s)
+    }
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunOutcome {
+    pub backend: String,
+    pub topology: String,
+    pub scenario: String,
+    pub passed: bool,
+    /// Why the run failed, when it did.
+    pub failure: Option<RunFailure>,
+    pub hello: Option<HelloSummary>,
+    pub steps: Vec<StepRecord>,
+    pub events: Vec<StimulusEvent>,
+    pub reports: Vec<StepReports>,
+    pub verdict: Option<Verdict>,
+    pub agent_errors: Vec<AgentError>,
+    pub logs: Vec<String>,
+    pub vm_exit: String,
+    pub timings: Timings,
+    /// Console tail, kept when the run failed.
+    pub console_tail: Option<String>,
+}
+
+impl RunOutcome {
+    /// The failure as text; empty when the run passed.
+    pub fn failure_text(&self) -> String {
+        self.failure
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ktstr_protocol::model::DetailKind;
+
+    use super::*;
+
+    #[test]
+    fn failures_read_as_sentences_and_serialize_with_a_kind() {
+        let f = RunFailure::VmEnded {
+            exit: VmExit::Failed {
+                status: "signal: 9 (SIGKILL)".into(),
+                stderr: String::new(),
+            },
+            stage: Stage::Running,
+        };
+        assert_eq!(
+            f.to_string(),
+            "the VM ended (VMM failed (signal: 9 (SIGKILL))) before the agent said Done (while running)"
+        );
+        let j = serde_json::to_value(&f).unwrap();
+        assert_eq!(j["kind"], "vm_ended");
+        assert_eq!(j["message"], f.to_string());
+        let checks = RunFailure::ChecksFailed(vec![AssertDetail {
+            kind: DetailKind::Starved,
+            message: "cg_0 worker 1 made no progress".into(),
+        }]);
+        assert_eq!(
+            checks.to_string(),
+            "checks failed: Starved: cg_0 worker 1 made no progress"
+        );
+        assert!(
+            RunFailure::BootTimeout {
+                after: Duration::from_millis(1500)
+            }
+            .to_string()
+            .contains("1.5 s")
+        );
+    }
+}
