@@ -38,7 +38,13 @@ mod tests {
     #[test]
     fn causes_appear_once() {
         let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        assert_eq!(chain(&Outer::Quiet(io())), "reading the config: no such file");
-        assert_eq!(chain(&Outer::Repeats(io())), "reading the config: no such file");
+        assert_eq!(
+            chain(&Outer::Quiet(io())),
+            "reading the config: no such file"
+        );
+        assert_eq!(
+            chain(&Outer::Repeats(io())),
+            "reading the config: no such file"
+        );
     }
 }

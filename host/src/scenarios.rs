@@ -383,7 +383,11 @@ pub fn find(name: &str) -> Result<&'static Canned, UnknownScenario> {
         .find(|c| c.name == name)
         .ok_or_else(|| UnknownScenario {
             name: name.to_string(),
-            known: CATALOG.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+            known: CATALOG
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 

@@ -289,11 +289,7 @@ impl SchedulerDecl {
     }
 
     /// The merged checks: `defaults` -> this scheduler -> `test`.
-    pub fn merged_checks(
-        &self,
-        defaults: &Assert,
-        test: &Assert,
-    ) -> Assert {
+    pub fn merged_checks(&self, defaults: &Assert, test: &Assert) -> Assert {
         defaults.merge(&self.checks).merge(test)
     }
 }

@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use crate::kernel::{self, FetchOptions, KernelImage};
 use crate::progress::Progress;
 use crate::setup;
-use crate::vm::select::detect_kvm;
+use crate::vm::detect::detect_kvm;
 
 fn skip(reason: impl std::fmt::Display) {
     println!("SKIP: {reason}");

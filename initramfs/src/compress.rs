@@ -35,6 +35,15 @@ impl Compression {
         }
     }
 
+    /// The format's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "no",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     /// A stable tag that enters the content hash.
     pub(crate) fn tag(self) -> &'static str {
         match self {
@@ -47,7 +56,7 @@ impl Compression {
     /// Compresses `data`.
     pub fn compress(self, data: Vec<u8>) -> Result<Vec<u8>> {
         let wrap = |source| Error::Compress {
-            compression: self,
+            compression: self.name(),
             source,
         };
         match self {

@@ -147,10 +147,10 @@ pub enum Error {
     ArchiveWrite(#[source] io::Error),
 
     /// The compressor failed.
-    #[error("{compression:?} compression failed: {source}")]
+    #[error("{compression} compression failed: {source}")]
     Compress {
-        /// The compression in use.
-        compression: crate::Compression,
+        /// The compression in use ([`crate::Compression::name`]).
+        compression: &'static str,
         /// The encoder's error.
         #[source]
         source: io::Error,

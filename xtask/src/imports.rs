@@ -67,7 +67,11 @@ fn is_pub(vis: &syn::Visibility) -> bool {
 }
 
 /// Walks a `use` tree, calling `f(name_bound, absolute_path, is_glob)`.
-fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, f: &mut impl FnMut(String, &[String], bool)) {
+fn flatten_use(
+    tree: &syn::UseTree,
+    prefix: &mut Vec<String>,
+    f: &mut impl FnMut(String, &[String], bool),
+) {
     match tree {
         syn::UseTree::Path(p) => {
             prefix.push(p.ident.to_string());
@@ -116,7 +120,11 @@ impl PathCollector {
                 continue;
             }
             let start = match &trees[i] {
-                TokenTree::Ident(id) if ["crate", "super", "self"].contains(&id.to_string().as_str()) => id,
+                TokenTree::Ident(id)
+                    if ["crate", "super", "self"].contains(&id.to_string().as_str()) =>
+                {
+                    id
+                }
                 _ => {
                     i += 1;
                     continue;
@@ -128,9 +136,11 @@ impl PathCollector {
             // `::` is two Punct tokens followed by an identifier.
             loop {
                 match (trees.get(j), trees.get(j + 1), trees.get(j + 2)) {
-                    (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b)), Some(TokenTree::Ident(id)))
-                        if a.as_char() == ':' && b.as_char() == ':' =>
-                    {
+                    (
+                        Some(TokenTree::Punct(a)),
+                        Some(TokenTree::Punct(b)),
+                        Some(TokenTree::Ident(id)),
+                    ) if a.as_char() == ':' && b.as_char() == ':' => {
                         segs.push(id.to_string());
                         j += 3;
                     }
@@ -213,7 +223,13 @@ impl Crate {
         self.load_items(file, child_dir, path, &ast.items)
     }
 
-    fn load_items(&mut self, file: &Path, child_dir: &Path, path: ModPath, items: &[syn::Item]) -> Result<()> {
+    fn load_items(
+        &mut self,
+        file: &Path,
+        child_dir: &Path,
+        path: ModPath,
+        items: &[syn::Item],
+    ) -> Result<()> {
         let mut module = Module {
             file: file.to_path_buf(),
             ..Default::default()
@@ -487,7 +503,9 @@ fn cycles_in(edges: &[Edge]) -> Vec<Cycle> {
             files.sort();
             let edges = edges
                 .iter()
-                .filter(|e| set.contains(&nodes[e.from.as_path()]) && set.contains(&nodes[e.to.as_path()]))
+                .filter(|e| {
+                    set.contains(&nodes[e.from.as_path()]) && set.contains(&nodes[e.to.as_path()])
+                })
                 .cloned()
                 .collect();
             Cycle { files, edges }
@@ -561,7 +579,11 @@ mod tests {
         let d = tmp("cycle");
         write(&d, "src/lib.rs", "mod a;\nmod b;\nmod c;\n");
         write(&d, "src/a.rs", "use crate::b::B;\npub struct A;\n");
-        write(&d, "src/b.rs", "pub struct B;\nfn f() { let _ = crate::c::make(); }\n");
+        write(
+            &d,
+            "src/b.rs",
+            "pub struct B;\nfn f() { let _ = crate::c::make(); }\n",
+        );
         write(&d, "src/c.rs", "pub fn make() -> super::a::A { todo!() }\n");
         let cycles = crate_cycles(&d.join("src/lib.rs")).unwrap();
         assert_eq!(cycles.len(), 1, "{}", describe(&d, &cycles));
@@ -577,7 +599,11 @@ mod tests {
             "src/lib.rs",
             "pub mod m;\npub use m::Thing;\n#[cfg(test)]\nmod tests { use crate::m::x::Thing; }\n",
         );
-        write(&d, "src/m/mod.rs", "mod x;\npub use x::Thing;\npub struct Top;\n");
+        write(
+            &d,
+            "src/m/mod.rs",
+            "mod x;\npub use x::Thing;\npub struct Top;\n",
+        );
         write(
             &d,
             "src/m/x.rs",
@@ -588,8 +614,16 @@ mod tests {
         assert!(cycles.is_empty(), "{}", describe(&d, &cycles));
         // A child using an item its parent defines, while the parent's code
         // uses the child: a cycle.
-        write(&d, "src/m/mod.rs", "mod x;\npub struct Top;\nfn f() -> x::Thing { todo!() }\n");
-        write(&d, "src/m/x.rs", "pub struct Thing;\nfn g() { vec![super::Top]; }\n");
+        write(
+            &d,
+            "src/m/mod.rs",
+            "mod x;\npub struct Top;\nfn f() -> x::Thing { todo!() }\n",
+        );
+        write(
+            &d,
+            "src/m/x.rs",
+            "pub struct Thing;\nfn g() { vec![super::Top]; }\n",
+        );
         let cycles = crate_cycles(&d.join("src/lib.rs")).unwrap();
         assert_eq!(cycles.len(), 1, "{}", describe(&d, &cycles));
         std::fs::remove_dir_all(&d).unwrap();

@@ -109,7 +109,12 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         .iter()
         .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
         .collect();
-    let prepared = prepare_with(a.kernel.as_deref(), a.agent.as_deref(), &executables, progress)?;
+    let prepared = prepare_with(
+        a.kernel.as_deref(),
+        a.agent.as_deref(),
+        &executables,
+        progress,
+    )?;
     progress.say(&format!(
         "kernel {} ({})",
         prepared.kernel.version,

@@ -4,10 +4,9 @@
 //! reads a file only in [`check_config_file`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
-use super::error::KernelError;
+use super::error::{ConfigProblem, KernelError};
 
 /// The options every ktstr guest kernel must have, one `CONFIG_X=value` a
 /// line, `#` comments. The workspace's `kernels/required.config`.
@@ -20,55 +19,6 @@ pub struct RequiredOption {
     pub name: String,
     /// The value it must have (`y` for every option today).
     pub value: String,
-}
-
-/// One way a kernel config fails the required list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigProblem {
-    /// Absent, or `# CONFIG_X is not set`.
-    NotSet {
-        /// The option.
-        name: String,
-        /// The value it must have.
-        want: String,
-    },
-    /// Present with another value (typically `m` where `y` is needed).
-    Wrong {
-        /// The option.
-        name: String,
-        /// The value it must have.
-        want: String,
-        /// The value it has.
-        got: String,
-    },
-}
-
-impl ConfigProblem {
-    /// The option's name.
-    pub fn name(&self) -> &str {
-        match self {
-            ConfigProblem::NotSet { name, .. } | ConfigProblem::Wrong { name, .. } => name,
-        }
-    }
-
-    /// One line naming the option, where it was looked up and what is
-    /// needed, e.g. "CONFIG_SCHED_CLASS_EXT is not set in /boot/config".
-    pub fn describe(&self, origin: &str) -> String {
-        match self {
-            ConfigProblem::NotSet { name, want } => {
-                format!("{name} is not set in {origin} (need {name}={want})")
-            }
-            ConfigProblem::Wrong { name, want, got } => {
-                format!("{name}={got} in {origin}, need {name}={want}")
-            }
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe("the config"))
-    }
 }
 
 /// Parses a required-options list: `CONFIG_X=value` lines, blank lines and

@@ -2,10 +2,9 @@
 //! that failed (a path, a package, a command) and says what the user can do
 //! about it; the usual way out is `--kernel PATH`.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
-
-use super::config::ConfigProblem;
 
 /// Why a kernel could not be found, fetched, cached or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -165,4 +164,53 @@ fn list_problems(origin: &str, problems: &[ConfigProblem]) -> String {
         .map(|p| format!("  {}", p.describe(origin)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One way a kernel config fails the required list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigProblem {
+    /// Absent, or `# CONFIG_X is not set`.
+    NotSet {
+        /// The option.
+        name: String,
+        /// The value it must have.
+        want: String,
+    },
+    /// Present with another value (typically `m` where `y` is needed).
+    Wrong {
+        /// The option.
+        name: String,
+        /// The value it must have.
+        want: String,
+        /// The value it has.
+        got: String,
+    },
+}
+
+impl ConfigProblem {
+    /// The option's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ConfigProblem::NotSet { name, .. } | ConfigProblem::Wrong { name, .. } => name,
+        }
+    }
+
+    /// One line naming the option, where it was looked up and what is
+    /// needed, e.g. "CONFIG_SCHED_CLASS_EXT is not set in /boot/config".
+    pub fn describe(&self, origin: &str) -> String {
+        match self {
+            ConfigProblem::NotSet { name, want } => {
+                format!("{name} is not set in {origin} (need {name}={want})")
+            }
+            ConfigProblem::Wrong { name, want, got } => {
+                format!("{name}={got} in {origin}, need {name}={want}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe("the config"))
+    }
 }

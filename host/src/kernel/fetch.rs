@@ -4,9 +4,9 @@
 //! them as one cache entry. A present cache entry is served without running
 //! any tool.
 
+use crate::progress::Progress;
 use std::fs;
 use std::path::{Path, PathBuf};
-use crate::progress::Progress;
 
 use super::KernelImage;
 use super::apt::{AptEnv, PackageInfo, Tools};

@@ -16,8 +16,8 @@ use thiserror::Error;
 use super::{CONFIG_PATH, ERROR_MARKER, NestedConfig, RESULT_MARKER, SKIP_MARKER};
 use crate::progress::Progress;
 use crate::runner::{self, RunConfig};
+use crate::vm::detect::detect_kvm;
 use crate::vm::kvm::backend::KvmBackend;
-use crate::vm::select::detect_kvm;
 use crate::vm::{VmError, VmSpec};
 
 /// `finit_module` flag: the kernel decompresses the module itself.

@@ -16,9 +16,7 @@ use ktstr_protocol::model::{HoldSpec, Plan, Topology};
 use ktstr_protocol::{Consumer, Producer};
 
 use crate::interrupt;
-use crate::outcome::{
-    HelloSummary, RunFailure, RunOutcome, Stage, StepRecord, StepReports, secs,
-};
+use crate::outcome::{HelloSummary, RunFailure, RunOutcome, Stage, StepRecord, StepReports, secs};
 use crate::progress::Progress;
 use crate::vm::{Backend, Vm, VmError, VmExit, VmSpec};
 
@@ -205,20 +203,20 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), R
         }
         // Drain everything the guest has published.
         loop {
-            let msg = match s.rx.recv_msg::<GuestMsg>(
-                "guest message",
-                &mut s.buf,
-                Some(Instant::now()),
-            ) {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) if e.is_fatal() => return Err(RunFailure::RingCorrupt(e)),
-                Err(e) => {
-                    tracing::warn!("bad frame from the guest: {e}");
-                    out.logs.push(format!("bad frame from the guest: {e}"));
-                    continue;
-                }
-            };
+            let msg =
+                match s
+                    .rx
+                    .recv_msg::<GuestMsg>("guest message", &mut s.buf, Some(Instant::now()))
+                {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) if e.is_fatal() => return Err(RunFailure::RingCorrupt(e)),
+                    Err(e) => {
+                        tracing::warn!("bad frame from the guest: {e}");
+                        out.logs.push(format!("bad frame from the guest: {e}"));
+                        continue;
+                    }
+                };
             if let Flow::Done = handle(msg, cfg, out, &mut s)? {
                 return Ok(());
             }

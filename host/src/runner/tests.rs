@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use ktstr_protocol::message::{AgentError, StimulusEvent, Verdict};
-use ktstr_protocol::model::{
-    AssertResult, DetailKind, ObservedTopology, Step, WorkerReport,
-};
+use ktstr_protocol::model::{AssertResult, DetailKind, ObservedTopology, Step, WorkerReport};
 use ktstr_protocol::{PROTOCOL_VERSION, SharedMapping, Shm, ShmLayout};
 
 use super::*;
@@ -45,7 +43,10 @@ impl FakeGuest<'_> {
     /// Waits (bounded) for the host's plan.
     fn plan(&mut self) -> Option<Plan> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        match self.rx.recv_msg::<HostMsg>("host", &mut self.buf, Some(deadline)) {
+        match self
+            .rx
+            .recv_msg::<HostMsg>("host", &mut self.buf, Some(deadline))
+        {
             Ok(Some(HostMsg::Plan(p))) => Some(*p),
             _ => None,
         }
@@ -260,7 +261,9 @@ fn failed_checks_and_agent_errors_are_judged() {
     }
     let out = run(&FakeBackend::new(failing), cfg()).unwrap();
     assert!(!out.passed);
-    assert!(matches!(&out.failure, Some(RunFailure::ChecksFailed(d)) if d[0].kind == DetailKind::Starved));
+    assert!(
+        matches!(&out.failure, Some(RunFailure::ChecksFailed(d)) if d[0].kind == DetailKind::Starved)
+    );
     assert_eq!(out.console_tail.as_deref(), Some("fake console"));
 
     fn erring(g: &mut FakeGuest<'_>) {
@@ -303,7 +306,10 @@ fn a_topology_mismatch_fails_before_the_plan_is_sent() {
     match &out.failure {
         Some(RunFailure::TopologyMismatch { want, diff }) => {
             assert_eq!(want, "1n1l2c1t");
-            assert!(diff.iter().any(|d| d.contains("online CPUs: guest sees 3")), "{diff:?}");
+            assert!(
+                diff.iter().any(|d| d.contains("online CPUs: guest sees 3")),
+                "{diff:?}"
+            );
         }
         other => panic!("expected a topology mismatch, got {other:?}"),
     }

@@ -3,12 +3,13 @@
 //! is shared, so a backend only boots a kernel with a topology, exposes the
 //! host view of the shared-memory region, and reports how the VM ended.
 //!
-//! Which backend runs, and the one detector of hardware KVM, live in
-//! [`select`].
+//! The one detector of hardware KVM is [`detect`]; which backend runs is
+//! decided in [`select`].
 //!
 //! This module must not know about scenarios or messages; that is the
 //! runner's job.
 
+pub mod detect;
 pub mod kvm;
 pub mod qemu;
 pub mod select;
@@ -17,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ktstr_protocol::model::Topology;
 use ktstr_protocol::layout::DEFAULT_REGION;
+use ktstr_protocol::model::Topology;
 use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 use thiserror::Error;
 

@@ -1,16 +1,12 @@
-//! Which backend runs a VM, and why: the one place that decides whether
-//! /dev/kvm is hardware virtualization ([`detect_kvm`]) and what
-//! `--backend auto|qemu|kvm` resolves to ([`select`]).
-//!
-//! Both backends ask this module; neither probes the host on its own. It
-//! starts nothing.
+//! Which backend runs a VM, and why: what `--backend auto|qemu|kvm`
+//! resolves to on this host ([`select`]), from what [`super::detect`]
+//! finds. It starts nothing.
 
-use std::fs::OpenOptions;
-use std::path::Path;
 use std::str::FromStr;
 
 use thiserror::Error;
 
+use super::detect::{KvmSupport, detect_kvm};
 use super::kvm::backend::KvmBackend;
 use super::qemu::QemuBackend;
 use super::{Backend, VmError};
@@ -39,68 +35,6 @@ impl FromStr for BackendChoice {
             "kvm" => Ok(Self::Kvm),
             other => Err(UnknownBackend(other.to_string())),
         }
-    }
-}
-
-/// What the host offers for running guests under KVM.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvmSupport {
-    /// /dev/kvm is backed by hardware virtualization (kvm_intel or
-    /// kvm_amd) and this process can open it.
-    pub hardware: bool,
-    /// The KVM flavour module loaded (`kvm_intel`, `kvm_amd`, `kvm_pvm`...).
-    pub module: Option<String>,
-    /// One line saying why, for progress output and SKIP lines.
-    pub why: String,
-}
-
-/// Which KVM flavour module is loaded, if any, looking in `sys_module`
-/// (normally `/sys/module`).
-pub fn kvm_flavour(sys_module: &Path) -> Option<String> {
-    let entries = std::fs::read_dir(sys_module).ok()?;
-    let mut found: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("kvm_"))
-        .collect();
-    found.sort();
-    // A hardware module wins over anything else loaded beside it.
-    found
-        .iter()
-        .find(|m| *m == "kvm_intel" || *m == "kvm_amd")
-        .cloned()
-        .or_else(|| found.into_iter().next())
-}
-
-/// Whether /dev/kvm is hardware virtualization this process can use.
-pub fn detect_kvm() -> KvmSupport {
-    detect_kvm_at(Path::new("/sys/module"), Path::new("/dev/kvm"))
-}
-
-/// [`detect_kvm`] against other paths, for tests.
-pub fn detect_kvm_at(sys_module: &Path, dev_kvm: &Path) -> KvmSupport {
-    let module = kvm_flavour(sys_module);
-    let (hardware, why) = match module.as_deref() {
-        _ if !dev_kvm.exists() => (false, format!("{} does not exist", dev_kvm.display())),
-        Some(m @ ("kvm_intel" | "kvm_amd")) => {
-            match OpenOptions::new().read(true).write(true).open(dev_kvm) {
-                Ok(_) => (true, format!("/dev/kvm is hardware virtualization ({m})")),
-                Err(e) => (
-                    false,
-                    format!("{m} is loaded but {} cannot be opened ({e})", dev_kvm.display()),
-                ),
-            }
-        }
-        Some(m) => (
-            false,
-            format!("/dev/kvm is not hardware virtualization ({m})"),
-        ),
-        None => (false, "no kvm_intel or kvm_amd module is loaded".into()),
-    };
-    KvmSupport {
-        hardware,
-        module,
-        why,
     }
 }
 
@@ -141,6 +75,7 @@ pub fn select_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::detect::detect_kvm_at;
 
     #[test]
     fn parses_choices() {
@@ -171,24 +106,9 @@ mod tests {
     }
 
     #[test]
-    fn detection_from_fake_sysfs() {
+    fn auto_without_hardware_is_qemu_under_tcg() {
         let dir = tempfile::tempdir().unwrap();
-        let sys = dir.path().join("module");
-        std::fs::create_dir(&sys).unwrap();
-        for m in ["kvm", "kvm_pvm", "loop"] {
-            std::fs::create_dir(sys.join(m)).unwrap();
-        }
-        assert_eq!(kvm_flavour(&sys).as_deref(), Some("kvm_pvm"));
-        let dev = dir.path().join("kvm");
-        let none = detect_kvm_at(&sys, &dev);
-        assert!(!none.hardware && none.why.contains("does not exist"), "{none:?}");
-        std::fs::write(&dev, b"").unwrap();
-        let pvm = detect_kvm_at(&sys, &dev);
-        assert!(!pvm.hardware && pvm.why.contains("kvm_pvm"), "{pvm:?}");
-        std::fs::create_dir(sys.join("kvm_amd")).unwrap();
-        assert_eq!(kvm_flavour(&sys).as_deref(), Some("kvm_amd"));
-        let amd = detect_kvm_at(&sys, &dev);
-        assert!(amd.hardware && amd.why.contains("kvm_amd"), "{amd:?}");
+        let pvm = detect_kvm_at(dir.path(), &dir.path().join("kvm"));
         let auto = select_with(BackendChoice::Auto, &pvm).unwrap();
         assert_eq!(auto.0.name(), "qemu");
         assert!(auto.1.contains("TCG"), "{}", auto.1);

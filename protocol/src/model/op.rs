@@ -142,7 +142,15 @@ impl IrqSelector {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, EnumDiscriminants)]
 #[strum_discriminants(
     name(OpKind),
-    derive(Hash, PartialOrd, Ord, Serialize, Deserialize, VariantArray, strum::Display)
+    derive(
+        Hash,
+        PartialOrd,
+        Ord,
+        Serialize,
+        Deserialize,
+        VariantArray,
+        strum::Display
+    )
 )]
 pub enum Op {
     AddCgroup {

@@ -35,7 +35,7 @@ pub use layout::MAX_MEMORY_MIB;
 use self::cmdline::{QemuFiles, qemu_args};
 use self::layout::{FALLBACK_KERNEL_END, MemoryLayout, kernel_end};
 use self::qmp::Qmp;
-use super::select::{KvmSupport, detect_kvm};
+use super::detect::{KvmSupport, detect_kvm};
 use super::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
 /// The QEMU binary we run.

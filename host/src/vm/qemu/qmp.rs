@@ -27,12 +27,10 @@ impl Qmp {
     /// Reads the greeting and negotiates capabilities; each read waits at
     /// most `timeout`.
     pub fn handshake(stream: UnixStream, timeout: Duration) -> Result<Self, VmError> {
-        let writer = stream
-            .try_clone()
-            .map_err(|source| VmError::Io {
-                what: "cloning the QMP socket".into(),
-                source,
-            })?;
+        let writer = stream.try_clone().map_err(|source| VmError::Io {
+            what: "cloning the QMP socket".into(),
+            source,
+        })?;
         let mut qmp = Self {
             reader: BufReader::new(stream),
             writer,
