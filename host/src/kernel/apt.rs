@@ -357,12 +357,20 @@ fn apt_failed(command: &str, status: &str, mirror: &str, stderr: &str) -> Kernel
 /// Runs a command to completion and turns a spawn failure or a non-zero
 /// exit into an error carrying its stderr tail.
 fn run_checked(cmd: &mut Command, what: &str, mirror: &str) -> Result<Output, KernelError> {
+    tracing::debug!(target: "ktstr::kernel", "running {what}: {cmd:?}");
+    let started = std::time::Instant::now();
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => KernelError::ToolMissing {
             tool: what.split(' ').next().unwrap_or(what).to_string(),
         },
         _ => apt_failed(what, "could not start", mirror, &e.to_string()),
     })?;
+    tracing::debug!(
+        target: "ktstr::kernel",
+        "{what}: {} after {:.1} s",
+        out.status,
+        started.elapsed().as_secs_f64()
+    );
     if !out.status.success() {
         return Err(apt_failed(
             what,
