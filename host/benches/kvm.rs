@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ktstr_host::vm::kvm::machine::{Machine, Running};
-use ktstr_host::vm::kvm::tiny::{self, COUNTER, DATA};
+use ktstr_host::vm::kvm::tiny::{self, COUNTER, COUNTER_AT, data_block};
 use vm_memory::{Bytes, GuestAddress};
 
 fn machine(topo: &str) -> Machine {
@@ -16,7 +16,7 @@ fn machine(topo: &str) -> Machine {
 
 fn counter(run: &Running, i: u32) -> u64 {
     run.memory()
-        .read_obj::<u64>(GuestAddress(DATA + 0x1000 * u64::from(i)))
+        .read_obj::<u64>(GuestAddress(data_block(i) + COUNTER_AT))
         .unwrap()
 }
 

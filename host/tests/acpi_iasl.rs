@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use ktstr_host::vm::kvm::acpi::{AcpiConfig, AcpiTables, build};
+use ktstr_host::vm::kvm::layout::{ACPI_START, EBDA_START};
 use ktstr_host::vm::kvm::topology::CpuTopology;
 
 const MIB: u64 = 1 << 20;
-const BASE: u64 = 0xe0000;
 
 fn iasl_installed() -> bool {
     let found = Command::new("iasl").arg("-v").output().is_ok();
@@ -124,7 +124,7 @@ fn node_memory(nodes: u64) -> Vec<Vec<(u64, u64)>> {
         .map(|n| {
             let mut ranges = vec![(256 * MIB * (n + 1), 256 * MIB)];
             if n == 0 {
-                ranges.insert(0, (0, 0x9fc00));
+                ranges.insert(0, (0, EBDA_START));
             }
             ranges
         })
@@ -137,7 +137,7 @@ fn tables(cpus: &CpuTopology, distances: Vec<Vec<u32>>) -> AcpiTables {
         node_memory: node_memory(u64::from(cpus.topology.numa_nodes)),
         distances,
     };
-    build(&cfg, BASE).unwrap()
+    build(&cfg, ACPI_START).unwrap()
 }
 
 fn check_madt(dsl: &Dsl, cpus: &CpuTopology) {

@@ -7,9 +7,10 @@ use ktstr_host::vm::VmSpec;
 use ktstr_host::vm::kvm::backend::kernel_cmdline;
 use ktstr_host::vm::kvm::boot::load_linux;
 use ktstr_host::vm::kvm::layout::{
-    ACPI_START, CMDLINE_START, HIMEM_START, SHM_START, ZERO_PAGE_START,
+    ACPI_START, CMDLINE_START, EBDA_START, HIMEM_START, SHM_START, ZERO_PAGE_START,
 };
 use ktstr_host::vm::kvm::memory::RamLayout;
+use ktstr_protocol::ShmArg;
 use vm_memory::{Bytes, GuestAddress};
 
 #[test]
@@ -63,7 +64,16 @@ fn zero_page_e820_cmdline_and_initrd_in_guest_memory() {
         .unwrap();
     assert_eq!(&cl[..cmdline.len()], cmdline.as_bytes());
     assert_eq!(cl[cmdline.len()], 0, "NUL-terminated");
-    assert!(cmdline.contains(&format!("ktstr.shm={SHM_START:#x},{:#x}", spec.shm_size)));
+    let shm = ShmArg {
+        addr: SHM_START,
+        size: spec.shm_size,
+    };
+    assert!(cmdline.split_whitespace().any(|w| w == shm.to_string()));
+    assert_eq!(
+        ShmArg::find(&cmdline),
+        Ok(Some(shm)),
+        "the agent reads it back"
+    );
 
     // e820: entries at 0x2d0, 20 bytes each, count at 0x1e8.
     let n = u8_at(0x1e8) as u64;
@@ -79,8 +89,8 @@ fn zero_page_e820_cmdline_and_initrd_in_guest_memory() {
     assert_eq!(
         e820,
         vec![
-            (0, 0x9fc00, 1),
-            (0x9fc00, 0x60400, 2),
+            (0, EBDA_START, 1),
+            (EBDA_START, HIMEM_START - EBDA_START, 2),
             (HIMEM_START, (256 << 20) - HIMEM_START, 1),
             (256 << 20, 256 << 20, 1)
         ]

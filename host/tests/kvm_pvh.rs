@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::vm::kvm::boot::{EntryMode, load_linux};
+use ktstr_host::vm::kvm::layout::ACPI_START;
 use ktstr_host::vm::kvm::machine::{Machine, MachineConfig};
 
 /// The last line asserted on: Linux has then parsed our SRAT for node 1.
@@ -85,10 +86,12 @@ fn pvh_entry_boots_far_enough_to_parse_our_acpi_tables() {
         "pvh: {:?} to {WAIT_FOR:?}, exit {exit:?}",
         started.elapsed()
     );
+    // Linux prints the RSDP address as 0x%016llX.
+    let rsdp_line = format!("ACPI: RSDP {ACPI_START:#018X}");
     for line in [
         "Linux version",
         "Command line: console=ttyS0 earlyprintk=serial",
-        "ACPI: RSDP 0x00000000000E0000",
+        &rsdp_line,
         "ACPI: XSDT",
         "ACPI: FACP",
         "ACPI: DSDT",

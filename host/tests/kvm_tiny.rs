@@ -6,8 +6,11 @@
 use std::time::{Duration, Instant};
 
 use ktstr_host::vm::kvm::devices::GuestStop;
+use ktstr_host::vm::kvm::layout::{TEST_ARGS_MAX_SIZE, TEST_ARGS_START};
 use ktstr_host::vm::kvm::machine::{Machine, MachineExit, Running};
-use ktstr_host::vm::kvm::tiny::{self, COUNTER, CPUID, DATA, SERIAL};
+use ktstr_host::vm::kvm::tiny::{
+    self, COUNTER, COUNTER_AT, CPUID, CPUID_DONE, GUEST_COPY_AT, HOST_WORD_AT, SERIAL, data_block,
+};
 use vm_memory::{Bytes, GuestAddress};
 
 fn kvm_available() -> bool {
@@ -49,7 +52,7 @@ fn counters(run: &Running, n: u32) -> Vec<u64> {
     (0..n)
         .map(|i| {
             run.memory()
-                .read_obj::<u64>(GuestAddress(DATA + 0x1000 * u64::from(i)))
+                .read_obj::<u64>(GuestAddress(data_block(i) + COUNTER_AT))
                 .unwrap()
         })
         .collect()
@@ -103,7 +106,7 @@ fn freeze_stops_counters_and_thaw_resumes_them() {
                 run.memory()
                     .write_obj(
                         0xfeed_0000u64 + u64::from(i),
-                        GuestAddress(DATA + 0x1000 * u64::from(i) + 8),
+                        GuestAddress(data_block(i) + HOST_WORD_AT),
                     )
                     .unwrap();
             }
@@ -121,7 +124,7 @@ fn freeze_stops_counters_and_thaw_resumes_them() {
     for i in 0..n {
         let copy: u64 = run
             .memory()
-            .read_obj(GuestAddress(DATA + 0x1000 * u64::from(i) + 16))
+            .read_obj(GuestAddress(data_block(i) + GUEST_COPY_AT))
             .unwrap();
         assert_eq!(
             copy,
@@ -164,30 +167,26 @@ const LEAVES: &[(u32, u32)] = &[
     (0x8000_001d, 4),
     (0x8000_001e, 0),
 ];
-/// Where the leaf table lives in guest memory.
-const LEAF_TABLE: u64 = 0x38000;
-
 /// Runs the CPUID program on every vCPU of `topo` and returns, per vCPU, what
 /// the guest's own `cpuid` instructions returned.
 fn guest_cpuid(topo: &str) -> Vec<Vec<kvm_bindings::kvm_cpuid_entry2>> {
-    let m = machine(topo, CPUID, LEAF_TABLE);
+    let m = machine(topo, CPUID, TEST_ARGS_START);
     let mut table = vec![LEAVES.len() as u32, 0];
     for &(leaf, sub) in LEAVES {
         table.extend([leaf, sub]);
     }
     let bytes: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(bytes.len() as u64 <= TEST_ARGS_MAX_SIZE);
     m.memory()
-        .write_slice(&bytes, GuestAddress(LEAF_TABLE))
+        .write_slice(&bytes, GuestAddress(TEST_ARGS_START))
         .unwrap();
     let n = m.cpus().vcpus.len() as u32;
     let run = m.start().unwrap();
     let done = |i: u32| {
         run.memory()
-            .read_obj::<u32>(GuestAddress(
-                DATA + 0x1000 * u64::from(i) + 16 * LEAVES.len() as u64,
-            ))
+            .read_obj::<u32>(GuestAddress(data_block(i) + 16 * LEAVES.len() as u64))
             .unwrap()
-            == 0xC0FFEE
+            == CPUID_DONE
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(0..n).all(done) {
@@ -204,7 +203,7 @@ fn guest_cpuid(topo: &str) -> Vec<Vec<kvm_bindings::kvm_cpuid_entry2>> {
                 .iter()
                 .enumerate()
                 .map(|(k, &(function, index))| {
-                    let at = DATA + 0x1000 * u64::from(i) + 16 * k as u64;
+                    let at = data_block(i) + 16 * k as u64;
                     let r = |o: u64| run.memory().read_obj::<u32>(GuestAddress(at + o)).unwrap();
                     kvm_bindings::kvm_cpuid_entry2 {
                         function,

@@ -1,5 +1,5 @@
 //! The VM backend seam: one trait, two implementations (our own KVM VMM and
-//! QEMU). Everything above it (initramfs, agent, protocol, runner, monitor)
+//! QEMU). Everything above it (initramfs, agent, protocol, runner)
 //! is shared, so a backend only boots a kernel with a topology, exposes the
 //! host view of the shared-memory region, and reports how the VM ended.
 //!

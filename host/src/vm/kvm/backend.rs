@@ -1,19 +1,20 @@
 //! `KvmBackend`: our own VMM behind the common [`Backend`] trait, so the
-//! runner drives it exactly like QEMU.
+//! runner drives it exactly like QEMU. Owns the kernel command line and the
+//! mapping of machine exits and errors to the trait's; building and running
+//! the machine stay in `machine.rs` and `vcpu.rs`.
 
 use std::time::Duration;
 
+use ktstr_protocol::ShmArg;
+
 use super::boot;
+use super::error::KvmError;
 use super::layout::SHM_START;
-use super::machine::{KvmError, Machine, MachineConfig, MachineExit, Running};
+use super::machine::{Machine, MachineConfig, MachineExit, Running};
 use crate::vm::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
 /// How long a freeze may wait for every vCPU to park.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn setup(e: impl std::fmt::Display) -> VmError {
-    VmError::Setup(format!("kvm: {e}"))
-}
 
 /// The kernel command line for a KVM guest: serial console, no PCI (there
 /// is no PCI host bridge), reboot through the keyboard controller, panic
@@ -27,7 +28,11 @@ pub fn kernel_cmdline(spec: &VmSpec) -> String {
         "nokaslr".into(),
         "tsc=reliable".into(),
         "no_timer_check".into(),
-        format!("ktstr.shm={SHM_START:#x},{:#x}", spec.shm_size),
+        ShmArg {
+            addr: SHM_START,
+            size: spec.shm_size,
+        }
+        .to_string(),
     ];
     if !spec.verbose {
         words.push("quiet".into());
@@ -52,8 +57,8 @@ impl Backend for KvmBackend {
             memory_mib: spec.memory_mib,
             shm_size: spec.shm_size,
         };
-        let machine = Machine::new(&cfg).map_err(setup)?;
-        let rsdp = machine.write_acpi().map_err(setup)?;
+        let machine = Machine::new(&cfg)?;
+        let rsdp = machine.write_acpi()?;
         let entry = boot::load_linux(
             machine.memory(),
             machine.ram(),
@@ -62,9 +67,9 @@ impl Backend for KvmBackend {
             &kernel_cmdline(spec),
             Some(rsdp),
         )
-        .map_err(setup)?;
-        machine.setup_boot_cpu(&entry).map_err(setup)?;
-        let running = machine.start().map_err(setup)?;
+        .map_err(KvmError::from)?;
+        machine.setup_boot_cpu(&entry)?;
+        let running = machine.start()?;
         Ok(Box::new(KvmVm {
             running,
             exit: None,
@@ -122,16 +127,12 @@ impl Vm for KvmVm {
     }
 
     fn freeze(&mut self) -> Result<(), VmError> {
-        self.running
-            .freeze(FREEZE_TIMEOUT)
-            .map(|_| ())
-            .map_err(|e: KvmError| VmError::Setup(e.to_string()))
+        self.running.freeze(FREEZE_TIMEOUT)?;
+        Ok(())
     }
 
     fn thaw(&mut self) -> Result<(), VmError> {
-        self.running
-            .thaw()
-            .map_err(|e| VmError::Setup(e.to_string()))
+        Ok(self.running.thaw()?)
     }
 
     fn vcpu_state(&mut self) -> Option<String> {

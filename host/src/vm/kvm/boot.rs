@@ -5,6 +5,9 @@
 //! A vmlinux ELF enters through PVH instead: 32-bit protected mode at the
 //! entry point its Xen ELF note names, with `hvm_start_info` (command line,
 //! initramfs as the first module, memory map, RSDP) in `ebx`.
+//!
+//! Writes guest memory only, at addresses from `layout.rs`; vCPU registers
+//! and KVM state belong to `regs.rs` and `machine.rs`.
 
 use std::fs::File;
 use std::io::Read;
@@ -20,10 +23,10 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{BzImage, KernelLoader};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use super::layout::{
-    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, PVH_INFO_START,
+    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, PAGE_SIZE, PVH_INFO_START,
     PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
 };
 use super::memory::RamLayout;
@@ -40,10 +43,38 @@ pub enum BootError {
         "{path} is a vmlinux without a PVH entry note; build the kernel with CONFIG_PVH=y or boot its bzImage"
     )]
     NoPvhEntry { path: String },
-    #[error("loading kernel {path}: {msg}")]
-    Load { path: String, msg: String },
-    #[error("{0}")]
-    Layout(String),
+    #[error("loading kernel {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    #[error("loading kernel {path}: no setup header")]
+    NoSetupHeader { path: String },
+    #[error("{count} e820 entries exceed the zero page's {max}")]
+    TooManyE820 { count: usize, max: usize },
+    #[error(
+        "initramfs of {size} bytes does not fit between the kernel end {kernel_end:#x} and {top:#x}; give the VM more memory"
+    )]
+    InitrdTooLarge {
+        size: usize,
+        kernel_end: u64,
+        top: u64,
+    },
+    #[error("kernel command line of {len} bytes exceeds the kernel's limit of {limit}")]
+    CmdlineTooLong { len: usize, limit: usize },
+    #[error("writing {what}: {source}")]
+    GuestMemory {
+        what: &'static str,
+        #[source]
+        source: GuestMemoryError,
+    },
+    #[error("writing {what}: {source}")]
+    BootParams {
+        what: &'static str,
+        #[source]
+        source: linux_loader::configurator::Error,
+    },
 }
 
 /// The boot header's `header` magic, "HdrS".
@@ -56,6 +87,12 @@ const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 const STARTUP_64_OFFSET: u64 = 0x200;
 /// Most e820 entries the zero page holds.
 const E820_MAX: usize = 128;
+/// `initrd_addr_max` of kernels whose header leaves it 0 (boot protocol
+/// 2.02 and older, Documentation/arch/x86/boot.rst).
+const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
+/// Command line limit of kernels whose header gives none, and of PVH entry
+/// (COMMAND_LINE_SIZE on x86).
+const DEFAULT_CMDLINE_SIZE: usize = 2048;
 
 /// How the BSP enters the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,10 +134,10 @@ pub fn build_boot_params(
     params.hdr.ramdisk_size = initrd.1 as u32;
     let e820 = ram.e820();
     if e820.len() > E820_MAX {
-        return Err(BootError::Layout(format!(
-            "{} e820 entries exceed the zero page's {E820_MAX}",
-            e820.len()
-        )));
+        return Err(BootError::TooManyE820 {
+            count: e820.len(),
+            max: E820_MAX,
+        });
     }
     for (i, e) in e820.iter().enumerate() {
         params.e820_table[i] = boot_e820_entry {
@@ -141,24 +178,23 @@ pub fn load_linux(
         return load_pvh(mem, ram, kernel, &mut file, initrd, cmdline, rsdp);
     }
     let loaded =
-        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|e| {
+        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|source| {
             BootError::Load {
                 path: path.clone(),
-                msg: e.to_string(),
+                source,
             }
         })?;
-    let hdr = loaded.setup_header.ok_or_else(|| BootError::Load {
-        path,
-        msg: "no setup header".into(),
-    })?;
+    let hdr = loaded
+        .setup_header
+        .ok_or(BootError::NoSetupHeader { path })?;
     let addr_max = if hdr.initrd_addr_max == 0 {
-        0x37ff_ffff
+        DEFAULT_INITRD_ADDR_MAX
     } else {
         u64::from(hdr.initrd_addr_max)
     };
     let initrd = place_initrd(mem, ram, initrd, loaded.kernel_end, addr_max)?;
     let limit = if hdr.cmdline_size == 0 {
-        2048
+        DEFAULT_CMDLINE_SIZE
     } else {
         hdr.cmdline_size as usize
     };
@@ -168,7 +204,10 @@ pub fn load_linux(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
         mem,
     )
-    .map_err(|e| BootError::Layout(format!("writing the zero page: {e}")))?;
+    .map_err(|source| BootError::BootParams {
+        what: "the zero page",
+        source,
+    })?;
     Ok(BootEntry {
         mode: EntryMode::Linux64,
         rip: loaded.kernel_load.0 + STARTUP_64_OFFSET,
@@ -195,11 +234,20 @@ fn place_initrd(
         .first()
         .map_or(0, |&(b, s)| (b + s).min(MMIO_HOLE_START));
     let top = low_end.min(addr_max.saturating_add(1));
-    let addr = top.checked_sub(image.len() as u64).map(|a| a & !0xfff).filter(|&a| a >= kernel_end).ok_or_else(|| {
-        BootError::Layout(format!("initramfs of {} bytes does not fit between the kernel end {kernel_end:#x} and {top:#x}; give the VM more memory", image.len()))
-    })?;
+    let addr = top
+        .checked_sub(image.len() as u64)
+        .map(|a| a & !(PAGE_SIZE - 1))
+        .filter(|&a| a >= kernel_end)
+        .ok_or(BootError::InitrdTooLarge {
+            size: image.len(),
+            kernel_end,
+            top,
+        })?;
     mem.write_slice(&image, GuestAddress(addr))
-        .map_err(|e| BootError::Layout(format!("writing the initramfs: {e}")))?;
+        .map_err(|source| BootError::GuestMemory {
+            what: "the initramfs",
+            source,
+        })?;
     Ok((addr, image.len() as u64))
 }
 
@@ -207,15 +255,18 @@ fn place_initrd(
 fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str, limit: usize) -> Result<(), BootError> {
     let limit = limit.min(CMDLINE_MAX_SIZE);
     if cmdline.len() + 1 > limit {
-        return Err(BootError::Layout(format!(
-            "kernel command line of {} bytes exceeds the kernel's limit of {limit}",
-            cmdline.len()
-        )));
+        return Err(BootError::CmdlineTooLong {
+            len: cmdline.len(),
+            limit,
+        });
     }
     let mut bytes = cmdline.as_bytes().to_vec();
     bytes.push(0);
     mem.write_slice(&bytes, GuestAddress(CMDLINE_START))
-        .map_err(|e| BootError::Layout(format!("writing the command line: {e}")))
+        .map_err(|source| BootError::GuestMemory {
+            what: "the command line",
+            source,
+        })
 }
 
 /// `hvm_start_info.magic` (xen/include/public/arch-x86/hvm/start_info.h).
@@ -232,10 +283,10 @@ fn load_pvh(
     rsdp: Option<u64>,
 ) -> Result<BootEntry, BootError> {
     let path = kernel.display().to_string();
-    let loaded = Elf::load(mem, None, file, Some(GuestAddress(HIMEM_START))).map_err(|e| {
+    let loaded = Elf::load(mem, None, file, Some(GuestAddress(HIMEM_START))).map_err(|source| {
         BootError::Load {
             path: path.clone(),
-            msg: e.to_string(),
+            source,
         }
     })?;
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
@@ -243,7 +294,7 @@ fn load_pvh(
     };
     // An initrd found through PVH only has to be below 4 GiB.
     let initrd = place_initrd(mem, ram, initrd, loaded.kernel_end, u64::from(u32::MAX))?;
-    write_cmdline(mem, cmdline, 2048)?;
+    write_cmdline(mem, cmdline, DEFAULT_CMDLINE_SIZE)?;
     let memmap: Vec<hvm_memmap_table_entry> = ram
         .e820()
         .iter()
@@ -273,8 +324,12 @@ fn load_pvh(
     let mut params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
     params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
     params.set_modules(&[module], GuestAddress(PVH_MODLIST_START));
-    PvhBootConfigurator::write_bootparams(&params, mem)
-        .map_err(|e| BootError::Layout(format!("writing hvm_start_info: {e}")))?;
+    PvhBootConfigurator::write_bootparams(&params, mem).map_err(|source| {
+        BootError::BootParams {
+            what: "hvm_start_info",
+            source,
+        }
+    })?;
     Ok(BootEntry {
         mode: EntryMode::Pvh,
         rip: entry.0,

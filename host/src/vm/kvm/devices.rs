@@ -1,7 +1,9 @@
 //! Port I/O devices of the KVM backend: the COM1 8250 UART (vm-superio,
 //! interrupt through an irqfd on GSI 4), the i8042 reset line, the ACPI
 //! sleep/reset ports, and quiet answers for legacy ports Linux probes.
-//! Anything else is logged once per port and otherwise ignored.
+//! Anything else is logged once per port (at debug level, through
+//! `tracing`) and otherwise ignored. Owns device state only; it must not
+//! touch KVM (the vCPU loop calls in here for every port and MMIO exit).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -91,9 +93,7 @@ impl PortBus {
 
     fn note_unknown(&mut self, port: u16, what: &str) {
         if self.unknown.insert(port) {
-            note(&format!(
-                "kvm: unhandled {what} on port {port:#x} (logged once per port)"
-            ));
+            tracing::debug!("kvm: unhandled {what} on port {port:#x} (logged once per port)");
         }
     }
 
@@ -105,9 +105,7 @@ impl PortBus {
             d.fill(0xff);
         }
         if self.unknown_mmio.insert(addr) {
-            note(&format!(
-                "kvm: unhandled MMIO {what} at {addr:#x} (logged once per address)"
-            ));
+            tracing::debug!("kvm: unhandled MMIO {what} at {addr:#x} (logged once per address)");
         }
     }
 
@@ -155,11 +153,6 @@ impl PortBus {
         };
         data.fill(value);
     }
-}
-
-/// Diagnostics go to stderr; the VMM has no logger of its own yet.
-fn note(msg: &str) {
-    eprintln!("{msg}");
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A KVM virtual machine before it runs: memory slots, in-kernel irqchip and
 //! PIT, the ring region, vCPUs with their CPUID, boot registers and ACPI.
 //! Starting it hands everything to `vcpu.rs`, which owns the vCPU threads
-//! and the freeze rendezvous.
+//! and the freeze rendezvous; this file must not run a vCPU.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,14 +9,15 @@ use ktstr_protocol::model::Topology;
 use ktstr_protocol::{SharedMapping, Shm, ShmLayout};
 use kvm_bindings::{CpuId, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::boot::{BootEntry, EntryMode};
-use super::devices::{COM1_GSI, ConsoleBuffer, GuestStop, PortBus};
-use super::layout::{ACPI_START, SHM_MAX_SIZE, SHM_START};
-use super::memory::{MemoryError, RamLayout};
+use super::devices::{COM1_GSI, ConsoleBuffer, PortBus};
+use super::error::{KvmError, kvm_err};
+pub use super::exit::MachineExit;
+use super::layout::{ACPI_START, PAGE_SIZE, SHM_MAX_SIZE, SHM_START, TSS_START};
+use super::memory::RamLayout;
 use super::regs;
 use super::topology::CpuTopology;
 use super::vcpu::Parts;
@@ -24,56 +25,12 @@ pub use super::vcpu::{Running, Snapshot};
 use super::{acpi, cpuid};
 use crate::vm::ShmHandle;
 
-#[derive(Debug, Error)]
-pub enum KvmError {
-    #[error("{what}: {source}")]
-    Kvm {
-        what: String,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-    #[error(transparent)]
-    Regs(#[from] regs::RegsError),
-    #[error(transparent)]
-    Shm(#[from] ktstr_protocol::ShmError),
-    #[error(transparent)]
-    Topology(#[from] ktstr_protocol::model::TopologyError),
-    #[error("{0}")]
-    Setup(String),
-    #[error("freeze: {0}")]
-    Freeze(String),
-}
-
-pub(super) fn kvm_err(what: impl Into<String>) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
-    let what = what.into();
-    move |source| KvmError::Kvm { what, source }
-}
-
-/// Identity-mapped TSS area KVM needs on Intel (three pages below 4 GiB,
-/// inside the hole, above the ring region).
-const TSS_ADDRESS: usize = 0xfffb_d000;
-
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct MachineConfig {
     pub topology: Topology,
     pub memory_mib: u64,
     pub shm_size: u64,
-}
-
-/// How a started machine ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MachineExit {
-    /// The guest asked (poweroff, reset, test exit port).
-    Guest(GuestStop),
-    /// Triple fault.
-    TripleFault { vcpu: u32 },
-    /// KVM could not run the guest (emulation failure, entry failure...).
-    Failed { vcpu: u32, reason: String },
-    /// The host stopped it.
-    Stopped,
 }
 
 /// A VM with its vCPUs created but not running.
@@ -93,22 +50,22 @@ impl Machine {
     /// CPUID describes their place in the topology.
     pub fn new(cfg: &MachineConfig) -> Result<Self, KvmError> {
         let cpus = CpuTopology::new(cfg.topology)?;
-        if cfg.shm_size > SHM_MAX_SIZE || cfg.shm_size % 4096 != 0 {
-            return Err(KvmError::Setup(format!(
-                "ring region of {} bytes: must be page-aligned and at most {SHM_MAX_SIZE:#x}",
-                cfg.shm_size
-            )));
+        if cfg.shm_size > SHM_MAX_SIZE || cfg.shm_size % PAGE_SIZE != 0 {
+            return Err(KvmError::RingSize {
+                size: cfg.shm_size,
+                max: SHM_MAX_SIZE,
+            });
         }
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let max_id = kvm.get_max_vcpu_id();
         if cpus.max_apic_id() as usize >= max_id {
-            return Err(KvmError::Setup(format!(
-                "APIC id {} exceeds KVM's maximum vCPU id {max_id}",
-                cpus.max_apic_id()
-            )));
+            return Err(KvmError::ApicId {
+                apic_id: cpus.max_apic_id(),
+                max: max_id,
+            });
         }
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(TSS_ADDRESS)
+        vm.set_tss_address(TSS_START as usize)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
@@ -160,11 +117,17 @@ impl Machine {
                     "creating vCPU {} (APIC id {})",
                     p.index, p.apic_id
                 )))?;
-            let entries = cpuid::vcpu_cpuid(supported.as_slice(), &cpus, p)
-                .map_err(|e| KvmError::Setup(format!("CPUID for vCPU {}: {e}", p.index)))?;
-            let leaves = CpuId::from_entries(&entries).map_err(|_| {
-                KvmError::Setup(format!("CPUID for vCPU {}: too many entries", p.index))
+            let entries = cpuid::vcpu_cpuid(supported.as_slice(), &cpus, p).map_err(|source| {
+                KvmError::Cpuid {
+                    vcpu: p.index,
+                    source,
+                }
             })?;
+            let leaves =
+                CpuId::from_entries(&entries).map_err(|source| KvmError::CpuidEntries {
+                    vcpu: p.index,
+                    source,
+                })?;
             vcpu.set_cpuid2(&leaves)
                 .map_err(kvm_err(format!("KVM_SET_CPUID2 on vCPU {}", p.index)))?;
             regs::setup_msrs(&vcpu)?;
@@ -172,8 +135,7 @@ impl Machine {
             regs::setup_lint(&vcpu)?;
             vcpus.push(vcpu);
         }
-        let irq = EventFd::new(libc::EFD_NONBLOCK)
-            .map_err(|e| KvmError::Setup(format!("eventfd: {e}")))?;
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(KvmError::EventFd)?;
         vm.register_irqfd(&irq, COM1_GSI)
             .map_err(kvm_err("KVM_IRQFD for COM1"))?;
         let console = ConsoleBuffer::default();
@@ -238,10 +200,7 @@ impl Machine {
     /// Linux entry on the boot CPU only (64-bit boot protocol or PVH). The
     /// other vCPUs stay in wait-for-SIPI until the kernel starts them.
     pub fn setup_boot_cpu(&self, entry: &BootEntry) -> Result<(), KvmError> {
-        let bsp = self
-            .vcpus
-            .first()
-            .ok_or_else(|| KvmError::Setup("no vCPUs".into()))?;
+        let bsp = self.vcpus.first().ok_or(KvmError::NoVcpus)?;
         match entry.mode {
             EntryMode::Linux64 => {
                 regs::setup_sregs(bsp)?;
@@ -263,11 +222,13 @@ impl Machine {
             node_memory: self.ram.nodes.clone(),
             distances: self.cpus.topology.distances(),
         };
-        let tables = acpi::build(&cfg, ACPI_START)
-            .map_err(|e| KvmError::Setup(format!("ACPI tables: {e}")))?;
+        let tables = acpi::build(&cfg, ACPI_START)?;
         self.mem
             .write_slice(&tables.bytes, GuestAddress(ACPI_START))
-            .map_err(|e| KvmError::Setup(format!("writing ACPI tables: {e}")))?;
+            .map_err(|source| KvmError::GuestMemory {
+                what: "the ACPI tables",
+                source,
+            })?;
         Ok(tables.rsdp_addr)
     }
 

@@ -2,19 +2,30 @@
 //! MMIO hole skipped (RAM that would fall into it moves above 4 GiB), the
 //! resulting vm-memory regions (one KVM slot each), and the e820 map Linux
 //! is given. The ring region is a separate slot inside the hole and is
-//! deliberately absent from e820.
+//! deliberately absent from e820. Plans and allocates memory only; mapping
+//! it into KVM slots is `machine.rs`'s job.
 
 use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::layout::{EBDA_START, HIMEM_START, MMIO_HOLE_END, MMIO_HOLE_START};
+use super::layout::{
+    EBDA_START, HIGH_RAM_START, HIMEM_START, MIN_NODE_RAM, MMIO_HOLE_END, MMIO_HOLE_START,
+    RAM_GRANULE,
+};
 
 #[derive(Debug, Error)]
 pub enum MemoryError {
-    #[error("guest memory: {0}")]
-    Layout(String),
+    #[error("guest memory: at least one NUMA node")]
+    NoNodes,
+    #[error(
+        "guest memory: {total_mib} MiB over {nodes} nodes leaves under {} MiB per node",
+        MIN_NODE_RAM >> 20
+    )]
+    NodeTooSmall { total_mib: u64, nodes: u32 },
+    #[error("guest memory: range of {size:#x} bytes too large for this host")]
+    RangeTooLarge { size: u64 },
     #[error("allocating guest memory: {0}")]
-    Mmap(String),
+    Mmap(#[source] vm_memory::mmap::FromRangesError),
 }
 
 /// E820 entry types Linux understands.
@@ -39,16 +50,15 @@ pub struct RamLayout {
 impl RamLayout {
     /// Splits `total` bytes evenly (2 MiB granules) over `nodes` nodes.
     pub fn new(total: u64, nodes: u32) -> Result<Self, MemoryError> {
-        const GRANULE: u64 = 2 << 20;
         if nodes == 0 {
-            return Err(MemoryError::Layout("at least one NUMA node".into()));
+            return Err(MemoryError::NoNodes);
         }
-        let per_node = total / u64::from(nodes) / GRANULE * GRANULE;
-        if per_node < 16 * GRANULE {
-            return Err(MemoryError::Layout(format!(
-                "{} MiB over {nodes} nodes leaves under 32 MiB per node",
-                total >> 20
-            )));
+        let per_node = total / u64::from(nodes) / RAM_GRANULE * RAM_GRANULE;
+        if per_node < MIN_NODE_RAM {
+            return Err(MemoryError::NodeTooSmall {
+                total_mib: total >> 20,
+                nodes,
+            });
         }
         let mut next = 0u64;
         let mut out = Vec::new();
@@ -57,7 +67,7 @@ impl RamLayout {
             let mut ranges = Vec::new();
             while left > 0 {
                 if (MMIO_HOLE_START..MMIO_HOLE_END).contains(&next) {
-                    next = MMIO_HOLE_END;
+                    next = HIGH_RAM_START;
                 }
                 let room = if next < MMIO_HOLE_START {
                     MMIO_HOLE_START - next
@@ -124,10 +134,10 @@ impl RamLayout {
             .map(|&(b, s)| {
                 usize::try_from(s)
                     .map(|s| (GuestAddress(b), s))
-                    .map_err(|_| MemoryError::Layout("range too large".into()))
+                    .map_err(|_| MemoryError::RangeTooLarge { size: s })
             })
             .collect::<Result<_, _>>()?;
-        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Mmap(e.to_string()))
+        GuestMemoryMmap::from_ranges(&ranges).map_err(MemoryError::Mmap)
     }
 }
 

@@ -1,13 +1,17 @@
 //! Our own minimal KVM VMM (work in progress): topology and APIC IDs,
-//! CPUID, ACPI tables, guest memory, boot setup, vCPU threads, serial and
-//! the freeze rendezvous. Each concern has its own file.
+//! CPUID, ACPI tables, guest memory and its layout, boot setup, vCPU threads
+//! and their kick signal, serial and the freeze rendezvous. Each concern has
+//! its own file; this one only declares them.
 
 pub mod acpi;
 pub mod backend;
 pub mod boot;
 pub mod cpuid;
 pub mod devices;
+pub mod error;
+pub mod exit;
 pub mod gdt;
+pub mod kick;
 pub mod layout;
 pub mod machine;
 pub mod memory;

@@ -4,23 +4,32 @@
 //!
 //! Values follow the Linux x86 64-bit boot protocol
 //! (Documentation/arch/x86/boot.rst): long mode, paging on, identity map,
-//! `rsi` = zero page, interrupts off.
+//! `rsi` = zero page, interrupts off. Touches vCPU state and the boot tables
+//! in guest memory only; creating vCPUs is `machine.rs`'s job.
 
 use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use super::gdt::{BOOT_GDT, gdt_entry, kvm_segment_from_gdt};
 use super::layout::{
-    BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, IDENTITY_MAPPED, PDE_START, PDPTE_START,
-    PML4_START,
+    BOOT_GDT_START, BOOT_IDT_SIZE, BOOT_IDT_START, BOOT_STACK_POINTER, IDENTITY_MAPPED, PAGE_SIZE,
+    PDE_START, PDPTE_START, PML4_START,
 };
 
 #[derive(Debug, Error)]
 pub enum RegsError {
-    #[error("writing boot structures to guest memory: {0}")]
-    Memory(String),
+    #[error("writing boot structures to guest memory at {addr:#x}: {source}")]
+    Memory {
+        addr: u64,
+        #[source]
+        source: GuestMemoryError,
+    },
+    #[error("building the boot MSR list: {0}")]
+    MsrList(#[source] vmm_sys_util::fam::Error),
+    #[error("KVM_SET_MSRS set {set} of {total} boot MSRs")]
+    MsrsPartial { set: usize, total: usize },
     #[error("{what}: {source}")]
     Kvm {
         what: &'static str,
@@ -45,7 +54,7 @@ const EFER_LMA: u64 = 0x400;
 pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     let w = |addr: u64, val: u64| {
         mem.write_obj(val, GuestAddress(addr))
-            .map_err(|e| RegsError::Memory(format!("{addr:#x}: {e}")))
+            .map_err(|source| RegsError::Memory { addr, source })
     };
     for (i, entry) in BOOT_GDT.iter().enumerate() {
         w(BOOT_GDT_START + 8 * i as u64, *entry)?;
@@ -55,10 +64,10 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     w(PML4_START, PDPTE_START | 0x03)?;
     let dirs = IDENTITY_MAPPED >> 30;
     for d in 0..dirs {
-        w(PDPTE_START + 8 * d, (PDE_START + 0x1000 * d) | 0x03)?;
+        w(PDPTE_START + 8 * d, (PDE_START + PAGE_SIZE * d) | 0x03)?;
         for i in 0..512u64 {
             let addr = (d << 30) | (i << 21);
-            w(PDE_START + 0x1000 * d + 8 * i, addr | 0x83)?;
+            w(PDE_START + PAGE_SIZE * d + 8 * i, addr | 0x83)?;
         }
     }
     Ok(())
@@ -69,7 +78,7 @@ fn flat_segments(sregs: &mut kvm_sregs, code: kvm_segment, data: kvm_segment, ts
     sregs.gdt.base = BOOT_GDT_START;
     sregs.gdt.limit = (std::mem::size_of_val(&BOOT_GDT) - 1) as u16;
     sregs.idt.base = BOOT_IDT_START;
-    sregs.idt.limit = 7;
+    sregs.idt.limit = (BOOT_IDT_SIZE - 1) as u16;
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
@@ -176,14 +185,13 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
         ..Default::default()
     })
     .collect();
-    let msrs =
-        Msrs::from_entries(&entries).map_err(|_| RegsError::Memory("too many MSRs".into()))?;
+    let msrs = Msrs::from_entries(&entries).map_err(RegsError::MsrList)?;
     let set = vcpu.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;
     if set != entries.len() {
-        return Err(RegsError::Memory(format!(
-            "KVM_SET_MSRS set {set} of {} boot MSRs",
-            entries.len()
-        )));
+        return Err(RegsError::MsrsPartial {
+            set,
+            total: entries.len(),
+        });
     }
     Ok(())
 }
@@ -234,5 +242,22 @@ mod tests {
             (3 << 30) | (511 << 21) | 0x83
         );
         assert_eq!(r(BOOT_GDT_START + 8), BOOT_GDT[1]);
+    }
+
+    #[test]
+    fn a_missing_page_is_a_memory_error_with_its_source() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+        let err = write_boot_tables(&mem).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegsError::Memory {
+                    addr: PML4_START,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -1,12 +1,15 @@
 //! Tiny guest programs for testing and benchmarking the KVM backend without
 //! a kernel: each runs in 64-bit mode on every vCPU with `rdi` pointing at
 //! that vCPU's data block. Assembled from the source in each comment with
-//! `as --64` and `objcopy -O binary`.
+//! `as --64` and `objcopy -O binary`. Owns the programs and where their
+//! data sits in a block; addresses come from `layout.rs`, and building the
+//! machine is `machine.rs`'s.
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::layout::TEST_CODE_START;
-use super::machine::{KvmError, Machine, MachineConfig};
+use super::error::KvmError;
+use super::layout::{TEST_CODE_MAX_SIZE, TEST_CODE_START, TEST_DATA_START, TEST_DATA_STRIDE};
+use super::machine::{Machine, MachineConfig};
 
 /// ```text
 ///   lea rsi, [rip + msg]; mov dx, 0x3f8
@@ -22,7 +25,8 @@ pub const SERIAL: &[u8] = &[
     0x74, 0x69, 0x6e, 0x79, 0x20, 0x67, 0x75, 0x65, 0x73, 0x74, 0x0a, 0x00,
 ];
 
-/// rsi = table [count u32, pad u32, (leaf u32, subleaf u32)...], rdi = out.
+/// rsi = table [count u32, pad u32, (leaf u32, subleaf u32)...], rdi = out:
+/// 16 bytes (eax, ebx, ecx, edx) per leaf, then [`CPUID_DONE`].
 /// ```text
 ///   mov r9d, [rsi]; add rsi, 8; mov r8, rdi
 /// 1: test r9d, r9d; jz 2f
@@ -39,7 +43,8 @@ pub const CPUID: &[u8] = &[
     0xeb, 0xd8, 0x41, 0xc7, 0x00, 0xee, 0xff, 0xc0, 0x00, 0xf4, 0xeb, 0xfd,
 ];
 
-/// rdi = per-vCPU block: counter at +0, host word at +8, guest copy at +16.
+/// rdi = per-vCPU block: counter at [`COUNTER_AT`], host word at
+/// [`HOST_WORD_AT`], guest copy at [`GUEST_COPY_AT`].
 /// ```text
 /// 1: mov rax, [rdi+8]; mov [rdi+16], rax; inc qword ptr [rdi]; jmp 1b
 /// ```
@@ -47,20 +52,30 @@ pub const COUNTER: &[u8] = &[
     0x48, 0x8b, 0x47, 0x08, 0x48, 0x89, 0x47, 0x10, 0x48, 0xff, 0x07, 0xeb, 0xf3,
 ];
 
-/// Per-vCPU data blocks start here, 4 KiB apart.
-pub const DATA: u64 = 0x10_0000;
-/// Per-vCPU data blocks are this far apart.
-pub const DATA_STRIDE: u64 = 0x1000;
+/// What [`CPUID`] writes after the last leaf once it is done.
+pub const CPUID_DONE: u32 = 0x00C0_FFEE;
+/// [`COUNTER`]'s data block: the counter the guest increments.
+pub const COUNTER_AT: u64 = 0;
+/// [`COUNTER`]'s data block: the word the host writes.
+pub const HOST_WORD_AT: u64 = 8;
+/// [`COUNTER`]'s data block: the guest's copy of the host word.
+pub const GUEST_COPY_AT: u64 = 16;
 
 /// The data block of vCPU `index`.
 pub fn data_block(index: u32) -> u64 {
-    DATA + DATA_STRIDE * u64::from(index)
+    TEST_DATA_START + TEST_DATA_STRIDE * u64::from(index)
 }
 
 /// A machine of `topo` with `memory_mib` of RAM running `code` on every vCPU
 /// (`rsi` = `rsi`, `rdi` = the vCPU's data block), not yet started.
 pub fn machine(topo: &str, memory_mib: u64, code: &[u8], rsi: u64) -> Result<Machine, KvmError> {
-    let topology = topo.parse().map_err(|e| KvmError::Setup(format!("{e}")))?;
+    if code.len() as u64 > TEST_CODE_MAX_SIZE {
+        return Err(KvmError::ProgramTooLarge {
+            len: code.len(),
+            max: TEST_CODE_MAX_SIZE,
+        });
+    }
+    let topology = topo.parse()?;
     let m = Machine::new(&MachineConfig {
         topology,
         memory_mib,
@@ -68,7 +83,10 @@ pub fn machine(topo: &str, memory_mib: u64, code: &[u8], rsi: u64) -> Result<Mac
     })?;
     m.memory()
         .write_slice(code, GuestAddress(TEST_CODE_START))
-        .map_err(|e| KvmError::Setup(format!("loading the program: {e}")))?;
+        .map_err(|source| KvmError::GuestMemory {
+            what: "the test program",
+            source,
+        })?;
     m.setup_long_mode(TEST_CODE_START, rsi, data_block)?;
     Ok(m)
 }

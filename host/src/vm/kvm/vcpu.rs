@@ -2,30 +2,31 @@
 //! rendezvous, and teardown. Owns the vCPU threads and their control block;
 //! it must not touch VM creation or boot setup (`machine.rs` does those).
 //!
-//! Freeze: the coordinator raises a flag and kicks every vCPU thread with a
-//! signal whose handler sets `immediate_exit` in that vCPU's `kvm_run`, so a
-//! vCPU about to enter KVM_RUN returns at once and one inside it exits with
-//! EINTR. Each vCPU captures its registers, then parks. Guest memory is
-//! stable once all are parked. The KVM clock is saved at freeze and restored
-//! at thaw so the guest's clock does not jump by the frozen interval.
+//! Freeze: the coordinator raises a flag and kicks every vCPU thread
+//! (`kick.rs`), so a vCPU about to enter KVM_RUN returns at once and one
+//! inside it exits with EINTR. Each vCPU captures its registers, then parks.
+//! Guest memory is stable once all are parked. The KVM clock is saved at
+//! freeze and restored at thaw so the guest's clock does not jump by the
+//! frozen interval.
 //!
 //! Parked vCPUs and the coordinator wait on separate condition variables:
 //! a vCPU that parks wakes only the coordinator, so with more vCPU threads
 //! than host CPUs the threads still to park are not crowded out by parked
 //! ones waking up to find nothing changed.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_clock_data, kvm_regs, kvm_run};
+use kvm_bindings::{kvm_clock_data, kvm_regs};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::devices::{ConsoleBuffer, PortBus};
-use super::machine::{KvmError, MachineExit, kvm_err};
+use super::error::{KvmError, kvm_err};
+use super::exit::MachineExit;
+use super::kick::{self, KickableVcpu};
 use crate::vm::ShmHandle;
 
 /// Registers of every vCPU captured at a freeze.
@@ -83,40 +84,6 @@ impl Control {
     }
 }
 
-thread_local! {
-    /// This thread's `kvm_run`, for the kick signal handler.
-    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// The signal used to kick vCPU threads out of KVM_RUN.
-fn kick_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 2
-}
-
-extern "C" fn on_kick(_: libc::c_int) {
-    // Only a TLS read and a byte store: async-signal-safe.
-    let run = KVM_RUN.with(Cell::get);
-    if !run.is_null() {
-        // SAFETY: the pointer is this thread's mapped kvm_run, set before the
-        // thread first enters KVM_RUN and valid while its VcpuFd lives.
-        unsafe { (*run).immediate_exit = 1 };
-    }
-}
-
-fn install_kick_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: handler is async-signal-safe; no SA_RESTART so KVM_RUN
-        // returns EINTR.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
-        }
-    });
-}
-
 /// What one KVM_RUN return means for the machine: `Ok(Some)` ends it,
 /// `Err(())` means a kick interrupted it.
 fn handle_exit(
@@ -151,7 +118,7 @@ fn handle_exit(
         }),
         Ok(other) => Some(MachineExit::Failed {
             vcpu: index,
-            reason: format!("unexpected exit {other:?}"),
+            reason: format!("unexpected exit: {}", describe_exit(&other)),
         }),
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Err(()),
         Err(e) => Some(MachineExit::Failed {
@@ -161,19 +128,55 @@ fn handle_exit(
     })
 }
 
-fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
-    let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
-    KVM_RUN.with(|c| c.set(run_ptr));
-    // Dropped before `vcpu` (locals go before parameters), also on unwind, so
-    // a late kick never writes to an unmapped kvm_run.
-    let _forget_run = ForgetKvmRun;
+/// Names a VM exit (`KVM_EXIT_*`) and its key data for a failure report.
+fn describe_exit(exit: &VcpuExit<'_>) -> String {
+    match exit {
+        VcpuExit::IoOut(port, _) => format!("port write to {port:#x}"),
+        VcpuExit::IoIn(port, _) => format!("port read from {port:#x}"),
+        VcpuExit::MmioRead(addr, _) => format!("MMIO read at {addr:#x}"),
+        VcpuExit::MmioWrite(addr, _) => format!("MMIO write at {addr:#x}"),
+        VcpuExit::Hypercall(h) => format!("hypercall {}", h.nr),
+        VcpuExit::Debug(_) => "debug".into(),
+        VcpuExit::FailEntry(reason, cpu) => format!("entry failure {reason:#x} on host cpu {cpu}"),
+        VcpuExit::SystemEvent(kind, _) => format!("system event {kind}"),
+        VcpuExit::IoapicEoi(vector) => format!("I/O APIC EOI of vector {vector}"),
+        VcpuExit::X86Rdmsr(m) => format!("read of MSR {:#x}", m.index),
+        VcpuExit::X86Wrmsr(m) => format!("write of MSR {:#x}", m.index),
+        VcpuExit::MemoryFault { gpa, size, .. } => format!("memory fault at {gpa:#x}+{size:#x}"),
+        VcpuExit::Unsupported(reason) => format!("exit reason {reason}"),
+        VcpuExit::Unknown => "unknown".into(),
+        VcpuExit::Exception => "exception".into(),
+        VcpuExit::Hlt => "hlt".into(),
+        VcpuExit::IrqWindowOpen => "IRQ window open".into(),
+        VcpuExit::Shutdown => "shutdown".into(),
+        VcpuExit::Intr => "interrupted".into(),
+        VcpuExit::SetTpr => "set TPR".into(),
+        VcpuExit::TprAccess => "TPR access".into(),
+        VcpuExit::Nmi => "NMI".into(),
+        VcpuExit::InternalError => "internal error".into(),
+        VcpuExit::Watchdog => "watchdog".into(),
+        VcpuExit::Hyperv => "Hyper-V".into(),
+        VcpuExit::S390Sieic
+        | VcpuExit::S390Reset
+        | VcpuExit::Dcr
+        | VcpuExit::Osi
+        | VcpuExit::PaprHcall
+        | VcpuExit::S390Ucontrol
+        | VcpuExit::S390Tsch
+        | VcpuExit::Epr
+        | VcpuExit::S390Stsi => "exit of another architecture".into(),
+    }
+}
+
+fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
+    let mut vcpu = KickableVcpu::new(vcpu);
     loop {
         if ctl.stop.load(Ordering::Acquire) {
             break;
         }
         if ctl.freeze.load(Ordering::Acquire) {
             // The ioctl runs outside the lock so vCPUs capture in parallel.
-            let regs = vcpu.get_regs().ok();
+            let regs = vcpu.regs().ok();
             ctl.park(index, regs);
             continue;
         }
@@ -184,16 +187,8 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) 
                 ctl.finish(exit);
                 break;
             }
-            Err(()) => vcpu.set_kvm_immediate_exit(0),
+            Err(()) => vcpu.clear_kick(),
         }
-    }
-}
-
-struct ForgetKvmRun;
-
-impl Drop for ForgetKvmRun {
-    fn drop(&mut self) {
-        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
     }
 }
 
@@ -225,7 +220,6 @@ pub struct Running {
     mem: Arc<GuestMemoryMmap>,
     ctl: Arc<Control>,
     threads: Vec<JoinHandle<()>>,
-    tids: Vec<libc::pthread_t>,
     shm: ShmHandle,
     console: ConsoleBuffer,
     saved_clock: Option<kvm_clock_data>,
@@ -242,9 +236,12 @@ pub(super) struct Parts {
 }
 
 impl Running {
-    /// Spawns one thread per vCPU and returns once each can be kicked.
+    /// Spawns one thread per vCPU. Each can be kicked from the moment it
+    /// exists: a kick that arrives before its thread reaches KVM_RUN finds
+    /// no `kvm_run` registered and does nothing, and the thread then sees
+    /// the flag the kick was for.
     pub(super) fn launch(parts: Parts) -> Result<Self, KvmError> {
-        install_kick_handler();
+        kick::install_handler();
         let n = parts.vcpus.len();
         let ctl = Arc::new(Control {
             state: Mutex::new(CtlState {
@@ -264,23 +261,16 @@ impl Running {
             mem: Arc::new(parts.mem),
             ctl: ctl.clone(),
             threads: Vec::with_capacity(n),
-            tids: Vec::new(),
             shm: parts.shm,
             console: parts.console,
             saved_clock: None,
         };
-        let tids = Arc::new(Mutex::new(vec![0 as libc::pthread_t; n]));
-        let mut spawn_error = None;
         for (i, vcpu) in parts.vcpus.into_iter().enumerate() {
             let thread_ctl = ctl.clone();
             let bus = parts.bus.clone();
-            let tids = tids.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
                 .spawn(move || {
-                    // SAFETY: pthread_self has no preconditions.
-                    tids.lock().unwrap_or_else(|e| e.into_inner())[i] =
-                        unsafe { libc::pthread_self() };
                     let _guard = ExitGuard {
                         index: i as u32,
                         ctl: &thread_ctl,
@@ -289,27 +279,14 @@ impl Running {
                 });
             match t {
                 Ok(t) => run.threads.push(t),
-                Err(e) => {
-                    spawn_error = Some(KvmError::Setup(format!("spawning vCPU thread {i}: {e}")));
+                Err(source) => {
+                    // Dropping `run` stops and joins the threads spawned so far.
                     ctl.finish(MachineExit::Stopped);
-                    break;
+                    return Err(KvmError::Spawn { vcpu: i, source });
                 }
             }
         }
-        // Wait until every spawned thread has published its id, so kicks
-        // reach it (also on the error path: dropping `run` kicks and joins).
-        let spawned = run.threads.len();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tids.lock().unwrap_or_else(|e| e.into_inner())[..spawned].contains(&0)
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        run.tids = tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match spawn_error {
-            Some(e) => Err(e),
-            None => Ok(run),
-        }
+        Ok(run)
     }
 
     pub fn memory(&self) -> &GuestMemoryMmap {
@@ -325,13 +302,7 @@ impl Running {
     }
 
     fn kick_all(&self) {
-        for &t in &self.tids {
-            if t != 0 {
-                // SAFETY: the thread ids belong to our vCPU threads, which are
-                // joined only in `stop`/drop after the last kick.
-                unsafe { libc::pthread_kill(t, kick_signal()) };
-            }
-        }
+        self.threads.iter().for_each(kick::kick);
     }
 
     /// Stops every vCPU; returns once all are parked (or have exited) with
@@ -341,7 +312,7 @@ impl Running {
         {
             let mut st = self.ctl.lock();
             if st.freeze {
-                return Err(KvmError::Freeze("already frozen".into()));
+                return Err(KvmError::AlreadyFrozen);
             }
             st.freeze = true;
             st.snapshots.iter_mut().for_each(|s| *s = None);
@@ -358,9 +329,11 @@ impl Running {
                 self.ctl.freeze.store(false, Ordering::Release);
                 drop(st);
                 self.ctl.resume.notify_all();
-                return Err(KvmError::Freeze(format!(
-                    "{missing} of {n} vCPUs did not park within {timeout:?}"
-                )));
+                return Err(KvmError::FreezeTimeout {
+                    missing,
+                    total: n,
+                    timeout,
+                });
             }
             // A kick can land between a vCPU's flag check and its next
             // KVM_RUN only as `immediate_exit`, which KVM honours, so the

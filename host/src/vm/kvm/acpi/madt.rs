@@ -8,20 +8,26 @@
 //! then, but Linux honours a table of only x2APIC entries (it ignores x2APIC
 //! entries below 255 only when xAPIC entries are present, `acpi_parse_x2apic`),
 //! and one kind per table keeps UID and NMI routing uniform.
+//!
+//! Owns the MADT's bytes; the APIC addresses come from `layout.rs`.
 
 use zerocopy::byteorder::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::sdt;
+use crate::vm::kvm::layout::{IOAPIC_START, LAPIC_START};
 use crate::vm::kvm::topology::{CpuTopology, MAX_XAPIC_ID};
 
 pub const SIGNATURE: [u8; 4] = *b"APIC";
 /// Revision 5 (ACPI 6.3+): x2APIC entries exist since revision 3.
 pub const REVISION: u8 = 5;
-/// Local APIC MMIO base, the architectural default.
-pub const LOCAL_APIC_ADDR: u32 = 0xfee0_0000;
-/// I/O APIC MMIO base, where KVM's in-kernel I/O APIC sits.
-pub const IO_APIC_ADDR: u32 = 0xfec0_0000;
+/// Local APIC MMIO base ([`LAPIC_START`]) in the MADT's 32-bit field.
+pub const LOCAL_APIC_ADDR: u32 = LAPIC_START as u32;
+/// I/O APIC MMIO base ([`IOAPIC_START`]) in the I/O APIC entry's 32-bit field.
+pub const IO_APIC_ADDR: u32 = IOAPIC_START as u32;
+// The MADT's address fields are 32 bits wide.
+const _: () = assert!(LAPIC_START <= u32::MAX as u64);
+const _: () = assert!(IOAPIC_START <= u32::MAX as u64);
 /// I/O APIC ID: KVM's in-kernel I/O APIC resets its ID register to 0, and
 /// x86-64 Linux keeps I/O APIC and local APIC IDs apart, so 0 does not clash.
 pub const IO_APIC_ID: u8 = 0;

@@ -16,11 +16,12 @@
 //! 72 + 8 or 78 + 16 per vCPU (xAPIC or x2APIC), SRAT 48 + 16 or 24 per vCPU,
 //! plus 40 per memory range, SLIT 44 + N^2, each rounded up to 16 bytes: 848
 //! bytes for 4 vCPUs on one node, 10,960 for 252 x2APIC vCPUs on four nodes.
-//! Placed at 0xE0000 it must end by 0x100000 (128 KiB, [`build`] checks),
-//! which leaves room for about 3,000 x2APIC vCPUs. A blob placed elsewhere
-//! can still be found through a separate RSDP ([`rsdp_bytes`]) in the BIOS
-//! area or through `boot_params.acpi_rsdp_addr`.
+//! Placed at 0xE0000 (`layout::ACPI_START`) it must end by 0x100000 (128
+//! KiB, [`build`] checks), which leaves room for about 3,000 x2APIC vCPUs.
+//! A blob placed elsewhere can still be found through a separate RSDP
+//! ([`rsdp_bytes`]) in the BIOS area or through `boot_params.acpi_rsdp_addr`.
 
+pub mod decode;
 pub mod dsdt;
 pub mod fadt;
 pub mod madt;
@@ -43,12 +44,9 @@ pub use slit::slit_bytes;
 pub use srat::srat_bytes;
 pub use xsdt::xsdt_bytes;
 
+use crate::vm::kvm::layout::LOW_MEMORY_END;
 use crate::vm::kvm::topology::CpuTopology;
 
-/// Start of the BIOS read-only area Linux scans for the RSDP.
-pub const BIOS_AREA_START: u64 = 0xe0000;
-/// End of the legacy first megabyte; a blob starting below it must end here.
-pub const LOW_MEMORY_END: u64 = 0x10_0000;
 /// Alignment of the RSDP (the scan step) and of every table in the blob.
 pub const TABLE_ALIGN: u64 = 16;
 
@@ -227,6 +225,7 @@ pub fn build(cfg: &AcpiConfig, base: u64) -> Result<AcpiTables, AcpiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::kvm::layout::BIOS_AREA_START;
 
     const MIB: u64 = 1 << 20;
 

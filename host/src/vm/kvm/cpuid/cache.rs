@@ -7,10 +7,12 @@
 //! initializing, `EAX[9]` fully associative, `EAX[25:14]` sharing - 1,
 //! `EAX[31:26]` (Intel only) core ids - 1; `EBX[11:0]` line size - 1,
 //! `EBX[21:12]` partitions - 1, `EBX[31:22]` ways - 1; ECX sets - 1; EDX flags.
+//!
+//! Knows nothing of topology: the sharing fields are given by the caller.
 
 use kvm_bindings::{KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2};
 
-use super::get;
+use super::leaf::get;
 
 /// Cache type, `EAX[4:0]`; 0 ends the list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

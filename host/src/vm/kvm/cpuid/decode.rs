@@ -5,7 +5,8 @@
 use kvm_bindings::kvm_cpuid_entry2;
 
 use super::cache::{self, CacheKind};
-use super::{CpuVendor, get, leaf, vendor_of};
+use super::leaf::{self, get};
+use super::{CpuVendor, vendor_of};
 use crate::vm::kvm::topology::bits_for;
 
 /// One cache as the guest sees it.

@@ -12,6 +12,7 @@
 
 mod cache;
 mod decode;
+pub mod leaf;
 #[cfg(test)]
 mod tests;
 
@@ -22,32 +23,7 @@ use kvm_bindings::{KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KVM_MAX_CPUID_ENTRIES, kvm_c
 use thiserror::Error;
 
 use super::topology::{CpuTopology, VcpuPlacement, bits_for};
-
-/// CPUID leaf numbers this module reads or writes.
-pub mod leaf {
-    /// Highest basic leaf (EAX) and vendor string (EBX, EDX, ECX).
-    pub const BASIC: u32 = 0;
-    /// Family/model, initial APIC ID, feature flags.
-    pub const FEATURES: u32 = 1;
-    /// Intel deterministic cache parameters (indexed).
-    pub const CACHE_PARAMS: u32 = 4;
-    /// x2APIC extended topology (indexed).
-    pub const EXT_TOPOLOGY: u32 = 0xb;
-    /// V2 extended topology (indexed).
-    pub const EXT_TOPOLOGY_V2: u32 = 0x1f;
-    /// Highest extended leaf (EAX).
-    pub const EXT_MAX: u32 = 0x8000_0000;
-    /// Extended feature flags.
-    pub const EXT_FEATURES: u32 = 0x8000_0001;
-    /// AMD: address sizes, core count and APIC ID size.
-    pub const AMD_SIZES: u32 = 0x8000_0008;
-    /// AMD cache topology (indexed).
-    pub const AMD_CACHE_TOPOLOGY: u32 = 0x8000_001d;
-    /// AMD extended APIC ID, core and node IDs.
-    pub const AMD_EXT_APIC: u32 = 0x8000_001e;
-    /// AMD extended CPU topology (indexed); never given to the guest.
-    pub const AMD_EXT_TOPOLOGY: u32 = 0x8000_0026;
-}
+use leaf::get;
 
 /// Leaf 1 `EBX[31:24]`: initial (8-bit) APIC ID.
 const LEAF1_EBX_APIC_SHIFT: u32 = 24;
@@ -99,27 +75,6 @@ pub enum CpuidError {
         count: usize,
         max: usize,
     },
-}
-
-/// Leaves (among those used here) whose ECX input selects a subleaf.
-fn indexed(function: u32) -> bool {
-    matches!(
-        function,
-        leaf::CACHE_PARAMS
-            | leaf::EXT_TOPOLOGY
-            | leaf::EXT_TOPOLOGY_V2
-            | leaf::AMD_CACHE_TOPOLOGY
-            | leaf::AMD_EXT_TOPOLOGY
-    )
-}
-
-/// The entry for `function` (subleaf `index` where the leaf is indexed).
-/// Works on KVM's lists and on lists recorded by guest code alike, since it
-/// does not rely on `flags`.
-fn get(entries: &[kvm_cpuid_entry2], function: u32, index: u32) -> Option<&kvm_cpuid_entry2> {
-    entries
-        .iter()
-        .find(|e| e.function == function && (!indexed(function) || e.index == index))
 }
 
 /// `bits` ones: the largest ID in a field `bits` wide.

@@ -1,5 +1,9 @@
+//! Tests of the CPUID patching: recorded Intel and AMD sets, every topology
+//! shape's decoded view, limits, and this machine's own CPUID as a base.
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::leaf::indexed;
 use super::*;
 
 fn entry(function: u32, index: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
