@@ -3,6 +3,10 @@
 //! as an `Error` message followed by `Done`; failures before that go to the
 //! console. Either way the guest powers off, so the host never has to wait
 //! for its timeout when the guest can say what went wrong.
+//!
+//! Also sets up the agent's console log: a `tracing` subscriber writing to
+//! stderr (the serial console), `debug` with `ktstr.verbose`, else `info`.
+//! Nothing forked by the agent may log through it (no locks after fork).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,11 +16,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ktstr_protocol::PROTOCOL_VERSION;
+use ktstr_protocol::layout::agent_state;
 use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, LogLevel};
 use ktstr_protocol::model::FaultInjection;
 use ktstr_protocol::ring::{Consumer, Producer};
-use ktstr_protocol::layout::agent_state;
 use ktstr_protocol::{SharedMapping, Shm};
+use nix::fcntl::OFlag;
+use nix::sys::reboot::{RebootMode, reboot};
+use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber, error, info};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cgroup::CgroupManager;
 use crate::engine::{Engine, Sink};
@@ -65,19 +77,10 @@ impl Sink for Channel<'_> {
 }
 
 fn kernel_release() -> String {
-    // SAFETY: utsname is plain data; uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
-    }
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    nix::sys::utsname::uname().map_or_else(
+        |_| "unknown".into(),
+        |u| u.release().to_string_lossy().into_owned(),
+    )
 }
 
 fn uptime_ms() -> u64 {
@@ -93,20 +96,70 @@ fn uptime_ms() -> u64 {
 
 /// Powers the machine off; never returns.
 pub fn power_off() -> ! {
-    // SAFETY: plain syscalls; reboot only returns on failure.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
+    nix::unistd::sync();
+    // Returns only on failure; then there is nothing left to do but wait.
+    let _ = reboot(RebootMode::RB_POWER_OFF);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
+/// Console lines as `ktstr-agent: MESSAGE`, with the level in front of the
+/// message when it is not INFO. No time: the kernel console adds its own.
+struct ConsoleFormat;
+
+impl<S, N> FormatEvent<S, N> for ConsoleFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "ktstr-agent: ")?;
+        let level = *event.metadata().level();
+        if level != Level::INFO {
+            write!(writer, "{level} ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// The console log writing to `writer`: `debug` when `verbose`, else
+/// `info`; no ANSI colours.
+fn console_subscriber<W>(writer: W, verbose: bool) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let level = if verbose {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(level)
+        .event_format(ConsoleFormat)
+        .finish()
+}
+
+/// Installs the console log on stderr (the serial console, once
+/// [`crate::mounts::attach_console`] ran). Only the first call counts.
+fn start_logging(verbose: bool) {
+    let _ = console_subscriber(std::io::stderr, verbose).try_init();
+}
+
 /// Entry point of the `/init` binary.
 pub fn run_as_init() -> ! {
     if let Err(e) = agent_main() {
-        eprintln!("ktstr-agent: fatal: {e:#}");
+        // The failure may have come before the command line was read.
+        start_logging(false);
+        error!("fatal: {e:#}");
     }
     power_off()
 }
@@ -116,18 +169,21 @@ fn agent_main() -> Result<()> {
     crate::mounts::attach_console();
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let args = crate::cmdline::parse(&cmdline)?;
-    let (addr, size) = args
+    start_logging(args.verbose);
+    tracing::debug!("kernel command line: {}", cmdline.trim());
+    let shm = args
         .shm
         .ok_or_else(|| anyhow!("no ktstr.shm=ADDR,SIZE on the kernel command line"))?;
+    let addr = shm.addr;
     // O_SYNC keeps the mapping uncached on real hardware; harmless under
     // emulation, and the ring only relies on atomics and ordering.
     let devmem = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_SYNC)
+        .custom_flags(OFlag::O_SYNC.bits())
         .open("/dev/mem")
         .context("opening /dev/mem")?;
-    let size = usize::try_from(size).context("ktstr.shm size")?;
+    let size = usize::try_from(shm.size).context("ktstr.shm size")?;
     let map = SharedMapping::map_fd(&devmem, addr, size)
         .with_context(|| format!("mapping the ring at {addr:#x}"))?;
     let shm = Shm::attach(map.region())
@@ -136,6 +192,7 @@ fn agent_main() -> Result<()> {
         .store(agent_state::ATTACHED, Ordering::Release);
     let mut chan = Channel::new(shm)?;
     for w in warnings {
+        tracing::debug!("{w}");
         let _ = chan.send(GuestMsg::Log {
             level: LogLevel::Warn,
             text: w,
@@ -162,7 +219,7 @@ fn agent_main() -> Result<()> {
         }),
     };
     if let Some(err) = failure {
-        eprintln!("ktstr-agent: {}: {}", err.stage, err.message);
+        error!("{}: {}", err.stage, err.message);
         chan.send(GuestMsg::Error(err))?;
     }
     chan.send(GuestMsg::Done)?;
@@ -191,7 +248,7 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             .map(|s| s.trim().to_string()),
     };
     at("hello", chan.send(GuestMsg::Hello(hello)))?;
-    eprintln!("ktstr-agent: ring attached, Hello sent; waiting for the plan");
+    info!("ring attached, Hello sent; waiting for the plan");
     let plan = match at("plan", chan.recv(Instant::now() + PLAN_DEADLINE))? {
         Some(HostMsg::Plan(plan)) => plan,
         Some(HostMsg::Abort { reason }) => {
@@ -207,15 +264,15 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             ));
         }
     };
-    eprintln!(
-        "ktstr-agent: plan {:?}: {} steps, {:?}",
+    info!(
+        "plan {:?}: {} steps, {:?}",
         plan.name,
         plan.steps.len(),
         plan.duration
     );
     match plan.fault {
         Some(FaultInjection::HangAfterPlan) => loop {
-            eprintln!("ktstr-agent: fault injection: hanging on purpose");
+            info!("fault injection: hanging on purpose");
             std::thread::sleep(Duration::from_secs(3600));
         },
         Some(FaultInjection::PanicAfterPlan) => {
@@ -238,10 +295,65 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
         let mut engine = Engine::new(&cgroups, &topo, shm.current_step(), chan);
         at("scenario", engine.run(&plan))?
     };
-    eprintln!(
-        "ktstr-agent: scenario {}",
+    info!(
+        "scenario {}",
         if verdict.passed { "passed" } else { "failed" }
     );
     at("verdict", chan.send(GuestMsg::Verdict(verdict)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(verbose: bool) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = console_subscriber(move || out.clone(), verbose);
+        tracing::subscriber::with_default(subscriber, || {
+            info!("ring attached, Hello sent; waiting for the plan");
+            tracing::warn!("CgroupGroup teardown: {}", "busy");
+            tracing::debug!("kernel command line: quiet");
+        });
+        let bytes = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn console_lines_keep_the_agent_prefix() {
+        assert_eq!(
+            logged(false),
+            "ktstr-agent: ring attached, Hello sent; waiting for the plan\n\
+             ktstr-agent: WARN CgroupGroup teardown: busy\n"
+        );
+    }
+
+    #[test]
+    fn verbose_adds_debug_lines() {
+        assert!(
+            logged(true).ends_with("ktstr-agent: DEBUG kernel command line: quiet\n"),
+            "{}",
+            logged(true)
+        );
+    }
 }

@@ -1,10 +1,16 @@
-//! The filesystems the agent mounts as PID 1, and the console it logs to.
+//! The filesystems the agent mounts as PID 1, the cgroup controllers it
+//! enables at the root, and the console it logs to.
+//!
+//! Only sets things up: it must not log (the console may not be attached
+//! yet) and must not decide what a failed optional mount means beyond
+//! returning it as a warning.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::mount::{MsFlags, mount};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 /// (source, target, fstype, required)
 const MOUNTS: &[(&str, &str, &str, bool)] = &[
@@ -51,11 +57,9 @@ pub fn attach_console() {
         .write(true)
         .open("/dev/console")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: duplicating a valid fd onto the standard descriptors.
-            unsafe { libc::dup2(f.as_raw_fd(), fd) };
-        }
+        let _ = dup2_stdin(&f);
+        let _ = dup2_stdout(&f);
+        let _ = dup2_stderr(&f);
     }
 }
 

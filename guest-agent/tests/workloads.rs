@@ -14,6 +14,8 @@ use anyhow::Result;
 use ktstr_agent::cgroup::CgroupOps;
 use ktstr_agent::workload::WorkloadHandle;
 use ktstr_protocol::model::{SchedPolicy, WorkPhase, WorkSpec, WorkType, WorkerExit, WorkerReport};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// A cgroup double that touches nothing.
 struct NoCgroups;
@@ -56,8 +58,7 @@ const RUN: Duration = Duration::from_millis(300);
 
 /// Processes whose parent is this test process or one of `workers`.
 fn children_of_us_or(workers: &[i32]) -> Vec<(i32, i32)> {
-    // SAFETY: trivial syscall.
-    let me = unsafe { libc::getpid() };
+    let me = std::process::id() as i32;
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -369,8 +370,8 @@ fn survivor_of_a_killed_partner_stops_promptly() {
         let pids = h.pids();
         h.start().expect("start");
         std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: signalling our own worker; the handle reaps it.
-        unsafe { libc::kill(pids[1], libc::SIGKILL) };
+        // Our own worker; the handle reaps it.
+        kill(Pid::from_raw(pids[1]), Signal::SIGKILL).expect("kill");
         std::thread::sleep(Duration::from_millis(100));
         let t0 = Instant::now();
         let r = h.stop_and_collect(GRACE);

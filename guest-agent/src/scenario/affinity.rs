@@ -1,16 +1,21 @@
 //! Turns an [`AffinityIntent`] into CPU masks for a cgroup's workers, and
-//! applies them with `sched_setaffinity`.
+//! applies a mask to a pid.
 //!
 //! An intent that cannot be met on the cgroup's effective cpuset is an
 //! error naming the intent, the cpuset and what to change. Falling back to
 //! "no affinity" instead would let a test pass while measuring the wrong
-//! placement.
+//! placement. Resolution only: the system call itself is
+//! `crate::sys::set_affinity`'s, shared with the workers.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
 use ktstr_protocol::model::AffinityIntent;
+use nix::errno::Errno;
+use nix::unistd::Pid;
 
+use crate::rng::Rng;
+use crate::sys::{self, CpuMaskError};
 use crate::topology::TestTopology;
 
 /// An intent resolved against a topology and cpuset.
@@ -160,35 +165,15 @@ pub fn resolve_affinity_for_cgroup(
     }
 }
 
-/// A small xorshift generator: worker masks only need to differ, not to be
-/// unpredictable, and the agent carries no RNG crate.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn from_time() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self(nanos | 1)
+/// `count` distinct members of `from` (all of them when it is smaller).
+fn sample(rng: &mut Rng, from: &BTreeSet<usize>, count: usize) -> BTreeSet<usize> {
+    let mut pool: Vec<usize> = from.iter().copied().collect();
+    let mut out = BTreeSet::new();
+    while out.len() < count && !pool.is_empty() {
+        let i = rng.below(pool.len() as u64) as usize;
+        out.insert(pool.swap_remove(i));
     }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// `count` distinct members of `from` (all of them when it is smaller).
-    pub(crate) fn sample(&mut self, from: &BTreeSet<usize>, count: usize) -> BTreeSet<usize> {
-        let mut pool: Vec<usize> = from.iter().copied().collect();
-        let mut out = BTreeSet::new();
-        while out.len() < count && !pool.is_empty() {
-            let i = (self.next() % pool.len() as u64) as usize;
-            out.insert(pool.swap_remove(i));
-        }
-        out
-    }
+    out
 }
 
 /// The mask for one worker, or `None` to leave it alone.
@@ -200,38 +185,21 @@ pub(crate) fn mask_for_worker(
         ResolvedAffinity::None => None,
         ResolvedAffinity::Fixed(set) => Some(set.clone()),
         ResolvedAffinity::SingleCpu(cpu) => Some([*cpu].into()),
-        ResolvedAffinity::Random { from, count } => Some(rng.sample(from, *count)),
+        ResolvedAffinity::Random { from, count } => Some(sample(rng, from, *count)),
     }
 }
 
 /// Sets the CPU mask of `pid`. A process that already exited is skipped.
 pub fn set_pid_affinity(pid: libc::pid_t, cpus: &BTreeSet<usize>) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only touch it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            bail!(
-                "CPU {cpu} is beyond the {} CPUs a mask can hold",
-                libc::CPU_SETSIZE
-            );
-        }
-        // SAFETY: cpu is in range, checked above.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    // SAFETY: valid pointer to a fully initialised mask of the size given.
-    let rc = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&set), &set) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        bail!(
+    match sys::set_affinity(Pid::from_raw(pid), cpus.iter().copied()) {
+        Ok(()) | Err(CpuMaskError::Set(Errno::ESRCH)) => Ok(()),
+        Err(e @ (CpuMaskError::BeyondMask { .. } | CpuMaskError::Empty)) => Err(e.into()),
+        Err(CpuMaskError::Set(e)) => bail!(
             "sched_setaffinity(pid {pid}, CPUs {}): {e}; the CPUs must be online and inside \
              the worker's cgroup cpuset",
             crate::sysfs::format_cpu_list(cpus.iter().copied())
-        );
+        ),
     }
-    Ok(())
 }
 
 /// One mask per worker (empty when no worker is pinned), in the shape
@@ -241,7 +209,7 @@ pub(crate) fn masks_for(resolved: &ResolvedAffinity, count: usize) -> Vec<Option
     if *resolved == ResolvedAffinity::None {
         return Vec::new();
     }
-    let mut rng = Rng::from_time();
+    let mut rng = Rng::seeded();
     (0..count)
         .map(|_| mask_for_worker(resolved, &mut rng))
         .collect()
@@ -387,7 +355,7 @@ mod tests {
 
     #[test]
     fn random_masks_stay_in_the_pool() {
-        let mut rng = Rng::from_time();
+        let mut rng = Rng::seeded();
         let from: BTreeSet<usize> = [1, 3, 5, 7].into();
         for _ in 0..50 {
             let m = mask_for_worker(

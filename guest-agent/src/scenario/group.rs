@@ -4,6 +4,10 @@
 //! Removal rules, shared with the engine's step teardown: a cgroup that is
 //! already gone (ENOENT) is fine; EBUSY (tasks still leaving) is retried for
 //! a short while; anything else, EACCES included, is reported with a hint.
+//!
+//! Owns only the cgroups it created: it must not remove a cgroup it did
+//! not create, and it never fails silently (a teardown error in `drop` is
+//! logged, since `drop` cannot return it).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -129,7 +133,7 @@ impl Drop for CgroupGroup<'_> {
     fn drop(&mut self) {
         // Drop cannot return the error; the console is the agent's log.
         if let Err(e) = self.remove_all() {
-            eprintln!("ktstr-agent: CgroupGroup teardown: {e:#}");
+            tracing::warn!("CgroupGroup teardown: {e:#}");
         }
     }
 }

@@ -63,6 +63,6 @@ pub use ktstr_protocol::model::{
 /// not alive: the pid then belongs to someone else's process, not the one
 /// the caller started.
 pub fn process_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    // Signal `None` (0) only checks for existence and permission.
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }

@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
 
 use anyhow::{Context, Result, bail};
@@ -43,25 +43,7 @@ pub(crate) fn run(
     if let Some(path) = &procs_file {
         let path = CString::new(path.as_os_str().as_bytes())
             .with_context(|| format!("cgroup path {}", path.display()))?;
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe calls (open, write, close) on memory prepared
-        // before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" means the writing process itself.
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if n != 1 {
-                    return Err(err);
-                }
-                Ok(())
-            });
-        }
+        crate::sys::join_cgroup_before_exec(&mut cmd, path);
     }
     let mut child = cmd.spawn().with_context(|| {
         format!(

@@ -1,5 +1,7 @@
 //! What the agent reads about sched_ext and a scheduler: the sysfs state,
 //! the scheduler's output tail, and the kernel's sched_ext log lines.
+//!
+//! Observation only: nothing here starts, signals or stops a scheduler.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -212,7 +214,7 @@ impl KernelLog {
         let file = path.and_then(|p| {
             std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NONBLOCK)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
                 .open(p)
                 .ok()
         });
@@ -246,7 +248,7 @@ impl KernelLog {
                 Ok(0) => break,
                 Ok(n) => records.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
                 // Overwritten before we read it: the next read continues.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EPIPE as i32) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }

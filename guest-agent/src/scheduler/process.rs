@@ -1,14 +1,19 @@
 //! A scheduler binary as a child process: start, output capture, exit.
+//!
+//! Owns the child and its output pipe; it must not interpret the output
+//! or the sched_ext state (that is [`super::observe`]'s).
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::SchedulerSpec;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, pipe2};
 
 use super::*;
 
@@ -44,21 +49,12 @@ impl SchedulerProcess {
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             bail!("{}: not an executable file", what());
         }
-        let mut fds = [0; 2];
-        // SAFETY: valid out-array of two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("{}: creating its output pipe", what()));
-        }
-        // SAFETY: pipe2 just returned these two descriptors; each is owned
-        // once.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: plain fcntls on a descriptor we own. A bigger pipe lets a
-        // chatty scheduler run longer between drains; failure is harmless.
-        unsafe {
-            libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK);
-            libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20);
-        }
+        let (rd, wr) = pipe2(OFlag::O_CLOEXEC)
+            .with_context(|| format!("{}: creating its output pipe", what()))?;
+        // A bigger pipe lets a chatty scheduler run longer between drains;
+        // failure is harmless.
+        let _ = fcntl(&rd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let _ = fcntl(&rd, FcntlArg::F_SETPIPE_SZ(1 << 20));
         let wr2 = wr
             .try_clone()
             .with_context(|| format!("{}: duplicating its output pipe", what()))?;
@@ -130,8 +126,10 @@ impl SchedulerProcess {
     /// Sends `sig` unless it has exited.
     pub fn signal(&mut self, sig: libc::c_int) {
         if self.poll_exit().is_none() {
-            // SAFETY: our own unreaped child, so the pid cannot be reused.
-            unsafe { libc::kill(self.pid, sig) };
+            // Our own unreaped child, so the pid cannot be reused.
+            if let Ok(sig) = Signal::try_from(sig) {
+                let _ = kill(Pid::from_raw(self.pid), sig);
+            }
         }
     }
 

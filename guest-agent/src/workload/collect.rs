@@ -1,8 +1,17 @@
 //! The agent's side of ending a worker: reading its report pipe against a
 //! deadline and reaping it, with SIGKILL once the deadline has passed.
+//!
+//! Runs in the agent, never in a worker; it only reads, waits and signals
+//! the agent's own children.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, read};
 
 /// Reads a worker's report pipe until EOF or the deadline.
 pub(super) fn read_until_eof(fd: &OwnedFd, deadline: Instant) -> Vec<u8> {
@@ -10,62 +19,45 @@ pub(super) fn read_until_eof(fd: &OwnedFd, deadline: Instant) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if r <= 0 {
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return out;
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], timeout) {
+            Err(Errno::EINTR) => continue,
+            Ok(0) | Err(_) => return out,
+            Ok(_) => {}
         }
-        // SAFETY: reading into a local buffer from our pipe.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return out;
+        match read(fd, &mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
         }
-        out.extend_from_slice(&buf[..n as usize]);
     }
 }
 
 /// Waits for `pid` until `deadline`, then SIGKILLs and reaps it; returns
 /// the signal that ended it, if one did.
-pub(super) fn reap(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
-    let mut status = 0;
+pub(super) fn reap(pid: i32, deadline: Instant) -> Option<i32> {
     loop {
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if r < 0 {
-            return None;
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(sig as i32),
+            Ok(_) | Err(_) => return None,
         }
         if Instant::now() >= deadline {
             return Some(kill_and_reap(pid));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
 
 /// SIGKILLs `pid` and waits for it; returns the signal number.
-pub(super) fn kill_and_reap(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: killing and reaping our own, not yet reaped, child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        while libc::waitpid(pid, &mut status, 0) < 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
-    }
-    if libc::WIFSIGNALED(status) {
-        libc::WTERMSIG(status)
-    } else {
-        libc::SIGKILL
+pub(super) fn kill_and_reap(pid: i32) -> i32 {
+    let pid = Pid::from_raw(pid);
+    // Our own, not yet reaped, child: the pid cannot have been reused.
+    let _ = kill(pid, Signal::SIGKILL);
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => {}
+            Ok(WaitStatus::Signaled(_, sig, _)) => return sig as i32,
+            _ => return Signal::SIGKILL as i32,
+        }
     }
 }

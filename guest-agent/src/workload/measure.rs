@@ -1,41 +1,39 @@
-//! A worker's self-measurement: clocks, the CPU it runs on, schedstat, a
-//! small PRNG, the wake-latency reservoir and the per-iteration [`Meter`]
-//! that turns progress into a [`WorkerReport`].
+//! A worker's self-measurement: clocks, the CPU it runs on, schedstat, the
+//! wake-latency reservoir and the per-iteration [`Meter`] that turns
+//! progress into a [`WorkerReport`].
 //!
 //! Runs only inside a forked worker; nothing here takes a lock other than
-//! the allocator's.
+//! the allocator's, and nothing logs.
 
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::model::report::MAX_WAKE_SAMPLES;
 use ktstr_protocol::model::{GapInfo, WorkerReport};
+use nix::sched::sched_getcpu;
+use nix::time::{ClockId, clock_gettime};
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+use crate::rng::Rng;
+
+fn clock_ns(clock: ClockId) -> u64 {
+    clock_gettime(clock).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    })
 }
 
 /// CLOCK_MONOTONIC in ns: one clock for every process on the machine, so a
 /// timestamp written by a waker can be compared by the woken worker.
 pub(crate) fn mono_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    clock_ns(ClockId::CLOCK_MONOTONIC)
 }
 
 /// CPU time of this process in ns.
 pub(crate) fn cpu_time_ns() -> u64 {
-    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+    clock_ns(ClockId::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// The CPU this worker is running on right now.
 pub(crate) fn current_cpu() -> u32 {
-    // SAFETY: no arguments; returns -1 on error.
-    let c = unsafe { libc::sched_getcpu() };
-    c.max(0) as u32
+    sched_getcpu().map_or(0, |c| c as u32)
 }
 
 /// `/proc/self/schedstat`: time waiting on a runqueue (ns) and times run.
@@ -48,31 +46,6 @@ pub(crate) fn schedstat() -> (u64, u64) {
         .map(|v| v.parse::<u64>().unwrap_or(0));
     let _on_cpu = it.next();
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
-/// xorshift64*: cheap, lock-free, good enough to pick CPUs and samples.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn seeded() -> Self {
-        // SAFETY: trivial syscall.
-        let pid = unsafe { libc::getpid() } as u64;
-        Self((mono_ns() ^ pid.rotate_left(32)) | 1)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
 }
 
 /// Uniform sample of every wake latency seen (Vitter's algorithm R), bounded
@@ -218,16 +191,6 @@ mod tests {
         // values alone (no replacement) would have a mean of 255.
         let mean = s.iter().sum::<u64>() / s.len() as u64;
         assert!((3000..7500).contains(&mean), "mean {mean}");
-    }
-
-    #[test]
-    fn rng_below_stays_in_range() {
-        let mut rng = Rng::seeded();
-        for n in [1u64, 2, 3, 17, 1000] {
-            for _ in 0..1000 {
-                assert!(rng.below(n) < n);
-            }
-        }
     }
 
     #[test]

@@ -4,29 +4,40 @@
 //! is dropped; shared pages and pipes for paired and grouped work types are
 //! created before fork and released by the agent once all are forked.
 //!
-//! Layout: [`worker`] is the child's life, [`kinds`] the work per type,
-//! [`measure`] the self-measurement, [`shared`] what groups share,
-//! [`affinity`] CPU masks, [`collect`] the agent's side of ending a worker.
+//! Layout, top down: this file is the agent's handle; `worker` is the
+//! child's life and `kinds` the work per type; below them `env` (what a
+//! running kind gets), `measure` (self-measurement), `shared` (what
+//! groups share), `error` (how a kind fails) and `stop` (the stop
+//! flag); `collect` is the agent's side of ending a worker. A file never
+//! imports one above it. CPU masks and fork are `crate::sys`'s.
+//!
+//! The agent side may log and allocate freely; everything a worker runs
+//! must not log (no locks after fork).
 
-mod affinity;
 mod collect;
+mod env;
+mod error;
 mod kinds;
 mod measure;
 mod shared;
+mod stop;
 mod worker;
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::{WorkSpec, WorkerExit, WorkerReport};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
+use nix::unistd::{Pid, write};
 
 use crate::cgroup::CgroupOps;
+use crate::sys;
 
 /// One forked worker as the agent sees it.
 struct Worker {
-    pid: libc::pid_t,
+    pid: i32,
     start: Option<OwnedFd>,
     report: OwnedFd,
     reaped: bool,
@@ -39,15 +50,11 @@ pub struct WorkloadHandle {
     workers: Vec<Worker>,
 }
 
-fn sigusr1_mask(how: libc::c_int) {
-    // SAFETY: set is initialised by sigemptyset before use; only the
-    // calling thread's mask changes.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
+fn sigusr1_mask(how: SigmaskHow) {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    // Only the calling thread's mask changes.
+    let _ = pthread_sigmask(how, Some(&set), None);
 }
 
 fn describe(cpus: &BTreeSet<usize>) -> String {
@@ -104,29 +111,24 @@ impl WorkloadHandle {
             let (start_rd, start_wr) = shared::pipe()?;
             let (report_rd, report_wr) = shared::pipe()?;
             let args = worker::WorkerArgs {
-                start_fd: start_rd.as_raw_fd(),
-                report_fd: report_wr.as_raw_fd(),
+                start: start_rd.as_fd(),
+                report: report_wr.as_fd(),
                 spec,
                 cgroup: &label,
                 leaves: resources.for_worker(i),
             };
             // Block SIGUSR1 across fork so the child cannot be stopped
             // before its handler exists.
-            sigusr1_mask(libc::SIG_BLOCK);
-            // SAFETY: the child runs only `child_main`, which takes no lock
-            // but the allocator's (glibc keeps malloc usable after fork)
-            // and never returns.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                worker::install_handlers();
-                sigusr1_mask(libc::SIG_UNBLOCK);
-                worker::child_main(args);
-            }
-            sigusr1_mask(libc::SIG_UNBLOCK);
-            if pid < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("fork of worker {i} of {count}"));
-            }
+            sigusr1_mask(SigmaskHow::SIG_BLOCK);
+            let forked = sys::fork_child(|child| {
+                stop::install_handlers();
+                sigusr1_mask(SigmaskHow::SIG_UNBLOCK);
+                worker::child_main(child, args)
+            });
+            sigusr1_mask(SigmaskHow::SIG_UNBLOCK);
+            let pid = forked
+                .with_context(|| format!("fork of worker {i} of {count}"))?
+                .as_raw();
             handle.workers.push(Worker {
                 pid,
                 start: Some(start_wr),
@@ -139,7 +141,7 @@ impl WorkloadHandle {
                     .with_context(|| format!("moving worker {i} (pid {pid}) into {cg:?}"))?;
             }
             if let Some(Some(cpus)) = affinities.get(i) {
-                affinity::set(pid, cpus.iter().copied()).with_context(|| {
+                sys::set_affinity(Pid::from_raw(pid), cpus.iter().copied()).with_context(|| {
                     format!(
                         "pinning worker {i} (pid {pid}) to CPUs {} in cgroup {label:?}; \
                          the CPUs must exist and lie within the cgroup's cpuset",
@@ -155,14 +157,10 @@ impl WorkloadHandle {
     pub fn start(&mut self) -> Result<()> {
         for w in &mut self.workers {
             if let Some(fd) = w.start.take() {
-                // SAFETY: writing one byte from a local to our pipe fd.
-                let n = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-                if n != 1 {
-                    bail!(
-                        "starting worker {}: {}",
-                        w.pid,
-                        std::io::Error::last_os_error()
-                    );
+                match write(&fd, &[1u8]) {
+                    Ok(1) => {}
+                    Ok(_) => bail!("starting worker {}: the start byte was not written", w.pid),
+                    Err(e) => bail!("starting worker {}: {e}", w.pid),
                 }
             }
         }
@@ -193,14 +191,16 @@ impl WorkloadHandle {
         }
         for (i, (w, cpus)) in self.workers.iter().zip(per_worker).enumerate() {
             if let Some(cpus) = cpus {
-                affinity::set(w.pid, cpus.iter().copied()).with_context(|| {
-                    format!(
-                        "pinning worker {i} (pid {}) in cgroup {:?} to CPUs {}",
-                        w.pid,
-                        self.cgroup,
-                        describe(cpus)
-                    )
-                })?;
+                sys::set_affinity(Pid::from_raw(w.pid), cpus.iter().copied()).with_context(
+                    || {
+                        format!(
+                            "pinning worker {i} (pid {}) in cgroup {:?} to CPUs {}",
+                            w.pid,
+                            self.cgroup,
+                            describe(cpus)
+                        )
+                    },
+                )?;
             }
         }
         Ok(())
@@ -220,8 +220,8 @@ impl WorkloadHandle {
     /// deadline is killed and reported as such.
     pub fn stop_and_collect(mut self, grace: Duration) -> Vec<WorkerReport> {
         for w in &self.workers {
-            // SAFETY: signalling our own, not yet reaped, child.
-            unsafe { libc::kill(w.pid, libc::SIGUSR1) };
+            // Our own, not yet reaped, child: the pid cannot have been reused.
+            let _ = kill(Pid::from_raw(w.pid), Signal::SIGUSR1);
         }
         let deadline = Instant::now() + grace;
         let mut reports = Vec::new();

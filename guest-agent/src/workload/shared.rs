@@ -4,14 +4,27 @@
 //! copies are released when [`Resources`] drops, on every path; each worker
 //! keeps only its own group's page and its own pipe ends.
 //!
-//! Also the thin futex and pipe wrappers the kinds use.
+//! Also the futex and pipe calls the kinds make, as the kinds want them.
+//!
+//! A worker's share borrows from the agent's [`Resources`]: the agent forks
+//! while it holds them and a worker never returns into that frame, so the
+//! borrow stays valid for the worker's whole life.
+//!
+//! It creates and hands out; it must not decide what a kind does with its
+//! share, and its worker-side calls (futex, pipe) must not log.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::WorkType;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::{pipe2, read, write};
+
+use crate::sys::{self, SharedPage};
 
 /// The words one group shares. Lives in its own page; every field is an
 /// atomic because several processes touch it at once.
@@ -34,61 +47,9 @@ pub(crate) struct GroupShared {
     pub counter: AtomicU64,
 }
 
-const PAGE: usize = 4096;
-const _: () = assert!(std::mem::size_of::<GroupShared>() <= PAGE);
-
-/// One shared page holding a [`GroupShared`]; unmapped on drop.
-pub(crate) struct SharedPage {
-    ptr: *mut GroupShared,
-}
-
-impl SharedPage {
-    fn new() -> Result<Self> {
-        // SAFETY: anonymous shared mapping of one page; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap of a shared worker page");
-        }
-        let ptr = ptr.cast::<GroupShared>();
-        // SAFETY: fresh, page-aligned, zero-filled mapping large enough.
-        unsafe { ptr.write(GroupShared::default()) };
-        Ok(Self { ptr })
-    }
-
-    /// The shared words. A forked worker never unmaps its copy, so in the
-    /// child the reference lives until `_exit`.
-    pub(crate) fn get(&self) -> &'static GroupShared {
-        // SAFETY: the mapping is valid until drop; in the agent it is only
-        // used by the code that owns `self`, in a worker it is never dropped.
-        unsafe { &*self.ptr }
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the page this value mapped.
-        unsafe { libc::munmap(self.ptr.cast(), PAGE) };
-    }
-}
-
 /// A pipe pair with close-on-exec set.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: valid out-array of two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: pipe2 returned two fresh fds that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    pipe2(OFlag::O_CLOEXEC).context("pipe2")
 }
 
 fn needs_pipes(wt: &WorkType) -> bool {
@@ -160,7 +121,7 @@ pub(crate) fn check(wt: &WorkType, count: usize) -> Result<()> {
 
 /// The resources of one group of one leaf.
 struct GroupRes {
-    page: Option<SharedPage>,
+    page: Option<SharedPage<GroupShared>>,
     /// Member `i`'s inbox: (read end, write end).
     inboxes: Vec<(OwnedFd, OwnedFd)>,
 }
@@ -170,15 +131,15 @@ pub(crate) struct Resources {
     leaves: Vec<(usize, Vec<GroupRes>)>,
 }
 
-/// What one worker holds for one leaf.
-pub(crate) struct LeafRes {
+/// What one worker holds for one leaf, borrowed from the [`Resources`].
+pub(crate) struct LeafRes<'a> {
     /// Position in its group and the group's size.
     pub pos: usize,
     pub size: usize,
-    pub shared: Option<&'static GroupShared>,
+    pub shared: Option<&'a GroupShared>,
     /// This worker's inbox (read end) and its partner's inbox (write end).
-    pub inbox: Option<RawFd>,
-    pub outbox: Option<RawFd>,
+    pub inbox: Option<BorrowedFd<'a>>,
+    pub outbox: Option<BorrowedFd<'a>>,
 }
 
 impl Resources {
@@ -191,7 +152,7 @@ impl Resources {
             let mut groups = Vec::new();
             for _ in 0..count / size {
                 let page = if needs_page(leaf) {
-                    Some(SharedPage::new()?)
+                    Some(SharedPage::new().context("mmap of a shared worker page")?)
                 } else {
                     None
                 };
@@ -208,7 +169,7 @@ impl Resources {
     }
 
     /// Worker `index`'s share of every leaf, in pre-order.
-    pub(crate) fn for_worker(&self, index: usize) -> Vec<LeafRes> {
+    pub(crate) fn for_worker(&self, index: usize) -> Vec<LeafRes<'_>> {
         self.leaves
             .iter()
             .map(|(size, groups)| {
@@ -219,9 +180,9 @@ impl Resources {
                     pos,
                     size: *size,
                     shared: group.page.as_ref().map(SharedPage::get),
-                    inbox: group.inboxes.get(pos).map(|p| p.0.as_raw_fd()),
+                    inbox: group.inboxes.get(pos).map(|p| p.0.as_fd()),
                     outbox: (partner < *size)
-                        .then(|| group.inboxes.get(partner).map(|p| p.1.as_raw_fd()))
+                        .then(|| group.inboxes.get(partner).map(|p| p.1.as_fd()))
                         .flatten(),
                 }
             })
@@ -239,29 +200,17 @@ pub(crate) enum Wait {
     Retry,
 }
 
-/// FUTEX_WAIT on a word shared between processes (so not the private op).
+/// FUTEX_WAIT on a word shared between processes.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Wait {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: the word lives in a mapping valid for the call; ts is local.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-        )
-    };
-    if r == 0 { Wait::Woken } else { Wait::Retry }
+    match sys::futex_wait(word, expected, timeout) {
+        Ok(()) => Wait::Woken,
+        Err(_) => Wait::Retry,
+    }
 }
 
 /// FUTEX_WAKE up to `n` waiters on a shared word.
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: the word lives in a mapping valid for the call.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    sys::futex_wake(word, n);
 }
 
 /// Marks the group as stopping and wakes everyone waiting on it, so no
@@ -282,27 +231,20 @@ pub(crate) enum Recv {
 }
 
 /// Waits up to `timeout` for one 16-byte message on `fd`.
-pub(crate) fn recv(fd: RawFd, timeout: Duration) -> Recv {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().clamp(1, 1000) as i32) };
-    if r <= 0 {
+pub(crate) fn recv(fd: BorrowedFd<'_>, timeout: Duration) -> Recv {
+    let ms = timeout.as_millis().clamp(1, 1000) as u16;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
         return Recv::Retry;
     }
     let mut buf = [0u8; 16];
-    // SAFETY: reading into a local buffer from our pipe.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    match n {
-        16 => {
+    match read(fd, &mut buf) {
+        Ok(16) => {
             let (a, b) = buf.split_at(8);
             let word = |s: &[u8]| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8]));
             Recv::Msg([word(a), word(b)])
         }
-        0 => Recv::Gone,
+        Ok(0) => Recv::Gone,
         // Messages are written whole (16 < PIPE_BUF), so a short read is an
         // interrupted one.
         _ => Recv::Retry,
@@ -311,20 +253,16 @@ pub(crate) fn recv(fd: RawFd, timeout: Duration) -> Recv {
 
 /// Sends one 16-byte message; `false` when the partner is gone (SIGPIPE is
 /// ignored in workers, so this is EPIPE).
-pub(crate) fn send(fd: RawFd, msg: [u64; 2]) -> bool {
+pub(crate) fn send(fd: BorrowedFd<'_>, msg: [u64; 2]) -> bool {
     let mut buf = [0u8; 16];
     buf[..8].copy_from_slice(&msg[0].to_ne_bytes());
     buf[8..].copy_from_slice(&msg[1].to_ne_bytes());
     loop {
-        // SAFETY: writing a local buffer to our pipe.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n == 16 {
-            return true;
+        match write(fd, &buf) {
+            Ok(16) => return true,
+            Err(Errno::EINTR) => {}
+            _ => return false,
         }
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return false;
     }
 }
 
@@ -342,9 +280,9 @@ mod tests {
             assert!(w[a].outbox.is_some());
             // a's outbox is the write end of b's inbox pipe: a byte sent
             // one way arrives the other.
-            assert!(send(w[a].outbox.unwrap_or(-1), [7, 8]));
+            assert!(send(w[a].outbox.expect("outbox"), [7, 8]));
             assert!(matches!(
-                recv(w[b].inbox.unwrap_or(-1), POLL_TEST),
+                recv(w[b].inbox.expect("inbox"), POLL_TEST),
                 Recv::Msg([7, 8])
             ));
         }

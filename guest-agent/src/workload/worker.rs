@@ -1,148 +1,97 @@
 //! The body of a forked worker process: keep only its own descriptors, wait
 //! for the start byte, apply its scheduling policy, run its task until told
-//! to stop, then write its report and `_exit`.
+//! to stop, then write its report and exit.
 //!
 //! Runs in a child forked from a possibly multi-threaded parent (the test
 //! harness), so it takes no lock but the allocator's: no printing, no
-//! logging. It must never return or unwind into the agent's code.
+//! logging. It never returns into the agent's code: [`crate::sys::fork_child`]
+//! ends the process with this body's exit code.
 
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ktstr_protocol::model::{WorkSpec, WorkerExit, WorkerReport};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::{Pid, read, write};
 
-use super::affinity;
-use super::kinds::{self, Ctx, Task};
+use super::env::WorkEnv;
+use super::error::error_chain;
+use super::kinds::{self, Task};
 use super::measure::{Meter, cpu_time_ns, schedstat};
 use super::shared::LeafRes;
+use super::stop::{POLL, stop_requested};
+use crate::sys::{self, InChild};
 
-/// Set by SIGUSR1: finish the current iteration, report, exit.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Exit code: the agent went away (or the start pipe failed) before the
+/// start byte came.
+const EXIT_NO_START: i32 = 3;
+/// Exit code: the report could not be encoded.
+const EXIT_NO_REPORT: i32 = 4;
 
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Whether the agent asked this worker to stop.
-pub(crate) fn stop_requested() -> bool {
-    STOP.load(Ordering::Relaxed)
-}
-
-/// Signal setup in the child right after fork, while SIGUSR1 is blocked.
-/// SIGUSR1 is installed without SA_RESTART so a blocking read, poll, futex
-/// wait or sleep returns EINTR and the loop sees the stop. SIGPIPE is
-/// ignored so writing to a departed partner is an EPIPE error, and SIGCHLD
-/// is the default so ForkExit can wait for its children.
-pub(super) fn install_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe; the sigaction structs are fully initialised.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-    }
-}
-
-/// Closes every descriptor above stderr except `keep`: a worker must not
-/// hold other workers' pipe ends (or the parent's), or a partner or the
-/// agent would never see EOF when it exits.
-fn close_all_but(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut lo: u32 = 3;
-    for &fd in keep.iter() {
-        let fd = fd as u32;
-        if fd >= lo {
-            if fd > lo {
-                close_range(lo, fd - 1);
-            }
-            lo = fd + 1;
-        }
-    }
-    close_range(lo, u32::MAX);
-}
-
-fn close_range(lo: u32, hi: u32) {
-    // SAFETY: closing descriptors of this (forked) process only.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
-    if r != 0 {
-        // Kernels before 5.9: close one by one up to a sane bound.
-        for fd in lo..hi.min(65_536) {
-            // SAFETY: as above; EBADF for unused numbers is harmless.
-            unsafe { libc::close(fd as i32) };
-        }
-    }
-}
-
-/// What a worker needs from the agent at fork time.
+/// What a worker needs from the agent at fork time, borrowed from the
+/// agent's frame (which the worker never leaves).
 pub(super) struct WorkerArgs<'a> {
-    pub start_fd: RawFd,
-    pub report_fd: RawFd,
+    pub start: BorrowedFd<'a>,
+    pub report: BorrowedFd<'a>,
     pub spec: &'a WorkSpec,
     pub cgroup: &'a str,
-    pub leaves: Vec<LeafRes>,
+    pub leaves: Vec<LeafRes<'a>>,
 }
 
-/// Waits for the start byte. `Ok(false)`: stopped before being started.
-/// Polls in steps so a stop that arrived before the wait began is seen.
-fn wait_for_start(fd: RawFd) -> Result<bool, ()> {
+/// How waiting for the start byte ended.
+enum Start {
+    Go,
+    /// Stopped before being started.
+    Stopped,
+    /// EOF or a poll failure: the agent is gone.
+    AgentGone,
+}
+
+/// Waits for the start byte, polling in steps so a stop that arrived before
+/// the wait began is seen.
+fn wait_for_start(fd: BorrowedFd<'_>) -> Start {
+    let step = PollTimeout::try_from(POLL).unwrap_or(PollTimeout::MAX);
     let mut go = [0u8; 1];
     loop {
         if stop_requested() {
-            return Ok(false);
+            return Start::Stopped;
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, kinds::POLL.as_millis() as i32) };
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(());
+        match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], step) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return Start::AgentGone,
         }
-        if r <= 0 {
-            continue;
-        }
-        // SAFETY: reading one byte into a local buffer from our own pipe.
-        let n = unsafe { libc::read(fd, go.as_mut_ptr().cast(), 1) };
-        match n {
-            1 => return Ok(true),
-            // EOF: the agent went away before starting us.
-            0 => return Err(()),
+        match read(fd, &mut go) {
+            Ok(1) => return Start::Go,
+            Ok(0) => return Start::AgentGone,
             _ => {}
         }
     }
 }
 
-fn write_all(fd: RawFd, bytes: &[u8]) {
+fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) {
     let mut off = 0;
     while off < bytes.len() {
-        // SAFETY: writing from a live buffer to our own pipe fd.
-        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
+        match write(fd, &bytes[off..]) {
+            Ok(0) => break,
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
         }
-        if n <= 0 {
-            break;
-        }
-        off += n as usize;
     }
 }
 
-fn run(args: WorkerArgs) -> i32 {
+fn run(args: WorkerArgs<'_>) -> i32 {
     let base = WorkerReport {
-        // SAFETY: trivial syscall.
-        tid: unsafe { libc::getpid() },
+        tid: std::process::id() as i32,
         cgroup: args.cgroup.to_string(),
         work_type: args.spec.work_type.name().to_string(),
         ..Default::default()
     };
-    let started = match wait_for_start(args.start_fd) {
-        Ok(s) => s,
-        Err(()) => return 3,
+    let started = match wait_for_start(args.start) {
+        Start::Go => true,
+        Start::Stopped => false,
+        Start::AgentGone => return EXIT_NO_START,
     };
     let (delay0, count0) = schedstat();
     let cpu0 = cpu_time_ns();
@@ -151,16 +100,16 @@ fn run(args: WorkerArgs) -> i32 {
         WorkerExit::Error("stopped before it was started".into())
     } else {
         match kinds::apply_policy(args.spec) {
-            Err(e) => WorkerExit::Error(e),
+            Err(e) => WorkerExit::Error(error_chain(&e)),
             Ok(()) => {
-                let allowed = affinity::get(0)
+                let allowed = sys::affinity(Pid::from_raw(0))
                     .map(|s| s.into_iter().collect())
                     .unwrap_or_default();
                 let mut task = Task::build(&args.spec.work_type, &mut args.leaves.into_iter());
-                let mut ctx = Ctx::new(&mut meter, args.spec, allowed);
-                match kinds::run(&mut task, &mut ctx) {
+                let mut env = WorkEnv::new(&mut meter, args.spec, allowed);
+                match kinds::run(&mut task, &mut env) {
                     Ok(()) => WorkerExit::Completed,
-                    Err(e) => WorkerExit::Error(e),
+                    Err(e) => WorkerExit::Error(error_chain(&e)),
                 }
             }
         }
@@ -175,24 +124,21 @@ fn run(args: WorkerArgs) -> i32 {
     report.exit = exit;
     match ktstr_protocol::codec::encode("worker report", &report) {
         Ok(bytes) => {
-            write_all(args.report_fd, &bytes);
+            write_all(args.report, &bytes);
             0
         }
-        Err(_) => 4,
+        Err(_) => EXIT_NO_REPORT,
     }
 }
 
-/// The worker process. Never returns: a panic ends the process too, so
-/// unwinding can never resume the agent's code in the child.
-pub(super) fn child_main(args: WorkerArgs) -> ! {
-    let mut keep = vec![args.start_fd, args.report_fd];
+/// The worker process: drops every descriptor it does not own, runs, and
+/// returns its exit code to [`sys::fork_child`].
+pub(super) fn child_main(child: &InChild, args: WorkerArgs<'_>) -> i32 {
+    let mut keep = vec![args.start.as_raw_fd(), args.report.as_raw_fd()];
     for leaf in &args.leaves {
-        keep.extend(leaf.inbox);
-        keep.extend(leaf.outbox);
+        keep.extend(leaf.inbox.map(|fd| fd.as_raw_fd()));
+        keep.extend(leaf.outbox.map(|fd| fd.as_raw_fd()));
     }
-    close_all_but(&mut keep);
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args))).unwrap_or(101);
-    // SAFETY: terminating this forked child without running the agent's
-    // destructors or atexit handlers.
-    unsafe { libc::_exit(code) }
+    child.close_fds_except(&keep);
+    run(args)
 }

@@ -1,10 +1,13 @@
 //! Cache-pressure kinds: CachePressure and CacheYield, and the buffer walk
 //! CachePipe does between hand-offs.
+//!
+//! Like every kind, it runs in a forked worker: no logging, no lock but the
+//! allocator's, and no import of the dispatcher in [`super`].
 
 use std::hint::black_box;
 
-use super::Ctx;
 use super::spin::timed_yield;
+use crate::workload::env::WorkEnv;
 
 const LINE: usize = 64;
 /// Cache lines touched per chunk: one meter tick, some tens of µs.
@@ -54,15 +57,15 @@ impl Buffer {
 
 /// A unit is one cache line touched; an iteration is a chunk of lines.
 /// With `yield_after`, every chunk ends in a timed yield (sampled).
-pub(super) fn pressure(ctx: &mut Ctx, size_kib: u32, yield_after: bool) {
+pub(super) fn pressure(env: &mut WorkEnv<'_>, size_kib: u32, yield_after: bool) {
     let mut buf = Buffer::new(size_kib);
-    while ctx.running() {
+    while env.running() {
         let n = buf.walk(CHUNK_LINES) as u64;
         if yield_after {
             let ns = timed_yield();
-            ctx.meter.tick_woken(n, Some(ns));
+            env.meter.tick_woken(n, Some(ns));
         } else {
-            ctx.meter.tick(n);
+            env.meter.tick(n);
         }
     }
 }

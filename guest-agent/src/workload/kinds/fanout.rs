@@ -7,27 +7,30 @@
 //! Units: the waker counts rounds dispatched, a waiter rounds handled.
 //! Samples: a waiter's is round publish to running; the waker's is last
 //! acknowledgement to running.
+//!
+//! Like every kind, it runs in a forked worker: no logging, no lock but the
+//! allocator's, and no import of the dispatcher in [`super`].
 
 use std::sync::atomic::Ordering;
 
 use super::spin::{SPIN_BATCH, spin_batch};
-use super::{Ctx, LeafState, POLL};
+use crate::workload::env::{LeafState, WorkEnv};
 use crate::workload::measure::mono_ns;
 use crate::workload::shared::{GroupShared, LeafRes, futex_wait, futex_wake, release_group};
-use crate::workload::worker::stop_requested;
+use crate::workload::stop::{POLL, stop_requested};
 
 /// Runs this worker's side of the group; `compute` makes waiters do real
 /// work per item (FanOutCompute) instead of acknowledging at once.
-pub(super) fn run(ctx: &mut Ctx, res: &LeafRes, state: &mut LeafState, compute: bool) {
+pub(super) fn run(env: &mut WorkEnv<'_>, res: &LeafRes<'_>, state: &mut LeafState, compute: bool) {
     let Some(sh) = res.shared else {
-        ctx.idle_until_done();
+        env.idle_until_done();
         return;
     };
     let waiters = res.size.saturating_sub(1) as u32;
     if res.pos == 0 {
-        waker(ctx, sh, waiters, compute);
+        waker(env, sh, waiters, compute);
     } else {
-        waiter(ctx, sh, state, waiters, compute);
+        waiter(env, sh, state, waiters, compute);
     }
     if stop_requested() {
         release_group(sh);
@@ -39,12 +42,12 @@ fn next_round(round: u32) -> u32 {
     round.checked_add(1).unwrap_or(1)
 }
 
-fn waker(ctx: &mut Ctx, sh: &GroupShared, waiters: u32, compute: bool) {
+fn waker(env: &mut WorkEnv<'_>, sh: &GroupShared, waiters: u32, compute: bool) {
     let entered = mono_ns();
-    let mut x = ctx.rng.next_u64();
-    while ctx.running() {
+    let mut x = env.rng.next_u64();
+    while env.running() {
         if sh.stop.load(Ordering::Acquire) != 0 {
-            ctx.idle_until_done();
+            env.idle_until_done();
             return;
         }
         let round = sh.word.load(Ordering::Acquire);
@@ -67,15 +70,21 @@ fn waker(ctx: &mut Ctx, sh: &GroupShared, waiters: u32, compute: bool) {
         sh.wake_ts.store(mono_ns(), Ordering::Relaxed);
         sh.word.store(next_round(round), Ordering::Release);
         futex_wake(&sh.word, i32::MAX);
-        ctx.meter.tick_woken(1, latency);
+        env.meter.tick_woken(1, latency);
     }
 }
 
-fn waiter(ctx: &mut Ctx, sh: &GroupShared, state: &mut LeafState, waiters: u32, compute: bool) {
+fn waiter(
+    env: &mut WorkEnv<'_>,
+    sh: &GroupShared,
+    state: &mut LeafState,
+    waiters: u32,
+    compute: bool,
+) {
     let entered = mono_ns();
-    while ctx.running() {
+    while env.running() {
         if sh.stop.load(Ordering::Acquire) != 0 {
-            ctx.idle_until_done();
+            env.idle_until_done();
             return;
         }
         let round = sh.word.load(Ordering::Acquire);
@@ -90,7 +99,7 @@ fn waiter(ctx: &mut Ctx, sh: &GroupShared, state: &mut LeafState, waiters: u32, 
             let mut v = sh.item.load(Ordering::Relaxed);
             spin_batch(&mut v, SPIN_BATCH);
         }
-        ctx.meter.tick_woken(1, latency);
+        env.meter.tick_woken(1, latency);
         // The waker reads the newest acknowledgement time once all are in.
         sh.ack_ts.fetch_max(mono_ns(), Ordering::Relaxed);
         if sh.acks.fetch_add(1, Ordering::AcqRel) + 1 == waiters {

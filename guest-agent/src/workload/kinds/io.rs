@@ -1,11 +1,16 @@
 //! Kinds that make the kernel do work for the worker: IoSyncWrite (small
 //! writes plus fsync) and PageFaultChurn (map, touch, unmap).
+//!
+//! Like every kind, it runs in a forked worker: no logging, no lock but the
+//! allocator's, and no import of the dispatcher in [`super`].
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
 
-use super::Ctx;
+use crate::sys::AnonPages;
+use crate::workload::env::WorkEnv;
+use crate::workload::error::WorkError;
 use crate::workload::measure::mono_ns;
 
 const BLOCK: usize = 4096;
@@ -14,44 +19,43 @@ const FILE_BLOCKS: u64 = 256;
 const PAGE: usize = 4096;
 /// Pages mapped, touched and unmapped per PageFaultChurn iteration.
 const CHURN_PAGES: usize = 64;
+const CHURN_LEN: NonZeroUsize = NonZeroUsize::new(CHURN_PAGES * PAGE).unwrap();
 
 /// Writes 4 KiB blocks to a private file under /tmp and fsyncs each. A unit
 /// is one write+fsync; the sample is how long fsync kept the worker off its
 /// work (tiny on tmpfs, the guest's /tmp, but still a block-and-wake).
-pub(super) fn sync_write(ctx: &mut Ctx) -> Result<(), String> {
-    // SAFETY: trivial syscall.
-    let pid = unsafe { libc::getpid() };
-    let path = format!("/tmp/ktstr-io-{pid}-{}", mono_ns());
+pub(super) fn sync_write(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+    let path = format!("/tmp/ktstr-io-{}-{}", std::process::id(), mono_ns());
+    // std opens with O_CLOEXEC.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .custom_flags(libc::O_CLOEXEC)
         .open(&path)
-        .map_err(|e| {
-            format!("IoSyncWrite: creating {path}: {e} (is /tmp mounted and writable?)")
+        .map_err(|source| WorkError::CreateFile {
+            path: path.clone(),
+            source,
         })?;
     // Unlinked at once, so no exit path (SIGKILL included) leaves it behind.
-    std::fs::remove_file(&path).map_err(|e| format!("IoSyncWrite: unlinking {path}: {e}"))?;
+    std::fs::remove_file(&path).map_err(|source| WorkError::Unlink {
+        path: path.clone(),
+        source,
+    })?;
     let block = [0xa5u8; BLOCK];
     let mut n = 0u64;
-    while ctx.running() {
-        let off = (n % FILE_BLOCKS) * BLOCK as u64;
-        if let Err(e) = file.write_all_at(&block, off) {
-            return Err(format!("IoSyncWrite: writing {BLOCK} bytes at {off}: {e}"));
-        }
+    while env.running() {
+        let offset = (n % FILE_BLOCKS) * BLOCK as u64;
+        file.write_all_at(&block, offset)
+            .map_err(|source| WorkError::Write {
+                len: BLOCK,
+                offset,
+                source,
+            })?;
         let t0 = mono_ns();
-        loop {
-            // SAFETY: fsync on a file we own.
-            if unsafe { libc::fsync(file.as_raw_fd()) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(format!("IoSyncWrite: fsync: {e}"));
-            }
-        }
-        ctx.meter.tick_woken(1, Some(mono_ns().saturating_sub(t0)));
+        // fsync(2), retried on EINTR.
+        file.sync_all()
+            .map_err(|source| WorkError::Fsync { source })?;
+        env.meter.tick_woken(1, Some(mono_ns().saturating_sub(t0)));
         n += 1;
     }
     Ok(())
@@ -59,34 +63,20 @@ pub(super) fn sync_write(ctx: &mut Ctx) -> Result<(), String> {
 
 /// Maps fresh anonymous pages, writes one byte to each (a page fault
 /// apiece) and unmaps them. A unit is one page faulted in.
-pub(super) fn page_fault_churn(ctx: &mut Ctx) -> Result<(), String> {
-    let len = CHURN_PAGES * PAGE;
-    while ctx.running() {
-        // SAFETY: anonymous private mapping; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "PageFaultChurn: mmap of {len} bytes: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let base = p.cast::<u8>();
+pub(super) fn page_fault_churn(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+    while env.running() {
+        let mut pages = AnonPages::new(CHURN_LEN).map_err(|source| WorkError::Map {
+            len: CHURN_LEN.get(),
+            source,
+        })?;
+        let bytes = pages.as_mut_slice();
         for i in 0..CHURN_PAGES {
-            // SAFETY: inside the mapping just created.
-            unsafe { base.add(i * PAGE).write_volatile(i as u8) };
+            bytes[i * PAGE] = i as u8;
         }
-        // SAFETY: unmapping exactly what was mapped above.
-        unsafe { libc::munmap(p, len) };
-        ctx.meter.tick(CHURN_PAGES as u64);
+        // The writes must happen even though nothing reads them back.
+        std::hint::black_box(bytes);
+        drop(pages);
+        env.meter.tick(CHURN_PAGES as u64);
     }
     Ok(())
 }

@@ -4,14 +4,17 @@
 //!
 //! A unit is one critical section executed. The sample is the time from the
 //! releasing holder's wake-up call to the woken contender running.
+//!
+//! Like every kind, it runs in a forked worker: no logging, no lock but the
+//! allocator's, and no import of the dispatcher in [`super`].
 
 use std::sync::atomic::Ordering;
 
 use super::spin::{SPIN_BATCH, spin_batch};
-use super::{Ctx, POLL};
+use crate::workload::env::WorkEnv;
 use crate::workload::measure::mono_ns;
 use crate::workload::shared::{GroupShared, LeafRes, Wait, futex_wait, futex_wake, release_group};
-use crate::workload::worker::stop_requested;
+use crate::workload::stop::{POLL, stop_requested};
 
 const FREE: u32 = 0;
 const HELD: u32 = 1;
@@ -26,7 +29,7 @@ enum Taken {
 
 /// Takes the lock, or returns `Err(())` when the worker must stop first
 /// (the lock is then not held).
-fn lock(ctx: &Ctx, sh: &GroupShared) -> Result<Taken, ()> {
+fn lock(env: &WorkEnv<'_>, sh: &GroupShared) -> Result<Taken, ()> {
     let mut c = match sh
         .word
         .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
@@ -39,7 +42,7 @@ fn lock(ctx: &Ctx, sh: &GroupShared) -> Result<Taken, ()> {
     }
     let mut latency = None;
     while c != FREE {
-        if !ctx.running() || sh.stop.load(Ordering::Acquire) != 0 {
+        if !env.running() || sh.stop.load(Ordering::Acquire) != 0 {
             return Err(());
         }
         let waited_from = mono_ns();
@@ -60,22 +63,22 @@ fn unlock(sh: &GroupShared) {
     }
 }
 
-pub(super) fn run(ctx: &mut Ctx, res: &LeafRes) {
+pub(super) fn run(env: &mut WorkEnv<'_>, res: &LeafRes<'_>) {
     let Some(sh) = res.shared else {
-        ctx.idle_until_done();
+        env.idle_until_done();
         return;
     };
-    let mut x = ctx.rng.next_u64();
-    while ctx.running() {
-        let Ok(taken) = lock(ctx, sh) else { break };
+    let mut x = env.rng.next_u64();
+    while env.running() {
+        let Ok(taken) = lock(env, sh) else { break };
         // The critical section: work on the protected value.
         let mut v = sh.counter.load(Ordering::Relaxed);
         spin_batch(&mut v, SPIN_BATCH / 4);
         sh.counter.store(v, Ordering::Relaxed);
         unlock(sh);
         match taken {
-            Taken::AtOnce => ctx.meter.tick(1),
-            Taken::AfterWait(latency) => ctx.meter.tick_woken(1, latency),
+            Taken::AtOnce => env.meter.tick(1),
+            Taken::AfterWait(latency) => env.meter.tick_woken(1, latency),
         }
         // Work outside the lock, so contenders interleave.
         spin_batch(&mut x, SPIN_BATCH / 4);
@@ -83,6 +86,6 @@ pub(super) fn run(ctx: &mut Ctx, res: &LeafRes) {
     if stop_requested() {
         release_group(sh);
     } else if sh.stop.load(Ordering::Acquire) != 0 {
-        ctx.idle_until_done();
+        env.idle_until_done();
     }
 }
