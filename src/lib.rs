@@ -9,9 +9,9 @@ pub use ktstr_host as host;
 pub use ktstr_protocol as protocol;
 
 /// The scenario model, the engine's author-facing API and the message
-/// types in one import. The agent's `Step`/`Setup` (which can hold a setup
-/// factory) shadow the wire types; those stay reachable as
-/// `ktstr::protocol::model::{Step, Setup}`.
+/// types in one import. `Step` here is the model's step with the agent's
+/// `Setup` (which can also be a factory function of the context); the
+/// wire forms stay reachable as `ktstr::protocol::model::{Step, Setup}`.
 pub mod prelude {
     pub use ktstr_agent::scenario::prelude::*;
     pub use ktstr_agent::scenario::{Setup, Step};

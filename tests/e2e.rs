@@ -54,12 +54,7 @@ fn assert_healthy_run(out: &RunOutcome, topo: &str, cgroups: usize, workers: usi
 #[test]
 fn boots_1n1l2c1t_and_workers_report() {
     let Some(p) = prepared() else { return };
-    let out = run(
-        p,
-        "1n1l2c1t",
-        steady(2, 2, 2),
-        None,
-    );
+    let out = run(p, "1n1l2c1t", steady(2, 2, 2), None);
     assert_healthy_run(&out, "1n1l2c1t", 2, 2);
     eprintln!("e2e timings 1n1l2c1t: {:?}", out.timings);
 }
@@ -67,12 +62,7 @@ fn boots_1n1l2c1t_and_workers_report() {
 #[test]
 fn boots_2n2l2c2t_numa_smt_and_workers_report() {
     let Some(p) = prepared() else { return };
-    let out = run(
-        p,
-        "2n2l2c2t",
-        steady(2, 3, 2),
-        None,
-    );
+    let out = run(p, "2n2l2c2t", steady(2, 3, 2), None);
     assert_healthy_run(&out, "2n2l2c2t", 2, 3);
     let hello = out.hello.as_ref().unwrap();
     assert_eq!(hello.distances, vec![vec![10, 20], vec![20, 10]]);
@@ -144,13 +134,7 @@ fn boots_linux_on_our_kvm_vmm() {
         return;
     }
     let Some(p) = prepared() else { return };
-    let out = run_on(
-        BackendChoice::Kvm,
-        p,
-        "1n2l2c1t",
-        steady(2, 2, 2),
-        None,
-    );
+    let out = run_on(BackendChoice::Kvm, p, "1n2l2c1t", steady(2, 2, 2), None);
     assert_eq!(out.backend, "kvm");
     assert_healthy_run(&out, "1n2l2c1t", 2, 2);
 }

@@ -15,9 +15,7 @@ use ktstr_host::prepare::{Prepared, resolve_kernel};
 use ktstr_host::progress::Progress;
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::{scheds, setup};
-use ktstr_protocol::model::{
-    Assert, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step,
-};
+use ktstr_protocol::model::{Assert, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step};
 
 const TOPOLOGY: &str = "1n2l2c1t";
 

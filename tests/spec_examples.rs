@@ -1,8 +1,6 @@
 //! The spec's examples (spec/seed-custom-scenarios.md and
 //! spec/seed-ops-and-steps.md) compiled against the facade with exactly the
 //! spec's imports: `use ktstr::prelude::*;` and `use ktstr::scenario::*;`.
-//! The same bodies are compiled against the agent crate in
-//! guest-agent/tests/scenario_examples.rs.
 #![allow(dead_code)]
 
 mod custom_scenarios {

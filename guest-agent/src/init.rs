@@ -31,7 +31,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cgroup::CgroupManager;
-use crate::engine::{Engine, Sink};
+use crate::plan_runner::{MessageSink, PlanRunner};
 use crate::topology::TestTopology;
 
 /// How long a send may wait for the host to drain a full ring.
@@ -67,7 +67,7 @@ impl<'a> Channel<'a> {
     }
 }
 
-impl Sink for Channel<'_> {
+impl MessageSink for Channel<'_> {
     fn send(&mut self, msg: GuestMsg) -> Result<()> {
         self.tx
             .send_msg("guest message", &msg, Some(Instant::now() + SEND_DEADLINE))?;
@@ -284,7 +284,7 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
         }
         None => {}
     }
-    at("plan", Engine::validate(&plan))?;
+    at("plan", PlanRunner::validate(&plan))?;
     at(
         "cgroups",
         crate::mounts::enable_root_controllers(Path::new("/sys/fs/cgroup")),
@@ -292,8 +292,8 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
     let cgroups = at("cgroups", CgroupManager::new(CGROUP_PARENT))?;
     let topo = TestTopology::from_observed(&observed);
     let verdict = {
-        let mut engine = Engine::new(&cgroups, &topo, shm.current_step(), chan);
-        at("scenario", engine.run(&plan))?
+        let mut runner = PlanRunner::new(&cgroups, &topo, shm.current_step(), chan);
+        at("scenario", runner.run(&plan))?
     };
     info!(
         "scenario {}",

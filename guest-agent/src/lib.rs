@@ -8,7 +8,7 @@
 pub mod cgroup;
 pub mod checks;
 pub mod cmdline;
-pub mod engine;
+pub mod plan_runner;
 pub mod init;
 pub mod mounts;
 mod rng;

@@ -4,10 +4,10 @@
 //! would let a scenario pass without the stimulus it asked for.
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{CgroupDef, Op, OpKind, SpawnPlacement};
+use ktstr_protocol::model::{CgroupDef, DetailKind, Op, OpKind, SpawnPlacement};
 
 use super::ctx::Ctx;
-use super::payload;
+use super::payload::describe;
 use super::state::RunState;
 use super::workers::{effective_work_type, resolve_num_workers};
 use crate::sysfs::format_cpu_list;
@@ -30,7 +30,7 @@ pub fn is_supported(kind: OpKind) -> bool {
 /// The error for an op this agent cannot run.
 pub fn unsupported(kind: OpKind) -> anyhow::Error {
     anyhow::anyhow!(
-        "not supported by this agent yet: {kind:?} (host-side and IRQ ops come with a later \
+        "not supported by this agent yet: {kind} (host-side and IRQ ops come with a later \
          agent); remove the op from the scenario or run it with an agent that has it"
     )
 }
@@ -56,7 +56,7 @@ fn cpus(set: &std::collections::BTreeSet<usize>) -> String {
 /// its workers. Shared by step setup and `Op::AddCgroupDef`.
 pub(crate) fn setup_def(ctx: &Ctx, st: &mut RunState, def: &CgroupDef) -> Result<()> {
     let name = def.name.as_ref();
-    def.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    def.validate()?;
     let owner = st.def_owner();
     st.add_cgroup(ctx, name, owner)?;
     ctx.emit(Some(OpKind::AddCgroup), format!("created {name}"));
@@ -175,15 +175,28 @@ pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
             args,
             cgroup,
         } => {
-            let pid = payload::run(ctx, st, spec, args, cgroup.as_deref())?;
+            if let Some(cg) = cgroup {
+                st.require(cg, "RunPayload")?;
+            }
+            let owner = st.op_owner();
+            let pid = st
+                .payloads
+                .run(ctx.cgroups, spec, args, cgroup.as_deref(), owner)?;
             format!("started payload {} as pid {pid}", spec.name)
         }
         Op::WaitPayload { name, cgroup } => {
-            let how = payload::wait(st, name, cgroup.as_deref())?;
+            let status = st.payloads.wait(name, cgroup.as_deref())?;
+            let how = describe(status);
+            if !status.success() {
+                st.result.push_failure(
+                    DetailKind::Error,
+                    format!("payload {name} ended with {how}"),
+                );
+            }
             format!("payload {name} ended with {how}")
         }
         Op::KillPayload { name, cgroup } => {
-            let how = payload::kill(st, name, cgroup.as_deref())?;
+            let how = describe(st.payloads.kill(name, cgroup.as_deref())?);
             format!("killed payload {name} ({how})")
         }
         Op::AttachScheduler { scheduler } => {

@@ -10,11 +10,11 @@ use ktstr_protocol::model::{
 };
 
 use super::ctx::Ctx;
-use super::exec::SCHED_DIED_PREFIX;
 use super::group::CgroupGroup;
 use super::process_alive;
 use super::workers::{spawn_group, stop};
 use crate::checks::assert_cgroup;
+use crate::scheduler::SchedulerDied;
 use crate::workload::WorkloadHandle;
 
 /// One work group with a concrete worker count.
@@ -97,7 +97,11 @@ pub fn setup_cgroups<'a>(
     if let Some(pid) = ctx.active_sched_pid()
         && !process_alive(pid)
     {
-        bail!("{SCHED_DIED_PREFIX} after cgroup creation (pid {pid})");
+        return Err(SchedulerDied::ProcessGone {
+            when: "after cgroup creation".into(),
+            pid,
+        }
+        .into());
     }
     let mut handles = Vec::with_capacity(n);
     for name in &names {

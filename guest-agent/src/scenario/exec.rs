@@ -13,19 +13,16 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{Assert, AssertResult, CgroupDef, DetailKind, HoldSpec, Op};
+use ktstr_protocol::model::{Assert, AssertResult, Backdrop, CgroupDef, DetailKind, HoldSpec, Op};
 
 use super::apply::{apply_op, is_supported, setup_def, unsupported};
-use super::backdrop::Backdrop;
 use super::ctx::{Ctx, ScenarioEvent};
+use super::owner::Owner;
 use super::process_alive;
-use super::state::{Owner, RunState};
+use super::state::RunState;
 use super::step::Step;
 use crate::checks::{CgroupReports, check_cgroups};
-use crate::scheduler::SchedulerGone;
-
-/// How a liveness failure starts, so callers can recognise it.
-pub const SCHED_DIED_PREFIX: &str = "scheduler died";
+use crate::scheduler::SchedulerDied;
 
 /// How often a hold looks at a running scheduler.
 pub const HOLD_POLL: Duration = Duration::from_millis(100);
@@ -68,21 +65,11 @@ pub fn validate_sequence(backdrop: &Backdrop, steps: &[Step]) -> Result<()> {
     if steps.is_empty() {
         bail!("the scenario has no steps; give it at least one Step");
     }
-    for def in &backdrop.cgroups {
-        def.validate()
-            .map_err(|e| anyhow::anyhow!("Backdrop: {e}"))?;
-    }
+    backdrop.validate()?;
     check_ops(&backdrop.ops, "Backdrop")?;
     for (i, step) in steps.iter().enumerate() {
         let at = format!("step {}", i + 1);
-        step.hold
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        if let super::step::Setup::Defs(defs) = &step.setup {
-            for def in defs {
-                def.validate().map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-            }
-        }
+        step.validate().map_err(|e| e.within(at.as_str()))?;
         check_ops(&step.ops, &at)?;
     }
     Ok(())
@@ -97,9 +84,11 @@ fn check_scheduler(ctx: &Ctx, when: &str) -> Result<()> {
     if let Some(pid) = ctx.active_sched_pid()
         && !process_alive(pid)
     {
-        bail!(
-            "{SCHED_DIED_PREFIX} {when} (pid {pid}); see the scheduler's log and the sched_ext dump"
-        );
+        return Err(SchedulerDied::ProcessGone {
+            when: when.to_string(),
+            pid,
+        }
+        .into());
     }
     Ok(())
 }
@@ -193,7 +182,7 @@ fn run_phases(
         if death.is_none() {
             ran?;
         } else if let Err(e) = ran
-            && !e.chain().any(|c| c.is::<SchedulerGone>())
+            && !e.chain().any(|c| c.is::<SchedulerDied>())
         {
             st.result.push_failure(DetailKind::Error, format!("{e:#}"));
         }

@@ -11,17 +11,17 @@
 //! Builder naming throughout: `with_X` constructs a value with X set,
 //! `set_X` replaces X, `push_X`/`extend_X` append to X.
 //!
-//! This module must not know the ring or message framing: the engine
-//! adapter ([`crate::engine`]) turns observer events into messages.
+//! This module must not know the ring or message framing: the plan runner
+//! ([`crate::plan_runner`]) turns observer events into messages.
 
 pub mod affinity;
 mod apply;
-pub mod backdrop;
 pub mod ctx;
 pub mod custom;
 pub mod exec;
 pub mod group;
 pub mod ops;
+mod owner;
 mod payload;
 pub mod prelude;
 mod state;
@@ -33,27 +33,26 @@ mod tests;
 
 pub use affinity::{ResolvedAffinity, resolve_affinity_for_cgroup, set_pid_affinity};
 pub use apply::is_supported as op_is_supported;
-pub use backdrop::Backdrop;
 pub use ctx::{Ctx, CtxBuilder, ScenarioEvent, ScenarioObserver};
 pub use custom::{
     WorkloadConfig, collect_all, collect_with_cpusets, dfl_wl, setup_cgroups, spawn_diverse,
 };
 pub use exec::{
-    SCHED_DIED_PREFIX, execute_defs, execute_scenario, execute_steps, execute_steps_with,
-    validate_sequence,
+    execute_defs, execute_scenario, execute_steps, execute_steps_with, validate_sequence,
 };
 pub use group::{CgroupGroup, remove_cgroup_tolerant};
-pub use step::{FactoryRegistry, Setup, SetupFactory, Step};
+pub use step::{FactoryNotWire, FactoryRegistry, Setup, SetupFactory, Step, step_from_wire};
 pub use workers::resolve_num_workers;
 
 pub use crate::cgroup::{CgroupManager, CgroupOps, MemCgroups};
 pub use crate::checks::{AssertExt, CgroupReports, check_cgroups};
+pub use crate::scheduler::SchedulerDied;
 pub use crate::topology::TestTopology;
 pub use crate::workload::WorkloadHandle;
 pub use ktstr_protocol::model::{
-    AffinityIntent, AffinityKind, Assert, AssertResult, CgroupDef, CpusetSpec, DetailKind,
-    HoldSpec, MemPolicy, Op, OpKind, PayloadSpec, SchedPolicy, SpawnPlacement, Work, WorkSpec,
-    WorkType, WorkerReport,
+    AffinityIntent, AffinityKind, Assert, AssertResult, Backdrop, CgroupDef, CpusetSpec,
+    DetailKind, HoldSpec, MemPolicy, Op, OpKind, PayloadSpec, SchedPolicy, SpawnPlacement, Work,
+    WorkSpec, WorkType, WorkerReport,
 };
 
 /// Whether `pid` names a live process this agent may signal.

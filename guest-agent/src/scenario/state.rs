@@ -19,18 +19,11 @@ use ktstr_protocol::model::{AffinityIntent, AssertResult, WorkSpec, WorkerReport
 use super::affinity::resolve_affinity_for_cgroup;
 use super::ctx::Ctx;
 use super::group::remove_cgroup_tolerant;
-use super::payload::LivePayload;
+use super::owner::Owner;
+use super::payload::Payloads;
 use super::workers::{repin, spawn_group, stop};
 use crate::checks::CgroupReports;
 use crate::workload::WorkloadHandle;
-
-/// Who a cgroup, worker group or payload belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Owner {
-    Backdrop,
-    Scenario,
-    Step,
-}
 
 /// One spawned work group.
 pub(crate) struct Workers {
@@ -97,7 +90,7 @@ pub(crate) struct RunState {
     pub(crate) in_step: bool,
     cgroups: Vec<LiveCgroup>,
     runner: Vec<Workers>,
-    pub(crate) payloads: Vec<LivePayload>,
+    pub(crate) payloads: Payloads,
     finished: Vec<CgroupReports>,
     /// Failures ops recorded during the current phase.
     pub(crate) result: AssertResult,
@@ -109,7 +102,7 @@ impl RunState {
             in_step: false,
             cgroups: Vec::new(),
             runner: Vec::new(),
-            payloads: Vec::new(),
+            payloads: Payloads::default(),
             finished: Vec::new(),
             result: AssertResult::pass(),
         }
@@ -351,7 +344,7 @@ impl RunState {
         owner: Owner,
     ) -> (Vec<CgroupReports>, Vec<String>) {
         let mut errors = Vec::new();
-        super::payload::kill_owned(self, owner, &mut errors);
+        self.payloads.kill_owned(owner, &mut errors);
         let mut out = std::mem::take(&mut self.finished);
         for cg in &mut self.cgroups {
             // A cgroup that goes takes every worker inside with it.

@@ -11,7 +11,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
-use super::*;
+/// Where the kernel exposes sched_ext.
+pub const SCHED_EXT_ROOT: &str = "/sys/kernel/sched_ext";
+/// What [`SchedExtView::current`] reports when no sched_ext scheduler runs.
+pub const EEVDF: &str = "EEVDF";
+/// Kernel log lines kept.
+pub const KERNEL_KEEP_LINES: usize = 100;
+/// Longest output line kept whole; longer ones are split.
+pub(super) const MAX_LINE: usize = 4096;
 
 /// Reads sched_ext's sysfs directory.
 #[derive(Clone, Debug)]
@@ -287,6 +294,7 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+/// `lines`, each prefixed, one per line.
 pub(super) fn indent(lines: &[String], prefix: &str) -> String {
     lines
         .iter()

@@ -15,7 +15,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, pipe2};
 
-use super::*;
+use super::observe::OutputTail;
+
+/// Scheduler output lines kept.
+pub const OUTPUT_KEEP_LINES: usize = 200;
 
 /// A running scheduler binary and its captured output.
 pub struct SchedulerProcess {

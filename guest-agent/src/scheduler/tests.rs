@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
+use ktstr_protocol::model::SchedulerSpec;
+
 use super::*;
 
 fn spec(name: &str, script: &str) -> SchedulerSpec {
@@ -274,6 +278,6 @@ fn ejection_is_a_death_even_before_the_exit() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let e = m.detach().unwrap_err();
-    assert!(e.is::<SchedulerGone>(), "{e:#}");
+    assert!(e.is::<SchedulerDied>(), "{e:#}");
     assert!(m.take_death().is_some());
 }

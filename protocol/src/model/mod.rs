@@ -26,7 +26,7 @@ pub use op::{
 };
 pub use plan::{Backdrop, FaultInjection, Plan, validate_sequence};
 pub use report::{GapInfo, WorkerExit, WorkerReport};
-pub use step::{DeclaredDefs, Setup, Step};
+pub use step::{DeclaredDefs, Setup, Step, WireSetup};
 pub use topology::{ObservedTopology, Topology, TopologyError};
 pub use workload::{
     AffinityIntent, AffinityKind, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType,

@@ -1,7 +1,8 @@
-//! Runs a wire [`Plan`] with the scenario engine ([`crate::scenario`]) and
+//! Runs a wire [`Plan`] on the scenario engine ([`crate::scenario`]) and
 //! turns what the run reports into ring messages: stimulus events, step
 //! start/finish with each step's checks, worker reports per cgroup. It also
-//! keeps the ring's phase word equal to the context's step counter.
+//! keeps the ring's phase word equal to the context's step counter, and
+//! starts the plan's scheduler and detaches it at the end.
 //!
 //! Nothing here executes ops or checks; this is only the adapter between
 //! the protocol and the engine.
@@ -10,29 +11,29 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ktstr_protocol::message::{GuestMsg, Verdict};
-use ktstr_protocol::model::Plan;
 use ktstr_protocol::model::DetailKind;
+use ktstr_protocol::model::{Backdrop, Plan};
 
 use crate::cgroup::CgroupOps;
 use crate::scenario::{
-    Backdrop, Ctx, FactoryRegistry, ScenarioEvent, ScenarioObserver, Step, validate_sequence,
+    Ctx, FactoryRegistry, ScenarioEvent, ScenarioObserver, Step, step_from_wire, validate_sequence,
 };
-use crate::scheduler::{SchedulerConfig, SchedulerGone, SchedulerManager};
+use crate::scheduler::{SchedulerConfig, SchedulerDied, SchedulerManager};
 use crate::topology::TestTopology;
 
 /// Where the engine sends its messages.
-pub trait Sink {
+pub trait MessageSink {
     fn send(&mut self, msg: GuestMsg) -> Result<()>;
 }
 
 /// Everything a plan run needs from the agent.
-pub struct Engine<'a> {
+pub struct PlanRunner<'a> {
     pub cgroups: &'a dyn CgroupOps,
     pub topo: &'a TestTopology,
     pub current_step: &'a AtomicU32,
-    pub sink: &'a mut dyn Sink,
+    pub sink: &'a mut dyn MessageSink,
     factories: FactoryRegistry,
     sched: SchedulerConfig,
 }
@@ -40,7 +41,7 @@ pub struct Engine<'a> {
 /// Forwards events to the sink, remembering the first send failure so the
 /// run can report it instead of losing messages quietly.
 struct Forwarder<'s> {
-    sink: RefCell<&'s mut dyn Sink>,
+    sink: RefCell<&'s mut dyn MessageSink>,
     phase: &'s AtomicU32,
     failed: RefCell<Option<anyhow::Error>>,
 }
@@ -94,12 +95,12 @@ impl ScenarioObserver for Forwarder<'_> {
     }
 }
 
-impl<'a> Engine<'a> {
+impl<'a> PlanRunner<'a> {
     pub fn new(
         cgroups: &'a dyn CgroupOps,
         topo: &'a TestTopology,
         current_step: &'a AtomicU32,
-        sink: &'a mut dyn Sink,
+        sink: &'a mut dyn MessageSink,
     ) -> Self {
         Self {
             cgroups,
@@ -133,24 +134,14 @@ impl<'a> Engine<'a> {
     }
 
     fn convert(plan: &Plan, factories: &FactoryRegistry) -> Result<(Backdrop, Vec<Step>)> {
-        if plan.steps.is_empty() {
-            bail!("plan {:?} has no steps", plan.name);
-        }
-        if plan.duration.is_zero() {
-            bail!(
-                "plan {:?} has a zero duration; give it a duration",
-                plan.name
-            );
-        }
+        plan.validate()?;
         let steps = plan
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| Step::from_wire(s, factories).with_context(|| format!("step {}", i + 1)))
+            .map(|(i, s)| step_from_wire(s, factories).with_context(|| format!("step {}", i + 1)))
             .collect::<Result<Vec<_>>>()?;
-        let backdrop = Backdrop::new()
-            .extend_cgroups(plan.backdrop.cgroups.iter().cloned())
-            .extend_ops(plan.backdrop.ops.iter().cloned());
+        let backdrop = plan.backdrop.clone();
         validate_sequence(&backdrop, &steps).with_context(|| format!("plan {:?}", plan.name))?;
         Ok((backdrop, steps))
     }
@@ -189,7 +180,7 @@ impl<'a> Engine<'a> {
         match detached {
             Ok(Some(d)) => ctx.emit(None, format!("end of run: {d}")),
             Ok(None) => {}
-            Err(e) if e.is::<SchedulerGone>() => {
+            Err(e) if e.is::<SchedulerDied>() => {
                 if let Some(death) = sched.borrow_mut().take_death() {
                     end_failure = Some((
                         DetailKind::SchedulerDied,
@@ -225,7 +216,6 @@ impl<'a> Engine<'a> {
 mod tests {
     use std::time::Duration;
 
-    use ktstr_protocol::model::Backdrop;
     use ktstr_protocol::model::{
         Assert, CpusetSpec, DetailKind, HoldSpec, Op, OpKind, Step as WireStep,
     };
@@ -239,7 +229,7 @@ mod tests {
         msgs: Vec<(u32, GuestMsg)>,
     }
 
-    impl Sink for Recorder<'_> {
+    impl MessageSink for Recorder<'_> {
         fn send(&mut self, msg: GuestMsg) -> Result<()> {
             self.msgs.push((self.phase.load(Ordering::Acquire), msg));
             Ok(())
@@ -247,20 +237,9 @@ mod tests {
     }
 
     fn plan(steps: Vec<WireStep>) -> Plan {
-        Plan {
-            name: "t".into(),
-            backdrop: Backdrop {
-                cgroups: vec![],
-                ops: vec![Op::add_cgroup("bg")],
-            },
-            steps,
-            duration: Duration::from_millis(20),
-            settle: Duration::ZERO,
-            workers_per_cgroup: 1,
-            assert: Assert::NONE,
-            scheduler: None,
-            fault: None,
-        }
+        Plan::new("t", steps, Duration::from_millis(20))
+            .set_backdrop(Backdrop::new().push_op(Op::add_cgroup("bg")))
+            .set_assert(Assert::NONE)
     }
 
     #[test]
@@ -279,8 +258,10 @@ mod tests {
             ),
             WireStep::with_op(Op::add_cgroup("s2"), HoldSpec::fixed(Duration::ZERO)),
         ]);
-        Engine::validate(&p).unwrap();
-        let verdict = Engine::new(&cg, &topo, &phase, &mut rec).run(&p).unwrap();
+        PlanRunner::validate(&p).unwrap();
+        let verdict = PlanRunner::new(&cg, &topo, &phase, &mut rec)
+            .run(&p)
+            .unwrap();
         assert!(verdict.passed);
         assert_eq!(phase.load(Ordering::Acquire), 0, "back to baseline");
         let started: Vec<(u32, u16)> = rec
@@ -379,7 +360,7 @@ mod tests {
             ),
         ));
         let t = std::time::Instant::now();
-        let verdict = Engine::new(&cg, &topo, &phase, &mut rec)
+        let verdict = PlanRunner::new(&cg, &topo, &phase, &mut rec)
             .set_scheduler_config(cfg)
             .run(&p)
             .unwrap();
@@ -459,7 +440,7 @@ mod tests {
             ),
         ]);
         p.scheduler = Some(fake_sched(d.path(), "fifo", wait));
-        let verdict = Engine::new(&cg, &topo, &phase, &mut rec)
+        let verdict = PlanRunner::new(&cg, &topo, &phase, &mut rec)
             .set_scheduler_config(cfg)
             .run(&p)
             .unwrap();
@@ -504,7 +485,7 @@ mod tests {
     fn validation_names_the_problem() {
         let mut p = plan(vec![]);
         assert!(
-            Engine::validate(&p)
+            PlanRunner::validate(&p)
                 .unwrap_err()
                 .to_string()
                 .contains("no steps")
@@ -514,7 +495,7 @@ mod tests {
             ops: vec![],
             hold: HoldSpec::FULL,
         }];
-        let e = format!("{:#}", Engine::validate(&p).unwrap_err());
+        let e = format!("{:#}", PlanRunner::validate(&p).unwrap_err());
         assert!(
             e.contains("step 1") && e.contains("\"nope\" is not registered"),
             "{e}"
@@ -523,7 +504,7 @@ mod tests {
             Op::steer_irq(ktstr_protocol::model::IrqSelector::by_number(1), 0),
             HoldSpec::FULL,
         )];
-        let e = format!("{:#}", Engine::validate(&p).unwrap_err());
+        let e = format!("{:#}", PlanRunner::validate(&p).unwrap_err());
         assert!(
             e.contains("not supported by this agent yet: SteerIrq"),
             "{e}"
