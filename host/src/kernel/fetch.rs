@@ -340,7 +340,7 @@ fn verify_default_image(path: &Path, release: &str) -> Result<(), KernelError> {
         reason,
     };
     let header = read_header(path)?;
-    match detect_image_kind(&header).map_err(&bad)? {
+    match detect_image_kind(&header).map_err(|e| bad(e.to_string()))? {
         ImageKind::BzImage => {}
         ImageKind::Vmlinux => return Err(bad("expected a bzImage, found an ELF vmlinux".into())),
     }

@@ -40,30 +40,43 @@ pub enum ImageKind {
 }
 
 /// Classifies a file's first bytes; the error says why it is neither format.
-pub fn detect_image_kind(header: &[u8]) -> Result<ImageKind, String> {
+pub fn detect_image_kind(header: &[u8]) -> Result<ImageKind, ImageFormatError> {
     if header.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + 4) == Some(&BZIMAGE_MAGIC[..]) {
         return Ok(ImageKind::BzImage);
     }
     if header.get(..4) == Some(&ELF_MAGIC[..]) {
         // e_ident[EI_CLASS] == ELFCLASS64, e_ident[EI_DATA] == ELFDATA2LSB.
         if header.get(4) != Some(&2) || header.get(5) != Some(&1) {
-            return Err("ELF file is not 64-bit little-endian".into());
+            return Err(ImageFormatError::ElfNot64BitLe);
         }
         let machine = header
             .get(18..20)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .ok_or("ELF header truncated")?;
+            .ok_or(ImageFormatError::ElfTruncated)?;
         if machine != EM_X86_64 {
-            return Err(format!("ELF machine {machine} is not x86-64 ({EM_X86_64})"));
+            return Err(ImageFormatError::ElfMachine(machine));
         }
         return Ok(ImageKind::Vmlinux);
     }
     if header.len() < BZIMAGE_MAGIC_OFFSET + 4 {
-        return Err(format!("only {} bytes long", header.len()));
+        return Err(ImageFormatError::TooShort(header.len()));
     }
-    Err(format!(
-        "no \"HdrS\" at offset {BZIMAGE_MAGIC_OFFSET:#x} (bzImage) and no ELF magic (vmlinux)"
-    ))
+    Err(ImageFormatError::NoMagic)
+}
+
+/// Why a file's header is neither a bzImage nor an x86-64 vmlinux.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ImageFormatError {
+    #[error("ELF file is not 64-bit little-endian")]
+    ElfNot64BitLe,
+    #[error("ELF header truncated")]
+    ElfTruncated,
+    #[error("ELF machine {0} is not x86-64 ({EM_X86_64})")]
+    ElfMachine(u16),
+    #[error("only {0} bytes long")]
+    TooShort(usize),
+    #[error("no \"HdrS\" at offset {BZIMAGE_MAGIC_OFFSET:#x} (bzImage) and no ELF magic (vmlinux)")]
+    NoMagic,
 }
 
 /// The release a bzImage's setup header points at, e.g.
@@ -191,9 +204,9 @@ impl KernelImage {
             });
         }
         let header = read_header(path)?;
-        let kind = detect_image_kind(&header).map_err(|reason| KernelError::NotAKernel {
+        let kind = detect_image_kind(&header).map_err(|e| KernelError::NotAKernel {
             path: path.to_path_buf(),
-            reason,
+            reason: e.to_string(),
         })?;
         let release = match kind {
             ImageKind::BzImage => bzimage_release(&header),
@@ -220,9 +233,9 @@ impl KernelImage {
     /// The image's format, read from its header.
     pub fn kind(&self) -> Result<ImageKind, KernelError> {
         let header = read_header(&self.image)?;
-        detect_image_kind(&header).map_err(|reason| KernelError::NotAKernel {
+        detect_image_kind(&header).map_err(|e| KernelError::NotAKernel {
             path: self.image.clone(),
-            reason,
+            reason: e.to_string(),
         })
     }
 }
@@ -274,7 +287,8 @@ pub(crate) mod tests {
             Ok(ImageKind::Vmlinux)
         );
         let arm = detect_image_kind(&fake_vmlinux("7.0.0", 183)).unwrap_err();
-        assert!(arm.contains("not x86-64"), "{arm}");
+        assert_eq!(arm, ImageFormatError::ElfMachine(183));
+        assert!(arm.to_string().contains("not x86-64"), "{arm}");
         let mut elf32 = fake_vmlinux("7.0.0", 62);
         elf32[4] = 1;
         assert!(detect_image_kind(&elf32).is_err());
@@ -283,8 +297,11 @@ pub(crate) mod tests {
     #[test]
     fn rejects_other_files() {
         let err = detect_image_kind(&[0u8; 0x1000]).unwrap_err();
-        assert!(err.contains("HdrS"), "{err}");
-        assert!(detect_image_kind(b"short").unwrap_err().contains("5 bytes"));
+        assert!(err.to_string().contains("HdrS"), "{err}");
+        assert_eq!(
+            detect_image_kind(b"short").unwrap_err(),
+            ImageFormatError::TooShort(5)
+        );
     }
 
     #[test]

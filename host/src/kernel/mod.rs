@@ -35,7 +35,7 @@ pub use cache::{CACHE_ENV, KernelCache, cache_root};
 pub use config::{REQUIRED_CONFIG, check_config, check_config_file, config_problems};
 pub use error::{ConfigProblem, KernelError};
 pub use fetch::{DEFAULT_SUITE, FetchOptions, KernelPackages, fetch_default_kernel, pick_newest};
-pub use image::{ImageKind, detect_image_kind, find_config};
+pub use image::{ImageFormatError, ImageKind, detect_image_kind, find_config};
 pub use modules::{KVM_MODULES, cached_kvm_modules, fetch_kvm_modules};
 pub use sources::MIRROR_ENV;
 

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ktstr_protocol::ShmArg;
+
 use super::layout::MemoryLayout;
 use crate::vm::{VmError, VmSpec};
 
@@ -115,10 +117,13 @@ pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout) -> String {
         mem_size(layout.shm_size),
         layout.shm_addr
     ));
-    words.push(format!(
-        "ktstr.shm={:#x},{:#x}",
-        layout.shm_addr, layout.shm_size
-    ));
+    words.push(
+        ShmArg {
+            addr: layout.shm_addr,
+            size: layout.shm_size,
+        }
+        .to_string(),
+    );
     words.extend(spec.cmdline_extra.iter().cloned());
     words.join(" ")
 }
