@@ -16,11 +16,7 @@ use ktstr_host::vm::kvm::topology::CpuTopology;
 const MIB: u64 = 1 << 20;
 
 fn iasl_installed() -> bool {
-    let found = Command::new("iasl").arg("-v").output().is_ok();
-    if !found {
-        println!("SKIP: iasl not installed (apt-get install acpica-tools)");
-    }
-    found
+    ktstr_host::skip::tool("iasl", "acpica-tools")
 }
 
 /// One disassembled table: `name : value` fields in order, split into the

@@ -13,7 +13,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use ktstr_host::kernel::{self, FetchOptions};
+use ktstr_host::skip;
 use ktstr_host::vm::kvm::boot::{EntryMode, load_linux};
 use ktstr_host::vm::kvm::layout::ACPI_START;
 use ktstr_host::vm::kvm::machine::{Machine, MachineConfig};
@@ -34,21 +34,11 @@ fn vmlinux_from(bz: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn pvh_entry_boots_far_enough_to_parse_our_acpi_tables() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        println!("SKIP: /dev/kvm is absent or not accessible");
+    if !skip::dev_kvm() {
         return;
     }
-    let k = match kernel::fetch_default_kernel(&FetchOptions::default()) {
-        Ok(k) => k,
-        Err(e) => {
-            println!("SKIP: no kernel available: {e}");
-            return;
-        }
+    let Some(k) = skip::default_kernel() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let vmlinux = dir.path().join("vmlinux");

@@ -14,16 +14,7 @@ use ktstr_host::vm::kvm::tiny::{
 use vm_memory::{Bytes, GuestAddress};
 
 fn kvm_available() -> bool {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        println!("SKIP: /dev/kvm is absent or not accessible");
-        return false;
-    }
-    true
+    ktstr_host::skip::dev_kvm()
 }
 
 fn machine(topo: &str, code: &[u8], rsi: u64) -> Machine {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ktstr_host::protocol::SharedMapping;
 use ktstr_host::protocol::model::Topology;
 use ktstr_host::protocol::{Shm, ShmLayout};
+use ktstr_host::skip;
 use ktstr_host::vm::qemu::{Accel, QemuBackend, QemuVm};
 use ktstr_host::vm::{Backend, Vm, VmError, VmExit, VmSpec};
 use ktstr_initramfs::InitramfsBuilder;
@@ -100,50 +101,19 @@ int main(void) {
 "#;
 
 fn qemu_on_path() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()))
+    skip::tool("qemu-system-x86_64", "qemu-system-x86")
 }
 
-/// `$KTSTR_KERNEL`, else the newest `kernels/*/bzImage` under the cache
-/// roots the kernel cache uses.
-fn find_kernel() -> Option<PathBuf> {
+/// The kernel to boot (`$KTSTR_KERNEL`, else the default one), or `None`
+/// after printing why the test is skipped.
+fn prerequisites() -> Option<PathBuf> {
+    if !qemu_on_path() {
+        return None;
+    }
     if let Some(k) = std::env::var_os("KTSTR_KERNEL") {
         return Some(PathBuf::from(k));
     }
-    let env_dir = |k: &str| {
-        std::env::var_os(k)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    let roots = [
-        env_dir("KTSTR_CACHE_DIR"),
-        env_dir("XDG_CACHE_HOME").map(|p| p.join("ktstr")),
-        env_dir("HOME").map(|p| p.join(".cache/ktstr")),
-    ];
-    roots.into_iter().flatten().find_map(|root| {
-        let mut images: Vec<(std::time::SystemTime, PathBuf)> =
-            std::fs::read_dir(root.join("kernels"))
-                .ok()?
-                .flatten()
-                .map(|e| e.path().join("bzImage"))
-                .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-                .collect();
-        images.sort();
-        images.pop().map(|(_, p)| p)
-    })
-}
-
-/// The kernel to boot, or `None` after printing why the test is skipped.
-fn prerequisites() -> Option<PathBuf> {
-    if !qemu_on_path() {
-        eprintln!("SKIP: qemu-system-x86_64 is not on PATH (apt-get install qemu-system-x86)");
-        return None;
-    }
-    let kernel = find_kernel();
-    if kernel.is_none() {
-        eprintln!("SKIP: no kernel in ~/.cache/ktstr/kernels (run cargo xtask kernel fetch)");
-    }
-    kernel
+    skip::default_kernel().map(|k| k.image)
 }
 
 /// Compiles the init for `mode` and packs it as `/init` in a cpio archive.
@@ -367,7 +337,6 @@ fn hung_guest_is_killed_through_the_trait() {
 fn qemu_startup_failure_reports_its_output() {
     let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !qemu_on_path() {
-        eprintln!("SKIP: qemu-system-x86_64 is not on PATH");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
