@@ -92,6 +92,9 @@ fn handle_exit(
     bus: &Mutex<PortBus>,
 ) -> Result<Option<MachineExit>, ()> {
     let bus = || bus.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(exit) = &result {
+        tracing::trace!(target: "ktstr::kvm", "vCPU {index} exit: {}", describe_exit(exit));
+    }
     Ok(match result {
         Ok(VcpuExit::IoOut(port, data)) => bus().write(port, data).map(MachineExit::Guest),
         Ok(VcpuExit::IoIn(port, data)) => {
