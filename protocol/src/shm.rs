@@ -158,7 +158,7 @@ impl<'a> Shm<'a> {
         self.word32(offset_of!(ShmHeader, current_step))
     }
 
-    /// Agent lifecycle word ([`agent_state`]).
+    /// Agent lifecycle word ([`crate::layout::agent_state`]).
     pub fn agent_state(&self) -> &'a AtomicU32 {
         self.word32(offset_of!(ShmHeader, agent_state))
     }

@@ -3,7 +3,7 @@
 //!
 //! - Attached means `/sys/kernel/sched_ext/state` reads `enabled` and
 //!   `/sys/kernel/sched_ext/root/ops` names the scheduler's ops
-//!   ([`SchedulerSpec::name`]). The wait is bounded; `enabling` (the kernel
+//!   ([`SchedulerSpec::name`](ktstr_protocol::model::SchedulerSpec::name)). The wait is bounded; `enabling` (the kernel
 //!   still switching tasks, slow under emulation) is reported as such.
 //! - The scheduler's stdout and stderr go into one pipe that the agent
 //!   drains whenever it looks at the scheduler (no reader thread: the agent
