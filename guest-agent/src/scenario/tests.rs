@@ -1,4 +1,4 @@
-//! Engine behaviour against the in-memory cgroup double. Most cases use
+//! Scenario engine behaviour against the in-memory cgroup double. Most cases use
 //! ops only, so nothing forks; the few that need workers use one short-lived
 //! CpuSpin worker.
 
