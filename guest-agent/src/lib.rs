@@ -7,8 +7,8 @@
 //! the protocol.
 //!
 //! Modules, lower ones first (each uses only those above it):
-//! - [`sys`]: the few raw syscalls `nix` does not wrap (all of the agent's
-//!   `unsafe`); [`rng`]: the one pseudo-random generator.
+//! - `sys`: the few raw syscalls `nix` does not wrap (all of the agent's
+//!   `unsafe`); `rng`: the one pseudo-random generator.
 //! - [`sysfs`], [`topology`], [`cgroup`], [`mounts`], [`cmdline`]: the
 //!   guest as the agent finds it.
 //! - [`workload`]: forked worker processes and what they measure.
