@@ -4,9 +4,7 @@
 //! on stderr, tests usually silence them or prefix them.
 //!
 //! Progress lines are for a person watching; diagnostics go through
-//! `tracing` instead. Every line is also emitted at debug level on the
-//! `ktstr::progress` target, so a `RUST_LOG` trace shows them in order
-//! with the diagnostics around them.
+//! `tracing` instead.
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,14 +24,13 @@ impl Progress {
         Self::new(|m| eprintln!("ktstr: {m}"))
     }
 
-    /// Lines are dropped (they still reach `tracing` at debug level).
+    /// Lines are dropped.
     pub fn silent() -> Self {
         Self::new(|_| {})
     }
 
     /// Reports one line.
     pub fn say(&self, line: &str) {
-        tracing::debug!(target: "ktstr::progress", "{line}");
         (self.0)(line)
     }
 

@@ -78,6 +78,7 @@ pub fn init_tracing(global: &Global) {
     // A second call (tests, an embedding program) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(true)
         .try_init();
