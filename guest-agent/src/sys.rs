@@ -291,6 +291,12 @@ impl AnonPages {
         Ok(Self { ptr: p.cast(), len })
     }
 
+    /// The first byte, for queries about the mapping (never dereferenced
+    /// through this pointer outside `as_mut_slice`).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: `len` readable and writable bytes (zero-filled, so valid
         // `u8`s), owned by `self` alone until drop.
@@ -304,6 +310,68 @@ impl Drop for AnonPages {
         // `as_mut_slice` outlives `self`.
         let _ = unsafe { munmap(self.ptr.cast(), self.len.get()) };
     }
+}
+
+// ---- NUMA memory -----------------------------------------------------
+
+/// `set_mempolicy(2)` modes.
+pub(crate) mod mpol {
+    pub const DEFAULT: i32 = 0;
+    pub const PREFERRED: i32 = 1;
+    pub const BIND: i32 = 2;
+    pub const INTERLEAVE: i32 = 3;
+    pub const LOCAL: i32 = 4;
+}
+
+/// Bits of the node mask `set_mempolicy` takes: enough for any node id a
+/// ktstr topology can have (the kernel accepts a mask longer than its
+/// MAX_NUMNODES as long as the extra bits are zero).
+const NODE_MASK_BITS: usize = 1024;
+
+/// Sets this thread's memory policy: `mode | flags` over `nodes`.
+pub(crate) fn set_mempolicy(mode: i32, flags: u32, nodes: &BTreeSet<usize>) -> nix::Result<()> {
+    let mut mask = [0u64; NODE_MASK_BITS / 64];
+    for &n in nodes {
+        if n >= NODE_MASK_BITS {
+            return Err(Errno::EINVAL);
+        }
+        mask[n / 64] |= 1 << (n % 64);
+    }
+    let (ptr, maxnode) = if nodes.is_empty() {
+        (std::ptr::null(), 0)
+    } else {
+        (mask.as_ptr(), NODE_MASK_BITS as libc::c_ulong + 1)
+    };
+    // SAFETY: the mask is a live local array of NODE_MASK_BITS bits (or
+    // null with maxnode 0); the kernel only reads it.
+    let r = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode | flags as i32, ptr, maxnode) };
+    Errno::result(r).map(drop)
+}
+
+/// The NUMA node of each page starting at `start` (`pages` pages of this
+/// process), as `move_pages(2)` reports it without moving anything: a node
+/// id, or a negative errno (for example -ENOENT for a page never touched).
+pub(crate) fn page_nodes(start: *const u8, pages: usize) -> nix::Result<Vec<i32>> {
+    let addrs: Vec<*const libc::c_void> = (0..pages)
+        .map(|i| start.wrapping_add(i * PAGE).cast())
+        .collect();
+    let mut status = vec![0i32; pages];
+    // SAFETY: `addrs` and `status` are live arrays of `pages` entries; with
+    // a null node list the kernel only reports where each page is, writing
+    // `status` and reading `addrs` (the addresses themselves are only
+    // looked up in this process's page tables, never dereferenced here).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            pages as libc::c_ulong,
+            addrs.as_ptr(),
+            std::ptr::null::<i32>(),
+            status.as_mut_ptr(),
+            0,
+        )
+    };
+    Errno::result(r).map(|_| status)
 }
 
 // ---- CPU affinity ----------------------------------------------------

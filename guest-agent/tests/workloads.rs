@@ -104,7 +104,7 @@ fn run_spec(spec: &WorkSpec, n: usize, run: Duration) -> Vec<WorkerReport> {
     h.start().expect("start");
     std::thread::sleep(run);
     let t0 = Instant::now();
-    let reports = h.stop_and_collect(GRACE);
+    let reports = h.stop_and_collect_within(GRACE);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");
     assert_no_children(&pids);
@@ -374,7 +374,7 @@ fn survivor_of_a_killed_partner_stops_promptly() {
         kill(Pid::from_raw(pids[1]), Signal::SIGKILL).expect("kill");
         std::thread::sleep(Duration::from_millis(100));
         let t0 = Instant::now();
-        let r = h.stop_and_collect(GRACE);
+        let r = h.stop_and_collect_within(GRACE);
         assert!(
             t0.elapsed() < Duration::from_secs(1),
             "{wt:?}: {:?}",
@@ -393,7 +393,7 @@ fn stop_before_start_reports_promptly() {
     let h = WorkloadHandle::spawn(&NoCgroups, None, &spec(WorkType::PipeIo), 2).expect("spawn");
     let pids = h.pids();
     let t0 = Instant::now();
-    let r = h.stop_and_collect(GRACE);
+    let r = h.stop_and_collect_within(GRACE);
     assert!(t0.elapsed() < Duration::from_secs(1));
     for w in &r {
         assert!(
@@ -421,7 +421,7 @@ fn pinned_workers_stay_on_their_cpu() {
     std::thread::sleep(Duration::from_millis(150));
     h.set_affinity(&[None, None]).expect("no change");
     assert!(h.set_affinity(&[None]).is_err(), "wrong length accepted");
-    let r = h.stop_and_collect(GRACE);
+    let r = h.stop_and_collect_within(GRACE);
     for w in &r {
         assert_eq!(w.cpus_used, BTreeSet::from([0u32]), "{w:?}");
         assert_eq!(w.migrations, 0, "{w:?}");
@@ -459,7 +459,7 @@ fn repinning_a_running_group_moves_it() {
     h.set_affinity(&[Some(BTreeSet::from([1usize]))])
         .expect("repin");
     std::thread::sleep(Duration::from_millis(100));
-    let r = h.stop_and_collect(GRACE);
+    let r = h.stop_and_collect_within(GRACE);
     assert_eq!(r[0].cpus_used, BTreeSet::from([0u32, 1]), "{:?}", r[0]);
     assert_no_children(&pids);
 }
@@ -484,4 +484,50 @@ fn kill_all_and_drop_leave_nothing() {
     let pids = h.pids();
     drop(h);
     assert_no_children(&pids);
+}
+
+/// A worker pinned to a CPU its cgroup's cpuset later leaves out (nothing
+/// here enforces cpusets, so it stays there) fails isolation for the
+/// interval after the shrink, naming the CPU, the cpuset and the time;
+/// judged against everything it was ever allowed, it would have passed.
+#[test]
+fn a_worker_left_outside_its_shrunk_cpuset_fails_isolation() {
+    use ktstr_agent::checks::assert_cgroup;
+    use ktstr_protocol::model::{Assert, DetailKind};
+    let _one = serial();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        println!("SKIP: needs two CPUs to leave one outside the cpuset");
+        return;
+    }
+    let last = cpus - 1;
+    let mut h = WorkloadHandle::spawn_with_affinity(
+        &NoCgroups,
+        Some("cg"),
+        &WorkSpec::default(),
+        1,
+        vec![Some([last].into())],
+    )
+    .unwrap();
+    h.note_cpuset(Some(&(0..cpus).collect()), 0);
+    h.start().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    h.note_cpuset(Some(&[0].into()), 400);
+    std::thread::sleep(Duration::from_millis(700));
+    let reports = h.stop_and_collect();
+    assert_eq!(reports[0].exit, WorkerExit::Completed, "{:?}", reports[0]);
+    let epochs: Vec<u32> = reports[0].cpu_epochs.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs, vec![0, 1], "the worker saw the shrink");
+    let r = assert_cgroup(&Assert::NONE.check_isolation(), "cg", None, &reports, None);
+    assert!(!r.passed, "{r:?}");
+    let d = &r.details[0];
+    assert_eq!(d.kind, DetailKind::Isolation);
+    assert!(
+        d.message
+            .contains(&format!("CPU {last} outside its cpuset 0 "))
+            && d.message.contains("since 400 ms")
+            && d.message.contains("interval 1"),
+        "{}",
+        d.message
+    );
 }

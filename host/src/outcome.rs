@@ -219,7 +219,13 @@ pub struct RunOutcome {
     pub backend: String,
     pub topology: String,
     pub scenario: String,
+    /// No failure (a skipped run also has none).
     pub passed: bool,
+    /// The scenario could not run here (for example on this topology);
+    /// counted apart from passed runs.
+    pub skipped: bool,
+    /// Why it was skipped.
+    pub skip_reason: Option<String>,
     /// Why the run failed, when it did.
     pub failure: Option<RunFailure>,
     pub hello: Option<HelloSummary>,

@@ -5,7 +5,48 @@
 
 use std::fmt::Write as _;
 
+use ktstr_protocol::model::{AssertResult, CheckState};
+
 use crate::outcome::RunOutcome;
+
+/// The checks of a result, one line: what ran with which threshold, what
+/// was asked for but not measured, what was switched off.
+pub fn checks_line(r: &AssertResult) -> String {
+    let mut ran = Vec::new();
+    let mut unmeasured = Vec::new();
+    let mut off = Vec::new();
+    for c in &r.checks {
+        match &c.state {
+            CheckState::Ran { threshold } => ran.push(format!("{} {threshold}", c.check)),
+            CheckState::NotMeasured { threshold } => {
+                unmeasured.push(format!("{} {threshold}", c.check))
+            }
+            CheckState::Off => off.push(c.check.to_string()),
+            CheckState::Unset => {}
+        }
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut line = format!("checks ran: {}; off: {}", list(&ran), list(&off));
+    if !unmeasured.is_empty() {
+        let _ = write!(line, "; NOT MEASURED: {}", unmeasured.join(", "));
+    }
+    line
+}
+
+/// The verdict word of a run.
+fn verdict_word(o: &RunOutcome) -> String {
+    match &o.failure {
+        Some(f) => format!("FAIL: {f}"),
+        None if o.skipped => format!("SKIP: {}", o.skip_reason.as_deref().unwrap_or("?")),
+        None => "PASS".to_string(),
+    }
+}
 
 /// A table per step: cgroup, workers, mean/min/max CPU share, worker exits.
 pub fn table(out: &RunOutcome) -> String {
@@ -60,6 +101,7 @@ pub fn table(out: &RunOutcome) -> String {
         );
     }
     if let Some(v) = &out.verdict {
+        let _ = writeln!(s, "{}", checks_line(&v.result));
         for d in &v.result.details {
             let _ = writeln!(s, "  {}: {}", d.kind, d.message);
         }
@@ -74,14 +116,7 @@ pub fn table(out: &RunOutcome) -> String {
         secs(t.verdict_ms),
         secs(Some(t.exit_ms))
     );
-    match &out.failure {
-        None => {
-            let _ = writeln!(s, "PASS");
-        }
-        Some(f) => {
-            let _ = writeln!(s, "FAIL: {f}");
-        }
-    }
+    let _ = writeln!(s, "{}", verdict_word(out));
     s
 }
 
@@ -89,14 +124,12 @@ pub fn table(out: &RunOutcome) -> String {
 pub fn summary(outcomes: &[RunOutcome]) -> String {
     let mut s = String::from("summary:\n");
     for o in outcomes {
-        let verdict = match &o.failure {
-            None => "PASS".to_string(),
-            Some(f) => format!("FAIL: {f}"),
-        };
-        let _ = writeln!(s, "  {:<18} {verdict}", o.scenario);
+        let _ = writeln!(s, "  {:<18} {}", o.scenario, verdict_word(o));
     }
-    let passed = outcomes.iter().filter(|o| o.passed).count();
-    let _ = writeln!(s, "{passed} passed, {} failed", outcomes.len() - passed);
+    let skipped = outcomes.iter().filter(|o| o.passed && o.skipped).count();
+    let passed = outcomes.iter().filter(|o| o.passed).count() - skipped;
+    let failed = outcomes.len() - passed - skipped;
+    let _ = writeln!(s, "{passed} passed, {skipped} skipped, {failed} failed");
     s
 }
 
@@ -131,6 +164,15 @@ mod tests {
         assert!(table(&fail).contains("FAIL: the guest finished without a verdict"));
         let s = summary(&[pass, fail]);
         assert!(s.contains("steady             PASS"), "{s}");
-        assert!(s.ends_with("1 passed, 1 failed\n"), "{s}");
+        assert!(s.ends_with("1 passed, 0 skipped, 1 failed\n"), "{s}");
+        let skip = RunOutcome {
+            scenario: "smt_pairs".into(),
+            passed: true,
+            skipped: true,
+            skip_reason: Some("the topology has no SMT".into()),
+            ..Default::default()
+        };
+        assert!(table(&skip).ends_with("SKIP: the topology has no SMT\n"));
+        assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed\n"));
     }
 }

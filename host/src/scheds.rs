@@ -327,7 +327,7 @@ pub fn fixture_decl() -> SchedulerDecl {
 #[cfg(test)]
 mod decl_tests {
     use super::*;
-    use ktstr_protocol::model::Assert;
+    use ktstr_protocol::model::{Assert, Check};
 
     fn decl() -> SchedulerDecl {
         const FLAGS: &[SchedFlag] = &[
@@ -391,11 +391,15 @@ mod decl_tests {
             &Assert::default_checks(),
             &Assert::NONE.max_spread_pct(25.0),
         );
-        assert_eq!(m.max_gap_ms, Some(5000), "scheduler layer over the default");
-        assert_eq!(m.max_spread_pct, Some(25.0), "test layer last");
-        assert_eq!(m.not_starved, Some(true), "defaults kept");
+        assert_eq!(
+            m.max_gap_ms,
+            Check::On(5000),
+            "scheduler layer over the default"
+        );
+        assert_eq!(m.max_spread_pct, Check::On(25.0), "test layer last");
+        assert_eq!(m.not_starved, Check::On(()), "defaults kept");
         let m = d.merged_checks(&Assert::default_checks(), &Assert::NONE.max_gap_ms(100));
-        assert_eq!(m.max_gap_ms, Some(100));
+        assert_eq!(m.max_gap_ms, Check::On(100));
     }
 
     #[test]

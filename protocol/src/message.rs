@@ -153,6 +153,20 @@ mod tests {
             run_delay_ns: 77,
             run_count: 9,
             exit: WorkerExit::Signaled(9),
+            cpu_epochs: vec![CpuEpoch {
+                epoch: 1,
+                cpus: vec![CpuSeen {
+                    cpu: 2,
+                    first_ms: 3,
+                    last_ms: 90,
+                }],
+            }],
+            cpusets: vec![CpusetInterval {
+                epoch: 1,
+                from_ms: 250,
+                cpus: Some(BTreeSet::from([0, 2])),
+            }],
+            numa_pages: vec![(0, 200), (1, 56)],
         }
     }
 
@@ -220,6 +234,13 @@ mod tests {
 
     fn every_guest_msg() -> Vec<GuestMsg> {
         let mut result = AssertResult::fail(DetailKind::Starved, "cg_0 worker 42 made no progress");
+        result.record_settings(&Assert::default_checks().switch_off(CheckName::MaxGapMs));
+        result.record_check(
+            CheckName::MaxWakeP99Us,
+            CheckState::NotMeasured {
+                threshold: "900 us".into(),
+            },
+        );
         result.stats.push(CgroupStats {
             cgroup: "cg_0".into(),
             workers: 2,

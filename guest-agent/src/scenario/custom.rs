@@ -51,6 +51,7 @@ impl WorkloadConfig {
             sched_policy: self.sched_policy,
             affinity: self.affinity.clone(),
             mem_policy: self.mem_policy.clone(),
+            mpol_flags: Default::default(),
             nice: self.nice,
         }
     }
@@ -130,7 +131,7 @@ pub fn collect_with_cpusets<'c>(
         let cgroup = h.cgroup().to_string();
         let reports = stop(h);
         if checks.has_worker_checks() {
-            r = r.merge(assert_cgroup(checks, &cgroup, cpuset, &reports));
+            r = r.merge(assert_cgroup(checks, &cgroup, cpuset, &reports, None));
         }
     }
     r

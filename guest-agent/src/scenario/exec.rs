@@ -102,7 +102,8 @@ fn finish_phase(
     errors: Vec<String>,
     st: &mut RunState,
 ) -> AssertResult {
-    let mut result = std::mem::take(&mut st.result).merge(check_cgroups(checks, &groups));
+    let mut result =
+        std::mem::take(&mut st.result).merge(check_cgroups(checks, &groups, Some(ctx.topo)));
     for e in errors {
         result.push_failure(DetailKind::Error, format!("teardown: {e}"));
     }

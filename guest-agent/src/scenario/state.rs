@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
-use ktstr_protocol::model::{AffinityIntent, AssertResult, WorkSpec, WorkerReport};
+use ktstr_protocol::model::{AffinityIntent, AssertResult, WorkSpec};
 
 use super::affinity::resolve_affinity_for_cgroup;
 use super::ctx::Ctx;
@@ -25,28 +25,13 @@ use super::workers::{repin, spawn_group, stop};
 use crate::checks::CgroupReports;
 use crate::workload::WorkloadHandle;
 
-/// One spawned work group.
+/// One spawned work group. Its handle records the cpusets in force for it,
+/// interval by interval, so isolation is judged against the cpuset of the
+/// moment rather than against everything it was ever allowed.
 pub(crate) struct Workers {
     handle: WorkloadHandle,
     owner: Owner,
     started: bool,
-    /// Every CPU these workers were allowed over their life (`None`: at
-    /// some point no cpuset confined them). Isolation is judged against
-    /// it, so a cpuset change or a move is not mistaken for a breach.
-    allowed: Option<BTreeSet<usize>>,
-}
-
-impl Workers {
-    /// Records that the workers are now confined to `cpus` as well.
-    fn allow(&mut self, cpus: Option<&BTreeSet<usize>>) {
-        self.allowed = match (self.allowed.take(), cpus) {
-            (Some(mut a), Some(c)) => {
-                a.extend(c);
-                Some(a)
-            }
-            _ => None,
-        };
-    }
 }
 
 pub(crate) struct LiveCgroup {
@@ -57,29 +42,15 @@ pub(crate) struct LiveCgroup {
     workers: Vec<Workers>,
 }
 
-/// Stops `groups` and pairs their reports with every CPU their cpusets
-/// ever allowed: isolation then flags only running where no cpuset of
-/// theirs allowed it (for example a configured cpuset the kernel could not
-/// honour), never a CPU that was legitimately theirs before a change.
+/// Stops `groups` and gathers their reports (each carries its group's
+/// cpuset history).
 fn collect(cgroup: &str, groups: Vec<Workers>) -> Option<CgroupReports> {
     if groups.is_empty() {
         return None;
     }
-    let mut reports: Vec<WorkerReport> = Vec::new();
-    let mut cpuset: Option<BTreeSet<usize>> = Some(BTreeSet::new());
-    for w in groups {
-        cpuset = match (cpuset, &w.allowed) {
-            (Some(mut all), Some(a)) => {
-                all.extend(a);
-                Some(all)
-            }
-            _ => None,
-        };
-        reports.extend(stop(w.handle));
-    }
+    let reports = groups.into_iter().flat_map(|w| stop(w.handle)).collect();
     Some(CgroupReports {
         cgroup: cgroup.to_string(),
-        cpuset,
         reports,
     })
 }
@@ -242,13 +213,13 @@ impl RunState {
             Some(name) => self.require(name, "Spawn")?.cpuset.clone(),
             None => None,
         };
-        let handle = spawn_group(ctx, cgroup, spec, count, cpuset.as_ref())?;
+        let mut handle = spawn_group(ctx, cgroup, spec, count, cpuset.as_ref())?;
+        handle.note_cpuset(cpuset.as_ref(), ctx.elapsed_ms());
         let pids = handle.pids();
         let w = Workers {
             handle,
             owner,
             started: false,
-            allowed: cpuset,
         };
         match cgroup {
             Some(name) => self.require(name, "Spawn")?.workers.push(w),
@@ -282,8 +253,9 @@ impl RunState {
             Some(c) => ctx.cgroups.set_cpuset(name, c)?,
             None => ctx.cgroups.clear_cpuset(name)?,
         }
+        let now = ctx.elapsed_ms();
         for w in &mut cg.workers {
-            w.allow(cpus.as_ref());
+            w.handle.note_cpuset(cpus.as_ref(), now);
         }
         cg.cpuset = cpus;
         Ok(())
@@ -314,8 +286,9 @@ impl RunState {
         let pids = ctx.cgroups.move_all_tasks(from, to)?;
         let mut moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
         let dest = self.require(to, "MoveAllTasks")?;
+        let now = ctx.elapsed_ms();
         for w in &mut moved {
-            w.allow(dest.cpuset.as_ref());
+            w.handle.note_cpuset(dest.cpuset.as_ref(), now);
         }
         dest.workers.extend(moved);
         Ok(pids)

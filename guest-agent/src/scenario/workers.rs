@@ -3,7 +3,6 @@
 //! run, re-pin it, and stop it.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::{WorkSpec, WorkType, WorkerReport};
@@ -11,9 +10,6 @@ use ktstr_protocol::model::{WorkSpec, WorkType, WorkerReport};
 use super::affinity::{masks_for, resolve_affinity_for_cgroup};
 use super::ctx::Ctx;
 use crate::workload::WorkloadHandle;
-
-/// How long workers get to report after being told to stop.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The worker count of `work`, taking `default_n` when unset. Zero is
 /// refused: a cgroup without workers produces no reports, and every check
@@ -88,5 +84,5 @@ pub(crate) fn repin(
 
 /// Stops the workers and returns their reports.
 pub(crate) fn stop(handle: WorkloadHandle) -> Vec<WorkerReport> {
-    handle.stop_and_collect(STOP_GRACE)
+    handle.stop_and_collect()
 }

@@ -16,8 +16,8 @@ use super::stop::{POLL, stop_requested};
 use crate::rng::Rng;
 
 /// What a kind gets while it runs.
-pub(crate) struct WorkEnv<'a> {
-    pub meter: &'a mut Meter,
+pub(crate) struct WorkEnv<'a, 'e> {
+    pub meter: &'a mut Meter<'e>,
     pub spec: &'a WorkSpec,
     pub rng: Rng,
     /// The CPUs this worker was allowed when it started.
@@ -27,8 +27,12 @@ pub(crate) struct WorkEnv<'a> {
     pub(super) until: Option<Instant>,
 }
 
-impl<'a> WorkEnv<'a> {
-    pub(crate) fn new(meter: &'a mut Meter, spec: &'a WorkSpec, allowed_cpus: Vec<usize>) -> Self {
+impl<'a, 'e> WorkEnv<'a, 'e> {
+    pub(crate) fn new(
+        meter: &'a mut Meter<'e>,
+        spec: &'a WorkSpec,
+        allowed_cpus: Vec<usize>,
+    ) -> Self {
         Self {
             meter,
             spec,

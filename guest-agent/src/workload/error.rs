@@ -6,7 +6,7 @@
 
 use std::error::Error;
 
-use ktstr_protocol::model::SchedPolicy;
+use ktstr_protocol::model::{MemPolicy, SchedPolicy};
 use nix::errno::Errno;
 use thiserror::Error;
 
@@ -15,6 +15,14 @@ use crate::sys::CpuMaskError;
 /// A work kind, or the policy setup before it, failed.
 #[derive(Debug, Error)]
 pub(crate) enum WorkError {
+    #[error("set_mempolicy({policy:?})")]
+    SetMemPolicy {
+        policy: MemPolicy,
+        #[source]
+        source: Errno,
+    },
+    #[error("mapping the NUMA memory probe")]
+    Probe(#[source] Errno),
     #[error("sched_setscheduler({policy:?}) (real-time policies need CAP_SYS_NICE)")]
     SetPolicy {
         policy: SchedPolicy,

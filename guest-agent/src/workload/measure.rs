@@ -5,10 +5,11 @@
 //! Runs only inside a forked worker; nothing here takes a lock other than
 //! the allocator's, and nothing logs.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::model::report::MAX_WAKE_SAMPLES;
-use ktstr_protocol::model::{GapInfo, WorkerReport};
+use ktstr_protocol::model::{CpuEpoch, CpuSeen, GapInfo, WorkerReport};
 use nix::sched::sched_getcpu;
 use nix::time::{ClockId, clock_gettime};
 
@@ -86,27 +87,76 @@ impl Reservoir {
 /// scheduling gap.
 const GAP_FLOOR: Duration = Duration::from_millis(1);
 
-/// Tracks progress per iteration: work units, gaps, CPUs used, migrations,
-/// wake latencies.
-pub(crate) struct Meter {
+/// Which CPUs a worker ran on in each cpuset interval. The agent bumps the
+/// shared epoch word after each change of the cpuset in force; the worker
+/// reads it at every sample and opens a new interval when it changed.
+struct Epochs<'e> {
+    word: &'e AtomicU32,
+    /// When this worker noticed the current interval begin.
+    since: Instant,
+    epochs: Vec<CpuEpoch>,
+}
+
+impl<'e> Epochs<'e> {
+    fn new(word: &'e AtomicU32) -> Self {
+        Self {
+            word,
+            since: Instant::now(),
+            epochs: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, cpu: u32, now: Instant) {
+        let epoch = self.word.load(Ordering::Acquire);
+        if self.epochs.last().is_none_or(|e| e.epoch != epoch) {
+            self.since = now;
+            self.epochs.push(CpuEpoch {
+                epoch,
+                cpus: Vec::new(),
+            });
+        }
+        let ms = now.saturating_duration_since(self.since).as_millis() as u64;
+        let Some(current) = self.epochs.last_mut() else {
+            return;
+        };
+        match current.cpus.iter_mut().find(|c| c.cpu == cpu) {
+            Some(seen) => seen.last_ms = ms,
+            None => current.cpus.push(CpuSeen {
+                cpu,
+                first_ms: ms,
+                last_ms: ms,
+            }),
+        }
+    }
+}
+
+/// Tracks progress per iteration: work units, gaps, CPUs used (per cpuset
+/// interval), migrations, wake latencies.
+pub(crate) struct Meter<'e> {
     start: Instant,
     last: Instant,
     last_cpu: u32,
     wakes: Reservoir,
+    epochs: Epochs<'e>,
     report: WorkerReport,
 }
 
-impl Meter {
-    pub(crate) fn new(report: WorkerReport) -> Self {
+impl<'e> Meter<'e> {
+    /// A meter for a worker whose cpuset intervals the agent numbers in
+    /// `epoch`.
+    pub(crate) fn new(report: WorkerReport, epoch: &'e AtomicU32) -> Self {
         let now = Instant::now();
         let cpu = current_cpu();
         let mut report = report;
         report.cpus_used.insert(cpu);
+        let mut epochs = Epochs::new(epoch);
+        epochs.note(cpu, now);
         Self {
             start: now,
             last: now,
             last_cpu: cpu,
             wakes: Reservoir::new(),
+            epochs,
             report,
         }
     }
@@ -118,6 +168,7 @@ impl Meter {
             self.report.cpus_used.insert(cpu);
             self.last_cpu = cpu;
         }
+        self.epochs.note(cpu, Instant::now());
         cpu
     }
 
@@ -171,6 +222,7 @@ impl Meter {
     pub(crate) fn finish(self) -> (Instant, WorkerReport) {
         let mut report = self.report;
         report.wake_latency_us = self.wakes.into_samples();
+        report.cpu_epochs = self.epochs.epochs;
         (self.start, report)
     }
 }
@@ -195,7 +247,8 @@ mod tests {
 
     #[test]
     fn woken_ticks_record_latency_and_gap() {
-        let mut m = Meter::new(WorkerReport::default());
+        let word = AtomicU32::new(0);
+        let mut m = Meter::new(WorkerReport::default(), &word);
         m.tick_woken(1, Some(3_000_000));
         m.tick_woken(1, None);
         let (_, r) = m.finish();

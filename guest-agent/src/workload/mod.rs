@@ -19,16 +19,18 @@ mod env;
 mod error;
 mod kinds;
 mod measure;
+mod numa;
 mod shared;
 mod stop;
 mod worker;
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{WorkSpec, WorkerExit, WorkerReport};
+use ktstr_protocol::model::{CpusetInterval, WorkSpec, WorkerExit, WorkerReport};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::unistd::{Pid, write};
 
@@ -48,7 +50,14 @@ pub struct WorkloadHandle {
     cgroup: String,
     work_type: String,
     workers: Vec<Worker>,
+    /// The cpuset interval counter the workers read (shared memory).
+    epoch: sys::SharedPage<AtomicU32>,
+    /// The cpusets in force, by interval, as [`Self::note_cpuset`] heard.
+    cpusets: Vec<CpusetInterval>,
 }
+
+/// How long workers get to report after being told to stop, by default.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn sigusr1_mask(how: SigmaskHow) {
     let mut set = SigSet::empty();
@@ -102,6 +111,8 @@ impl WorkloadHandle {
             cgroup: label.clone(),
             work_type: spec.work_type.name().into(),
             workers: Vec::new(),
+            epoch: sys::SharedPage::new().context("mapping the cpuset interval counter")?,
+            cpusets: Vec::new(),
         };
         // Dropped at the end of this function on every path: the workers
         // hold their own copies by then.
@@ -116,6 +127,7 @@ impl WorkloadHandle {
                 spec,
                 cgroup: &label,
                 leaves: resources.for_worker(i),
+                epoch: handle.epoch.get(),
             };
             // Block SIGUSR1 across fork so the child cannot be stopped
             // before its handler exists.
@@ -216,9 +228,35 @@ impl WorkloadHandle {
         }
     }
 
-    /// Stops every worker and collects its report; a worker that misses the
-    /// deadline is killed and reported as such.
-    pub fn stop_and_collect(mut self, grace: Duration) -> Vec<WorkerReport> {
+    /// Records that `cpus` (`None`: no cpuset) is in force for these
+    /// workers from `at_ms` (scenario time) on. The first call describes
+    /// interval 0; every later one opens the next interval, which running
+    /// workers notice at their next sample, so each interval's CPUs are
+    /// judged against its own cpuset.
+    pub fn note_cpuset(&mut self, cpus: Option<&BTreeSet<usize>>, at_ms: u64) {
+        let epoch = self.cpusets.last().map_or(0, |c| c.epoch + 1);
+        self.cpusets.push(CpusetInterval {
+            epoch,
+            from_ms: at_ms,
+            cpus: cpus.map(|s| s.iter().map(|&c| c as u32).collect()),
+        });
+        self.epoch.get().store(epoch, Ordering::Release);
+    }
+
+    /// The cpusets in force so far, by interval.
+    pub fn cpusets(&self) -> &[CpusetInterval] {
+        &self.cpusets
+    }
+
+    /// Stops every worker and collects its report, giving them
+    /// [`STOP_GRACE`] to report; a worker that misses the deadline is
+    /// killed and reported as such.
+    pub fn stop_and_collect(self) -> Vec<WorkerReport> {
+        self.stop_and_collect_within(STOP_GRACE)
+    }
+
+    /// [`Self::stop_and_collect`] with another deadline.
+    pub fn stop_and_collect_within(mut self, grace: Duration) -> Vec<WorkerReport> {
         for w in &self.workers {
             // Our own, not yet reaped, child: the pid cannot have been reused.
             let _ = kill(Pid::from_raw(w.pid), Signal::SIGUSR1);
@@ -231,12 +269,11 @@ impl WorkloadHandle {
             let signal = collect::reap(w.pid, deadline);
             w.reaped = true;
             let mut report = ktstr_protocol::codec::decode::<WorkerReport>("worker report", &bytes)
-                .unwrap_or_else(|e| {
-                    self.lost_report(w.pid, WorkerExit::Error(format!("no usable report ({e})")))
-                });
+                .unwrap_or_else(|e| self.lost_report(w.pid, WorkerExit::NoReport(e.to_string())));
             if let Some(sig) = signal.filter(|_| bytes.is_empty()) {
                 report.exit = WorkerExit::Signaled(sig);
             }
+            report.cpusets = self.cpusets.clone();
             reports.push(report);
         }
         reports
@@ -251,7 +288,9 @@ impl WorkloadHandle {
             .map(|mut w| {
                 let sig = collect::kill_and_reap(w.pid);
                 w.reaped = true;
-                self.lost_report(w.pid, WorkerExit::Signaled(sig))
+                let mut report = self.lost_report(w.pid, WorkerExit::Signaled(sig));
+                report.cpusets = self.cpusets.clone();
+                report
             })
             .collect()
     }

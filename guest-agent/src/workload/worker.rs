@@ -8,6 +8,7 @@
 //! ends the process with this body's exit code.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::AtomicU32;
 
 use ktstr_protocol::model::{WorkSpec, WorkerExit, WorkerReport};
 use nix::errno::Errno;
@@ -18,6 +19,7 @@ use super::env::WorkEnv;
 use super::error::error_chain;
 use super::kinds::{self, Task};
 use super::measure::{Meter, cpu_time_ns, schedstat};
+use super::numa;
 use super::shared::LeafRes;
 use super::stop::{POLL, stop_requested};
 use crate::sys::{self, InChild};
@@ -36,6 +38,8 @@ pub(super) struct WorkerArgs<'a> {
     pub spec: &'a WorkSpec,
     pub cgroup: &'a str,
     pub leaves: Vec<LeafRes<'a>>,
+    /// The cpuset interval counter the agent bumps.
+    pub epoch: &'a AtomicU32,
 }
 
 /// How waiting for the start byte ended.
@@ -95,13 +99,18 @@ fn run(args: WorkerArgs<'_>) -> i32 {
     };
     let (delay0, count0) = schedstat();
     let cpu0 = cpu_time_ns();
-    let mut meter = Meter::new(base);
+    let mut meter = Meter::new(base, args.epoch);
+    let mut probe = None;
     let exit = if !started {
         WorkerExit::Error("stopped before it was started".into())
     } else {
-        match kinds::apply_policy(args.spec) {
+        let setup = kinds::apply_policy(args.spec)
+            .and_then(|()| numa::apply_mem_policy(args.spec))
+            .and_then(|()| numa::MemProbe::touch());
+        match setup {
             Err(e) => WorkerExit::Error(error_chain(&e)),
-            Ok(()) => {
+            Ok(p) => {
+                probe = Some(p);
                 let allowed = sys::affinity(Pid::from_raw(0))
                     .map(|s| s.into_iter().collect())
                     .unwrap_or_default();
@@ -116,6 +125,7 @@ fn run(args: WorkerArgs<'_>) -> i32 {
     };
     let (delay1, count1) = schedstat();
     let (start, mut report) = meter.finish();
+    report.numa_pages = probe.map(|p| p.node_pages()).unwrap_or_default();
     report.wall_time_ns = start.elapsed().as_nanos() as u64;
     report.cpu_time_ns = cpu_time_ns().saturating_sub(cpu0);
     report.off_cpu_ns = report.wall_time_ns.saturating_sub(report.cpu_time_ns);

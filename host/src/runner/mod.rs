@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel};
-use ktstr_protocol::model::{HoldSpec, Plan, Topology};
+use ktstr_protocol::model::{DetailKind, HoldSpec, Plan, Topology};
 use ktstr_protocol::{Consumer, Producer};
 
 use crate::interrupt;
@@ -139,6 +139,19 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
         out.failure = judge(&out);
     }
     out.passed = out.failure.is_none();
+    if let Some(v) = out
+        .verdict
+        .as_ref()
+        .filter(|v| out.passed && v.result.skipped)
+    {
+        out.skipped = true;
+        out.skip_reason = v
+            .result
+            .details
+            .iter()
+            .find(|d| d.kind == DetailKind::Skip)
+            .map(|d| d.message.clone());
+    }
     if !out.passed {
         out.console_tail = Some(vm.console_tail(CONSOLE_TAIL));
     }

@@ -360,3 +360,23 @@ fn plan_time_counts_holds_and_settle() {
     p.settle = Duration::from_secs(1);
     assert_eq!(plan_time(&p), Duration::from_secs(5 + 3 + 10 + 3));
 }
+
+#[test]
+fn a_skipped_verdict_is_a_skip_not_a_pass() {
+    fn skipping(g: &mut FakeGuest<'_>) {
+        g.hello(two_cpus());
+        g.plan();
+        g.send(GuestMsg::Verdict(Verdict {
+            passed: true,
+            result: AssertResult::skip("SmtSiblingSpin needs SMT; 1n1l2c1t has none"),
+            elapsed_ms: 3,
+        }));
+        g.send(GuestMsg::Done);
+    }
+    let out = run(&FakeBackend::new(skipping), cfg()).unwrap();
+    assert!(out.passed && out.skipped, "{out:?}");
+    assert_eq!(
+        out.skip_reason.as_deref(),
+        Some("SmtSiblingSpin needs SMT; 1n1l2c1t has none")
+    );
+}

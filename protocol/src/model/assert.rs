@@ -1,48 +1,130 @@
-//! `Assert` (which checks to run, with thresholds) and `AssertResult` (what
-//! they found).
+//! `Assert`: which checks run on worker reports, with which thresholds.
 //!
-//! Assert layers merge default -> scheduler -> test: each field is optional
-//! and the last layer that sets it wins, so a later layer can loosen,
-//! tighten or switch off (`Some(false)`) any check.
+//! Every check is a [`Check`]: set in a layer (`On`), switched off in a
+//! layer (`Off`), or left to the layer below (`Inherit`). Layers merge
+//! default -> scheduler -> test and the last layer that says `On` or `Off`
+//! wins, so a later layer can loosen, tighten or switch off any check the
+//! lower ones set. A check nobody set does not run; the result lists every
+//! check's final state ([`crate::model::CheckState`]).
 
 use serde::{Deserialize, Serialize};
 
-/// Checks on worker reports; `None` means "not set by this layer".
+/// One check's setting in one layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Check<T> {
+    /// Left to the layer below.
+    #[default]
+    Inherit,
+    /// Switched off, whatever the layers below say.
+    Off,
+    /// On, with this threshold (`()` for checks without one).
+    On(T),
+}
+
+impl<T: Copy> Check<T> {
+    /// This layer's setting over `lower`'s.
+    pub const fn over(self, lower: Check<T>) -> Check<T> {
+        match self {
+            Check::Inherit => lower,
+            set => set,
+        }
+    }
+
+    /// The threshold when the check is on.
+    pub const fn value(self) -> Option<T> {
+        match self {
+            Check::On(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub const fn is_on(self) -> bool {
+        matches!(self, Check::On(_))
+    }
+}
+
+/// The checks an [`Assert`] can set, by name (for switching one off and for
+/// the result's list of what ran).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum CheckName {
+    /// Every worker makes progress.
+    NotStarved,
+    /// Max minus min CPU share within a cgroup, percent.
+    MaxSpreadPct,
+    /// Longest time a worker went without running, ms.
+    MaxGapMs,
+    /// Workers run only on the CPUs of the cpuset in force.
+    Isolation,
+    /// Per-worker throughput across the cgroups of a step, percent below
+    /// the best.
+    MaxThroughputSpreadPct,
+    /// p99 wake latency, microseconds.
+    MaxWakeP99Us,
+    /// Coefficient of variation of wake latency.
+    MaxWakeCv,
+    /// Migrations per iteration.
+    MaxMigrationRatio,
+    /// Fraction of a worker's pages on the NUMA nodes of its CPUs.
+    MinNumaLocality,
+}
+
+impl CheckName {
+    /// Every check, in order.
+    pub const ALL: &'static [CheckName] = <CheckName as strum::VariantArray>::VARIANTS;
+}
+
+/// Checks on worker reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Assert {
     /// Every worker must make progress.
-    pub not_starved: Option<bool>,
+    pub not_starved: Check<()>,
     /// Largest allowed max-minus-min CPU share within a cgroup, in percent.
-    pub max_spread_pct: Option<f64>,
+    pub max_spread_pct: Check<f64>,
     /// Longest allowed time a worker went without running, in ms.
-    pub max_gap_ms: Option<u64>,
-    /// Workers must run only on their cgroup's CPUs.
-    pub isolation: Option<bool>,
+    pub max_gap_ms: Check<u64>,
+    /// Workers must run only on the CPUs of the cpuset in force (judged
+    /// per interval between cpuset changes, after a short grace).
+    pub isolation: Check<()>,
     /// Largest allowed spread of per-worker throughput across cgroups, in
     /// percent of the best.
-    pub max_throughput_spread_pct: Option<f64>,
+    pub max_throughput_spread_pct: Check<f64>,
     /// Largest allowed p99 wake latency, in microseconds.
-    pub max_wake_p99_us: Option<u64>,
+    pub max_wake_p99_us: Check<u64>,
     /// Largest allowed coefficient of variation of wake latency.
-    pub max_wake_cv: Option<f64>,
+    pub max_wake_cv: Check<f64>,
     /// Largest allowed migrations per iteration.
-    pub max_migration_ratio: Option<f64>,
-    /// Smallest allowed fraction of memory accesses local to the node.
-    pub min_numa_locality: Option<f64>,
+    pub max_migration_ratio: Check<f64>,
+    /// Smallest allowed fraction of a worker's pages on the NUMA nodes of
+    /// the CPUs it may run on.
+    pub min_numa_locality: Check<f64>,
 }
 
 impl Assert {
     /// No check set.
     pub const NONE: Assert = Assert {
-        not_starved: None,
-        max_spread_pct: None,
-        max_gap_ms: None,
-        isolation: None,
-        max_throughput_spread_pct: None,
-        max_wake_p99_us: None,
-        max_wake_cv: None,
-        max_migration_ratio: None,
-        min_numa_locality: None,
+        not_starved: Check::Inherit,
+        max_spread_pct: Check::Inherit,
+        max_gap_ms: Check::Inherit,
+        isolation: Check::Inherit,
+        max_throughput_spread_pct: Check::Inherit,
+        max_wake_p99_us: Check::Inherit,
+        max_wake_cv: Check::Inherit,
+        max_migration_ratio: Check::Inherit,
+        min_numa_locality: Check::Inherit,
     };
 
     /// Alias of [`Self::NONE`]: a layer that overrides nothing.
@@ -52,193 +134,134 @@ impl Assert {
     /// and cpuset isolation.
     pub const fn default_checks() -> Assert {
         Assert {
-            not_starved: Some(true),
-            max_spread_pct: Some(15.0),
-            max_gap_ms: Some(2000),
-            isolation: Some(true),
+            not_starved: Check::On(()),
+            max_spread_pct: Check::On(15.0),
+            max_gap_ms: Check::On(2000),
+            isolation: Check::On(()),
             ..Assert::NONE
         }
     }
 
-    /// `self` overlaid with every field `later` sets.
-    pub fn merge(&self, later: &Assert) -> Assert {
+    /// `self` overlaid with every check `later` sets or switches off.
+    pub const fn merge(&self, later: &Assert) -> Assert {
         Assert {
-            not_starved: later.not_starved.or(self.not_starved),
-            max_spread_pct: later.max_spread_pct.or(self.max_spread_pct),
-            max_gap_ms: later.max_gap_ms.or(self.max_gap_ms),
-            isolation: later.isolation.or(self.isolation),
+            not_starved: later.not_starved.over(self.not_starved),
+            max_spread_pct: later.max_spread_pct.over(self.max_spread_pct),
+            max_gap_ms: later.max_gap_ms.over(self.max_gap_ms),
+            isolation: later.isolation.over(self.isolation),
             max_throughput_spread_pct: later
                 .max_throughput_spread_pct
-                .or(self.max_throughput_spread_pct),
-            max_wake_p99_us: later.max_wake_p99_us.or(self.max_wake_p99_us),
-            max_wake_cv: later.max_wake_cv.or(self.max_wake_cv),
-            max_migration_ratio: later.max_migration_ratio.or(self.max_migration_ratio),
-            min_numa_locality: later.min_numa_locality.or(self.min_numa_locality),
+                .over(self.max_throughput_spread_pct),
+            max_wake_p99_us: later.max_wake_p99_us.over(self.max_wake_p99_us),
+            max_wake_cv: later.max_wake_cv.over(self.max_wake_cv),
+            max_migration_ratio: later.max_migration_ratio.over(self.max_migration_ratio),
+            min_numa_locality: later.min_numa_locality.over(self.min_numa_locality),
         }
     }
 
-    /// Whether any per-worker check is switched on.
+    /// Whether any per-worker check is on.
     pub fn has_worker_checks(&self) -> bool {
-        self.not_starved == Some(true)
-            || self.isolation == Some(true)
-            || self.max_spread_pct.is_some()
-            || self.max_gap_ms.is_some()
-            || self.max_throughput_spread_pct.is_some()
-            || self.max_wake_p99_us.is_some()
-            || self.max_wake_cv.is_some()
-            || self.max_migration_ratio.is_some()
-            || self.min_numa_locality.is_some()
+        CheckName::ALL
+            .iter()
+            .any(|&c| matches!(self.setting(c), Setting::On(_)))
+    }
+
+    /// Switches `check` off in this layer.
+    pub const fn switch_off(mut self, check: CheckName) -> Self {
+        match check {
+            CheckName::NotStarved => self.not_starved = Check::Off,
+            CheckName::MaxSpreadPct => self.max_spread_pct = Check::Off,
+            CheckName::MaxGapMs => self.max_gap_ms = Check::Off,
+            CheckName::Isolation => self.isolation = Check::Off,
+            CheckName::MaxThroughputSpreadPct => self.max_throughput_spread_pct = Check::Off,
+            CheckName::MaxWakeP99Us => self.max_wake_p99_us = Check::Off,
+            CheckName::MaxWakeCv => self.max_wake_cv = Check::Off,
+            CheckName::MaxMigrationRatio => self.max_migration_ratio = Check::Off,
+            CheckName::MinNumaLocality => self.min_numa_locality = Check::Off,
+        }
+        self
+    }
+
+    /// `check`'s setting in this layer, with its threshold as text.
+    pub fn setting(&self, check: CheckName) -> Setting {
+        fn show<T: Copy>(c: Check<T>, f: impl Fn(T) -> String) -> Setting {
+            match c {
+                Check::Inherit => Setting::Unset,
+                Check::Off => Setting::Off,
+                Check::On(v) => Setting::On(f(v)),
+            }
+        }
+        let on = |_| "on".to_string();
+        match check {
+            CheckName::NotStarved => show(self.not_starved, on),
+            CheckName::MaxSpreadPct => show(self.max_spread_pct, |v| format!("{v}%")),
+            CheckName::MaxGapMs => show(self.max_gap_ms, |v| format!("{v} ms")),
+            CheckName::Isolation => show(self.isolation, on),
+            CheckName::MaxThroughputSpreadPct => {
+                show(self.max_throughput_spread_pct, |v| format!("{v}%"))
+            }
+            CheckName::MaxWakeP99Us => show(self.max_wake_p99_us, |v| format!("{v} us")),
+            CheckName::MaxWakeCv => show(self.max_wake_cv, |v| format!("{v}")),
+            CheckName::MaxMigrationRatio => show(self.max_migration_ratio, |v| format!("{v}")),
+            CheckName::MinNumaLocality => show(self.min_numa_locality, |v| format!("{v}")),
+        }
     }
 
     pub const fn check_not_starved(mut self) -> Self {
-        self.not_starved = Some(true);
+        self.not_starved = Check::On(());
         self
     }
 
     pub const fn check_isolation(mut self) -> Self {
-        self.isolation = Some(true);
+        self.isolation = Check::On(());
         self
     }
 
     pub const fn max_gap_ms(mut self, ms: u64) -> Self {
-        self.max_gap_ms = Some(ms);
+        self.max_gap_ms = Check::On(ms);
         self
     }
 
     pub const fn max_spread_pct(mut self, pct: f64) -> Self {
-        self.max_spread_pct = Some(pct);
+        self.max_spread_pct = Check::On(pct);
         self
     }
 
     pub const fn max_throughput_spread_pct(mut self, pct: f64) -> Self {
-        self.max_throughput_spread_pct = Some(pct);
+        self.max_throughput_spread_pct = Check::On(pct);
         self
     }
 
     pub const fn max_wake_p99_us(mut self, us: u64) -> Self {
-        self.max_wake_p99_us = Some(us);
+        self.max_wake_p99_us = Check::On(us);
         self
     }
 
     pub const fn max_wake_cv(mut self, cv: f64) -> Self {
-        self.max_wake_cv = Some(cv);
+        self.max_wake_cv = Check::On(cv);
         self
     }
 
     pub const fn max_migration_ratio(mut self, ratio: f64) -> Self {
-        self.max_migration_ratio = Some(ratio);
+        self.max_migration_ratio = Check::On(ratio);
         self
     }
 
     pub const fn min_numa_locality(mut self, frac: f64) -> Self {
-        self.min_numa_locality = Some(frac);
+        self.min_numa_locality = Check::On(frac);
         self
     }
 }
 
-/// What kind of problem a detail reports; displays as the variant name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
-pub enum DetailKind {
-    Starved,
-    Unfair,
-    Gap,
-    Isolation,
-    Throughput,
-    WakeLatency,
-    Migration,
-    NumaLocality,
-    SchedulerDied,
-    Stall,
-    Topology,
-    Error,
-    Skip,
-    Info,
-}
-
-/// One finding, with a message naming the cgroup/worker and the numbers.
+/// A check's final setting, for reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssertDetail {
-    pub kind: DetailKind,
-    pub message: String,
-}
-
-/// Per-cgroup summary numbers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CgroupStats {
-    pub cgroup: String,
-    pub workers: usize,
-    pub total_cpu_ns: u64,
-    /// Lowest and highest worker CPU share of wall time, in percent.
-    pub min_share_pct: f64,
-    pub max_share_pct: f64,
-    pub max_gap_ms: u64,
-    pub migrations: u64,
-    pub work_units: u64,
-}
-
-/// The outcome of running checks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AssertResult {
-    pub passed: bool,
-    pub skipped: bool,
-    pub details: Vec<AssertDetail>,
-    pub stats: Vec<CgroupStats>,
-}
-
-impl Default for AssertResult {
-    fn default() -> Self {
-        Self::pass()
-    }
-}
-
-impl AssertResult {
-    /// A pass with nothing to say.
-    pub fn pass() -> Self {
-        Self {
-            passed: true,
-            skipped: false,
-            details: Vec::new(),
-            stats: Vec::new(),
-        }
-    }
-
-    /// A skip, with why.
-    pub fn skip(reason: impl Into<String>) -> Self {
-        Self {
-            passed: true,
-            skipped: true,
-            details: vec![AssertDetail {
-                kind: DetailKind::Skip,
-                message: reason.into(),
-            }],
-            stats: Vec::new(),
-        }
-    }
-
-    /// A failure with one detail.
-    pub fn fail(kind: DetailKind, message: impl Into<String>) -> Self {
-        let mut r = Self::pass();
-        r.push_failure(kind, message);
-        r
-    }
-
-    /// Records a failing detail.
-    pub fn push_failure(&mut self, kind: DetailKind, message: impl Into<String>) {
-        self.passed = false;
-        self.details.push(AssertDetail {
-            kind,
-            message: message.into(),
-        });
-    }
-
-    /// Combines two results: fails if either fails, skipped only if both are.
-    pub fn merge(mut self, other: AssertResult) -> Self {
-        self.passed &= other.passed;
-        self.skipped &= other.skipped;
-        self.details.extend(other.details);
-        self.stats.extend(other.stats);
-        self
-    }
+pub enum Setting {
+    /// No layer set it: it does not run.
+    Unset,
+    /// A layer switched it off.
+    Off,
+    /// On with this threshold.
+    On(String),
 }
 
 #[cfg(test)]
@@ -246,35 +269,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merge_last_set_wins() {
+    fn merge_last_set_wins_and_off_beats_a_lower_on() {
         let sched = Assert::NONE.max_gap_ms(5000);
-        let test = Assert {
-            isolation: Some(false),
-            ..Assert::NONE
-        };
+        let test = Assert::NONE
+            .switch_off(CheckName::Isolation)
+            .switch_off(CheckName::MaxSpreadPct);
         let m = Assert::default_checks().merge(&sched).merge(&test);
-        assert_eq!(m.max_gap_ms, Some(5000));
-        assert_eq!(m.isolation, Some(false));
-        assert_eq!(m.not_starved, Some(true));
-        assert_eq!(m.max_spread_pct, Some(15.0));
+        assert_eq!(m.max_gap_ms, Check::On(5000));
+        assert_eq!(m.isolation, Check::Off);
+        assert_eq!(m.max_spread_pct, Check::Off);
+        assert_eq!(m.not_starved, Check::On(()));
+        let back_on = m.merge(&Assert::NONE.max_spread_pct(30.0));
+        assert_eq!(back_on.max_spread_pct, Check::On(30.0));
         assert!(!Assert::NONE.has_worker_checks());
         assert!(Assert::NONE.check_not_starved().has_worker_checks());
-        let off = Assert {
-            not_starved: Some(false),
-            isolation: Some(false),
-            ..Assert::NONE
-        };
+        let off = Assert::NONE
+            .switch_off(CheckName::NotStarved)
+            .switch_off(CheckName::Isolation);
         assert!(!off.has_worker_checks());
     }
 
     #[test]
-    fn result_merge() {
-        let r = AssertResult::pass().merge(AssertResult::fail(DetailKind::Gap, "gap 3000ms"));
-        assert!(!r.passed);
-        assert!(!r.skipped);
-        assert_eq!(r.details.len(), 1);
-        let s = AssertResult::skip("no smt").merge(AssertResult::skip("no numa"));
-        assert!(s.passed && s.skipped);
-        assert!(!AssertResult::skip("x").merge(AssertResult::pass()).skipped);
+    fn settings_name_thresholds() {
+        let a = Assert::default_checks().switch_off(CheckName::MaxGapMs);
+        assert_eq!(
+            a.setting(CheckName::MaxSpreadPct),
+            Setting::On("15%".into())
+        );
+        assert_eq!(a.setting(CheckName::MaxGapMs), Setting::Off);
+        assert_eq!(a.setting(CheckName::MaxWakeCv), Setting::Unset);
+        assert_eq!(CheckName::MaxWakeP99Us.to_string(), "max_wake_p99_us");
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cpuset::CpusetSpec;
 use super::error::ModelError;
-use super::workload::{AffinityIntent, MemPolicy, SchedPolicy, WorkSpec, WorkType};
+use super::workload::{AffinityIntent, MemPolicy, MpolFlags, SchedPolicy, WorkSpec, WorkType};
 
 /// A cgroup with its cpuset and one or more concurrent work groups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +86,12 @@ impl CgroupDef {
     /// Sets the memory policy of the latest work group.
     pub fn mem_policy(mut self, m: MemPolicy) -> Self {
         self.last().mem_policy = m;
+        self
+    }
+
+    /// Sets the memory policy's flags of the last work group.
+    pub fn mpol_flags(mut self, f: MpolFlags) -> Self {
+        self.last().mpol_flags = f;
         self
     }
 

@@ -29,6 +29,8 @@ pub enum ModelError {
     CgroupName(String),
     #[error("{policy}: real-time priority must be in 1..=99, got {priority}")]
     RtPriority { policy: String, priority: u32 },
+    #[error("{0} names no NUMA node; give it at least one node")]
+    EmptyNodeSet(String),
     #[error("nice {0} is outside -20..=19")]
     Nice(i32),
     #[error(

@@ -11,11 +11,12 @@ pub mod hold;
 pub mod op;
 pub mod plan;
 pub mod report;
+pub mod result;
 pub mod step;
 pub mod topology;
 pub mod workload;
 
-pub use assert::{Assert, AssertDetail, AssertResult, CgroupStats, DetailKind};
+pub use assert::{Assert, Check, CheckName, Setting};
 pub use cgroup::CgroupDef;
 pub use cpuset::CpusetSpec;
 pub use error::ModelError;
@@ -25,9 +26,11 @@ pub use op::{
     SchedulerSpec, SpawnPlacement,
 };
 pub use plan::{Backdrop, FaultInjection, Plan, validate_sequence};
-pub use report::{GapInfo, WorkerExit, WorkerReport};
+pub use report::{CpuEpoch, CpuSeen, CpusetInterval, GapInfo, WorkerExit, WorkerReport};
+pub use result::{AssertDetail, AssertResult, CgroupStats, CheckRecord, CheckState, DetailKind};
 pub use step::{DeclaredDefs, Setup, Step, WireSetup};
 pub use topology::{ObservedTopology, Topology, TopologyError};
 pub use workload::{
-    AffinityIntent, AffinityKind, MemPolicy, SchedPolicy, Work, WorkPhase, WorkSpec, WorkType,
+    AffinityIntent, AffinityKind, MemPolicy, MpolFlags, SchedPolicy, Work, WorkPhase, WorkSpec,
+    WorkType,
 };

@@ -18,6 +18,32 @@ pub struct GapInfo {
     pub at_ms: u64,
 }
 
+/// One CPU a worker ran on during one cpuset interval: when it was first
+/// and last seen there, in ms after the worker noticed the interval begin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSeen {
+    pub cpu: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// The CPUs a worker ran on during one interval between changes of the
+/// cpuset in force for it (interval `epoch`, numbered from 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuEpoch {
+    pub epoch: u32,
+    pub cpus: Vec<CpuSeen>,
+}
+
+/// The cpuset in force for a worker from `from_ms` (scenario time) until
+/// the next interval; `None` while no cpuset confined it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpusetInterval {
+    pub epoch: u32,
+    pub from_ms: u64,
+    pub cpus: Option<BTreeSet<u32>>,
+}
+
 /// How a worker ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerExit {
@@ -28,6 +54,8 @@ pub enum WorkerExit {
     Signaled(i32),
     /// Failed with an error of its own.
     Error(String),
+    /// Ended, but what it wrote could not be read as a report.
+    NoReport(String),
 }
 
 /// One worker's measurements over its lifetime.
@@ -51,6 +79,16 @@ pub struct WorkerReport {
     pub run_delay_ns: u64,
     pub run_count: u64,
     pub exit: WorkerExit,
+    /// The CPUs it ran on in each cpuset interval (recorded by the worker).
+    #[serde(default)]
+    pub cpu_epochs: Vec<CpuEpoch>,
+    /// The cpusets in force for it, by interval (recorded by the agent).
+    #[serde(default)]
+    pub cpusets: Vec<CpusetInterval>,
+    /// Pages of its memory probe per NUMA node, as the kernel placed them:
+    /// (node, pages).
+    #[serde(default)]
+    pub numa_pages: Vec<(u32, u64)>,
 }
 
 impl WorkerReport {

@@ -142,15 +142,85 @@ impl SchedPolicy {
     }
 }
 
-/// NUMA memory placement of a worker.
+/// NUMA memory placement of a worker (`set_mempolicy(2)` before it
+/// starts working). Node ids are the guest's NUMA node numbers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemPolicy {
+    /// The kernel's default: allocate on the node of the CPU that touches
+    /// the page first.
     #[default]
     Default,
+    /// Only these nodes.
     Bind(BTreeSet<usize>),
+    /// This node first, others when it is full.
     Preferred(usize),
+    /// Round-robin over these nodes.
     Interleave(BTreeSet<usize>),
+    /// The node of the CPU the allocation runs on.
     Local,
+}
+
+impl MemPolicy {
+    /// `Bind` from any list of nodes.
+    pub fn bind(nodes: impl IntoIterator<Item = usize>) -> Self {
+        MemPolicy::Bind(nodes.into_iter().collect())
+    }
+
+    /// `Interleave` from any list of nodes.
+    pub fn interleave(nodes: impl IntoIterator<Item = usize>) -> Self {
+        MemPolicy::Interleave(nodes.into_iter().collect())
+    }
+
+    /// Every node the policy names (empty for Default and Local).
+    pub fn nodes(&self) -> BTreeSet<usize> {
+        match self {
+            MemPolicy::Bind(n) | MemPolicy::Interleave(n) => n.clone(),
+            MemPolicy::Preferred(n) => BTreeSet::from([*n]),
+            MemPolicy::Default | MemPolicy::Local => BTreeSet::new(),
+        }
+    }
+
+    /// Rejects a Bind or Interleave over no node.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self {
+            MemPolicy::Bind(n) | MemPolicy::Interleave(n) if n.is_empty() => {
+                Err(ModelError::EmptyNodeSet(format!("{self:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Mode flags of a [`MemPolicy`] (`MPOL_F_*`), combined with `|`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MpolFlags(u32);
+
+impl MpolFlags {
+    /// No flag.
+    pub const NONE: MpolFlags = MpolFlags(0);
+    /// `MPOL_F_STATIC_NODES`: the node set is not remapped when the
+    /// cpuset's memory nodes change.
+    pub const STATIC_NODES: MpolFlags = MpolFlags(1 << 15);
+    /// `MPOL_F_RELATIVE_NODES`: node numbers are relative to the cpuset's
+    /// allowed memory nodes.
+    pub const RELATIVE_NODES: MpolFlags = MpolFlags(1 << 14);
+
+    /// The bits as the kernel takes them in the mode argument.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every flag of `other` is set here.
+    pub const fn contains(self, other: MpolFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for MpolFlags {
+    type Output = MpolFlags;
+    fn bitor(self, rhs: MpolFlags) -> MpolFlags {
+        MpolFlags(self.0 | rhs.0)
+    }
 }
 
 /// Where each worker of a group may run, resolved against the cgroup's
@@ -229,6 +299,9 @@ pub struct WorkSpec {
     pub sched_policy: SchedPolicy,
     pub affinity: AffinityIntent,
     pub mem_policy: MemPolicy,
+    /// Flags of the memory policy.
+    #[serde(default)]
+    pub mpol_flags: MpolFlags,
     /// Nice value applied to SCHED_NORMAL/BATCH workers.
     pub nice: i32,
 }
@@ -244,6 +317,7 @@ impl Default for WorkSpec {
             sched_policy: SchedPolicy::Normal,
             affinity: AffinityIntent::Inherit,
             mem_policy: MemPolicy::Default,
+            mpol_flags: MpolFlags::NONE,
             nice: 0,
         }
     }
@@ -280,6 +354,12 @@ impl WorkSpec {
         self
     }
 
+    /// Sets the memory policy's flags.
+    pub fn mpol_flags(mut self, f: MpolFlags) -> Self {
+        self.mpol_flags = f;
+        self
+    }
+
     /// Sets the nice value.
     pub fn nice(mut self, n: i32) -> Self {
         self.nice = n;
@@ -290,6 +370,7 @@ impl WorkSpec {
     /// range, and worker count against the work type's group size.
     pub fn validate(&self) -> Result<(), ModelError> {
         self.sched_policy.validate()?;
+        self.mem_policy.validate()?;
         if !(-20..=19).contains(&self.nice) {
             return Err(ModelError::Nice(self.nice));
         }

@@ -57,7 +57,7 @@ impl Buffer {
 
 /// A unit is one cache line touched; an iteration is a chunk of lines.
 /// With `yield_after`, every chunk ends in a timed yield (sampled).
-pub(super) fn pressure(env: &mut WorkEnv<'_>, size_kib: u32, yield_after: bool) {
+pub(super) fn pressure(env: &mut WorkEnv<'_, '_>, size_kib: u32, yield_after: bool) {
     let mut buf = Buffer::new(size_kib);
     while env.running() {
         let n = buf.walk(CHUNK_LINES) as u64;

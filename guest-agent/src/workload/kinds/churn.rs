@@ -42,7 +42,7 @@ pub(crate) fn apply_policy(spec: &WorkSpec) -> Result<(), WorkError> {
 }
 
 /// Steps the nice value through -20..=19 and around again.
-pub(super) fn nice_sweep(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn nice_sweep(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     let mut x = 1u64;
     let mut nice = -20;
     while env.running() {
@@ -58,7 +58,7 @@ pub(super) fn nice_sweep(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
 /// Pins itself to one CPU drawn at random from the CPUs it was allowed at
 /// start. A CPU the cgroup's cpuset no longer allows (EINVAL) is skipped,
 /// not an error: the engine may shrink the cpuset under a running worker.
-pub(super) fn affinity_churn(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn affinity_churn(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     let allowed: Vec<usize> = env.allowed_cpus.clone();
     if allowed.is_empty() {
         return Err(WorkError::NoAffinityMask);
@@ -81,7 +81,7 @@ pub(super) fn affinity_churn(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
 }
 
 /// Cycles SCHED_OTHER, SCHED_BATCH, SCHED_IDLE.
-pub(super) fn policy_churn(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn policy_churn(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     const POLICIES: [(libc::c_int, &str); 3] = [
         (libc::SCHED_OTHER, "SCHED_OTHER"),
         (libc::SCHED_BATCH, "SCHED_BATCH"),

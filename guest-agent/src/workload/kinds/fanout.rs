@@ -21,7 +21,12 @@ use crate::workload::stop::{POLL, stop_requested};
 
 /// Runs this worker's side of the group; `compute` makes waiters do real
 /// work per item (FanOutCompute) instead of acknowledging at once.
-pub(super) fn run(env: &mut WorkEnv<'_>, res: &LeafRes<'_>, state: &mut LeafState, compute: bool) {
+pub(super) fn run(
+    env: &mut WorkEnv<'_, '_>,
+    res: &LeafRes<'_>,
+    state: &mut LeafState,
+    compute: bool,
+) {
     let Some(sh) = res.shared else {
         env.idle_until_done();
         return;
@@ -42,7 +47,7 @@ fn next_round(round: u32) -> u32 {
     round.checked_add(1).unwrap_or(1)
 }
 
-fn waker(env: &mut WorkEnv<'_>, sh: &GroupShared, waiters: u32, compute: bool) {
+fn waker(env: &mut WorkEnv<'_, '_>, sh: &GroupShared, waiters: u32, compute: bool) {
     let entered = mono_ns();
     let mut x = env.rng.next_u64();
     while env.running() {
@@ -75,7 +80,7 @@ fn waker(env: &mut WorkEnv<'_>, sh: &GroupShared, waiters: u32, compute: bool) {
 }
 
 fn waiter(
-    env: &mut WorkEnv<'_>,
+    env: &mut WorkEnv<'_, '_>,
     sh: &GroupShared,
     state: &mut LeafState,
     waiters: u32,

@@ -33,7 +33,7 @@ fn reap(pid: Pid) -> Result<(), WorkError> {
 }
 
 /// A unit is one child forked and reaped.
-pub(super) fn fork_exit(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn fork_exit(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     let mut failures = 0;
     while env.running() {
         // The child exits at once; the worker is single-threaded anyway.

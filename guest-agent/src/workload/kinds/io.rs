@@ -24,7 +24,7 @@ const CHURN_LEN: NonZeroUsize = NonZeroUsize::new(CHURN_PAGES * PAGE).unwrap();
 /// Writes 4 KiB blocks to a private file under /tmp and fsyncs each. A unit
 /// is one write+fsync; the sample is how long fsync kept the worker off its
 /// work (tiny on tmpfs, the guest's /tmp, but still a block-and-wake).
-pub(super) fn sync_write(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn sync_write(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     let path = format!("/tmp/ktstr-io-{}-{}", std::process::id(), mono_ns());
     // std opens with O_CLOEXEC.
     let file = OpenOptions::new()
@@ -63,7 +63,7 @@ pub(super) fn sync_write(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
 
 /// Maps fresh anonymous pages, writes one byte to each (a page fault
 /// apiece) and unmaps them. A unit is one page faulted in.
-pub(super) fn page_fault_churn(env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(super) fn page_fault_churn(env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     while env.running() {
         let mut pages = AnonPages::new(CHURN_LEN).map_err(|source| WorkError::Map {
             len: CHURN_LEN.get(),

@@ -67,7 +67,7 @@ impl<'a> Task<'a> {
 }
 
 /// Runs `task` until a stop (or, inside a Sequence, its phase end).
-pub(crate) fn run(task: &mut Task<'_>, env: &mut WorkEnv<'_>) -> Result<(), WorkError> {
+pub(crate) fn run(task: &mut Task<'_>, env: &mut WorkEnv<'_, '_>) -> Result<(), WorkError> {
     match task {
         Task::Sequence(phases) => run_sequence(phases, env),
         Task::Leaf {
@@ -87,7 +87,7 @@ pub(crate) fn run(task: &mut Task<'_>, env: &mut WorkEnv<'_>) -> Result<(), Work
 /// phase's actual entry, so workers of one group change phase together.
 fn run_sequence(
     phases: &mut [(Task<'_>, Duration)],
-    env: &mut WorkEnv<'_>,
+    env: &mut WorkEnv<'_, '_>,
 ) -> Result<(), WorkError> {
     let outer = env.until;
     let mut end = Instant::now();
@@ -113,7 +113,7 @@ fn run_leaf(
     work_type: &WorkType,
     res: &LeafRes<'_>,
     state: &mut LeafState,
-    env: &mut WorkEnv<'_>,
+    env: &mut WorkEnv<'_, '_>,
 ) -> Result<(), WorkError> {
     match work_type {
         WorkType::CpuSpin | WorkType::SmtSiblingSpin => spin::cpu_spin(env),

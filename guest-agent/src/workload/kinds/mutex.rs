@@ -29,7 +29,7 @@ enum Taken {
 
 /// Takes the lock, or returns `Err(())` when the worker must stop first
 /// (the lock is then not held).
-fn lock(env: &WorkEnv<'_>, sh: &GroupShared) -> Result<Taken, ()> {
+fn lock(env: &WorkEnv<'_, '_>, sh: &GroupShared) -> Result<Taken, ()> {
     let mut c = match sh
         .word
         .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
@@ -63,7 +63,7 @@ fn unlock(sh: &GroupShared) {
     }
 }
 
-pub(super) fn run(env: &mut WorkEnv<'_>, res: &LeafRes<'_>) {
+pub(super) fn run(env: &mut WorkEnv<'_, '_>, res: &LeafRes<'_>) {
     let Some(sh) = res.shared else {
         env.idle_until_done();
         return;

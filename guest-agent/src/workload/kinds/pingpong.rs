@@ -21,7 +21,7 @@ const CACHE_LINES_PER_HANDOFF: usize = 2048;
 /// epoch and member 0 injects one fresh token; tokens from an earlier visit
 /// are dropped, so tokens never pile up across Sequence phases.
 pub(super) fn pipe(
-    env: &mut WorkEnv<'_>,
+    env: &mut WorkEnv<'_, '_>,
     res: &LeafRes<'_>,
     state: &mut LeafState,
     mut cache: Option<&mut Buffer>,
@@ -62,7 +62,7 @@ pub(super) fn pipe(
 }
 
 /// The turn word holds the position whose turn it is (member 0 starts).
-pub(super) fn futex(env: &mut WorkEnv<'_>, res: &LeafRes<'_>) {
+pub(super) fn futex(env: &mut WorkEnv<'_, '_>, res: &LeafRes<'_>) {
     let Some(sh) = res.shared else {
         env.idle_until_done();
         return;

@@ -30,7 +30,7 @@ pub(crate) fn spin_batch(x: &mut u64, n: u64) {
 }
 
 /// A unit is one batch of [`SPIN_BATCH`] kernel iterations.
-pub(super) fn cpu_spin(env: &mut WorkEnv<'_>) {
+pub(super) fn cpu_spin(env: &mut WorkEnv<'_, '_>) {
     let mut x = 1u64;
     while env.running() {
         spin_batch(&mut x, SPIN_BATCH);
@@ -39,7 +39,7 @@ pub(super) fn cpu_spin(env: &mut WorkEnv<'_>) {
 }
 
 /// Busy-waits on the clock; a unit is one completed wait window.
-pub(super) fn spin_wait(env: &mut WorkEnv<'_>) {
+pub(super) fn spin_wait(env: &mut WorkEnv<'_, '_>) {
     const WINDOW_NS: u64 = 50_000;
     while env.running() {
         let end = mono_ns() + WINDOW_NS;
@@ -59,7 +59,7 @@ pub(crate) fn timed_yield() -> u64 {
 
 /// A unit is a short spin followed by a yield; the sample is how long the
 /// yield kept the worker off the CPU.
-pub(super) fn yield_heavy(env: &mut WorkEnv<'_>) {
+pub(super) fn yield_heavy(env: &mut WorkEnv<'_, '_>) {
     let mut x = 1u64;
     while env.running() {
         spin_batch(&mut x, SPIN_BATCH / 20);
@@ -71,7 +71,7 @@ pub(super) fn yield_heavy(env: &mut WorkEnv<'_>) {
 /// Sleeps `d` in steps of at most [`POLL`] so a stop is noticed; returns the
 /// oversleep in ns (actual wake minus the deadline), or `None` when the
 /// sleep was cut short by a stop or a phase end.
-pub(crate) fn timed_sleep(env: &WorkEnv<'_>, d: Duration) -> Option<u64> {
+pub(crate) fn timed_sleep(env: &WorkEnv<'_, '_>, d: Duration) -> Option<u64> {
     let deadline = mono_ns() + d.as_nanos() as u64;
     loop {
         let now = mono_ns();
@@ -94,7 +94,7 @@ pub(crate) fn timed_sleep(env: &WorkEnv<'_>, d: Duration) -> Option<u64> {
 
 /// About a millisecond of spin batches, a 100 µs sleep, a yield. A unit is
 /// one spin batch; the sample is the sleep's overshoot.
-pub(super) fn mixed(env: &mut WorkEnv<'_>) {
+pub(super) fn mixed(env: &mut WorkEnv<'_, '_>) {
     const BURST: Duration = Duration::from_millis(1);
     const NAP: Duration = Duration::from_micros(100);
     let mut x = 1u64;
@@ -112,7 +112,7 @@ pub(super) fn mixed(env: &mut WorkEnv<'_>) {
 
 /// Spins for `burst`, sleeps for `sleep`. A unit is one spin batch; the
 /// sample is the sleep's overshoot (actual minus requested).
-pub(super) fn bursty(env: &mut WorkEnv<'_>, burst: Duration, sleep: Duration) {
+pub(super) fn bursty(env: &mut WorkEnv<'_, '_>, burst: Duration, sleep: Duration) {
     let mut x = 1u64;
     while env.running() {
         let until = Instant::now() + burst;

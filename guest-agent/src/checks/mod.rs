@@ -1,0 +1,200 @@
+//! Evaluates an [`Assert`] against worker reports: per cgroup (starvation,
+//! fairness spread, scheduling gaps, cpuset isolation per interval, wake
+//! latency, migrations, NUMA locality) and across the cgroups of one step
+//! (throughput parity); summarises each cgroup in [`CgroupStats`].
+//!
+//! No silent pass: a worker that ended without a report is a `NoReport`
+//! failure whatever the checks, and a check that was asked for but found
+//! nothing to measure is a `NotMeasured` failure. The result lists every
+//! check's final state: ran (with its threshold), not measured, off or
+//! unset. The rules themselves are in [`rules`].
+
+pub mod rules;
+
+use std::collections::BTreeSet;
+
+use ktstr_protocol::model::{
+    Assert, AssertResult, CgroupStats, CheckName, CheckState, DetailKind, Setting, WorkerExit,
+    WorkerReport,
+};
+
+use crate::topology::TestTopology;
+
+/// How long after a cpuset change a worker may still be seen on a CPU the
+/// new cpuset left out: the worker notices the change at its next sample,
+/// which can trail the kernel's migration by one iteration (several ms on
+/// an emulated guest).
+pub const ISOLATION_GRACE_MS: u64 = 200;
+
+/// One cgroup's reports (each report carries the cpusets in force for its
+/// worker).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupReports {
+    /// Empty for workers in the runner's own cgroup.
+    pub cgroup: String,
+    pub reports: Vec<WorkerReport>,
+}
+
+fn stats(cgroup: &str, reports: &[WorkerReport]) -> CgroupStats {
+    let shares: Vec<f64> = reports.iter().map(WorkerReport::cpu_share_pct).collect();
+    let (min, max) = shares.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| {
+        (lo.min(s), hi.max(s))
+    });
+    CgroupStats {
+        cgroup: cgroup.to_string(),
+        workers: reports.len(),
+        total_cpu_ns: reports.iter().map(|w| w.cpu_time_ns).sum(),
+        min_share_pct: if reports.is_empty() { 0.0 } else { min },
+        max_share_pct: max,
+        max_gap_ms: reports
+            .iter()
+            .filter_map(|w| w.max_gap.map(|g| g.gap_ms))
+            .max()
+            .unwrap_or(0),
+        migrations: reports.iter().map(|w| w.migrations).sum(),
+        work_units: reports.iter().map(|w| w.work_units).sum(),
+    }
+}
+
+/// Workers that failed or ended without a report: failures whatever the
+/// checks say, since their measurements are missing.
+fn lost_workers(cgroup: &str, reports: &[WorkerReport], r: &mut AssertResult) {
+    for w in reports {
+        match &w.exit {
+            WorkerExit::Completed => {}
+            WorkerExit::NoReport(why) => r.push_failure(
+                DetailKind::NoReport,
+                format!("{cgroup}: worker {} left no usable report ({why})", w.tid),
+            ),
+            WorkerExit::Error(e) => r.push_failure(
+                DetailKind::Error,
+                format!("{cgroup}: worker {} failed: {e}", w.tid),
+            ),
+            WorkerExit::Signaled(sig) => r.push_failure(
+                DetailKind::NoReport,
+                format!(
+                    "{cgroup}: worker {} ended without a report (signal {sig}; it was killed at \
+                     the stop deadline or died on its own), so none of its measurements exist",
+                    w.tid
+                ),
+            ),
+        }
+    }
+}
+
+/// The threshold text of `check` when it is on in `assert`.
+fn threshold(assert: &Assert, check: CheckName) -> Option<String> {
+    match assert.setting(check) {
+        Setting::On(t) if check == CheckName::Isolation => {
+            Some(format!("{t}, grace {ISOLATION_GRACE_MS} ms"))
+        }
+        Setting::On(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Records the outcome of one check that was on: ran, or asked for with
+/// nothing to measure (which fails, with `why`).
+pub(crate) fn record(
+    r: &mut AssertResult,
+    check: CheckName,
+    threshold: String,
+    measured: Result<(), String>,
+) {
+    match measured {
+        Ok(()) => r.record_check(check, CheckState::Ran { threshold }),
+        Err(why) => {
+            r.push_failure(
+                DetailKind::NotMeasured,
+                format!("{check} ({threshold}) was asked for but not measured: {why}"),
+            );
+            r.record_check(check, CheckState::NotMeasured { threshold });
+        }
+    }
+}
+
+/// Checks one cgroup's reports. `cpuset` is the set the workers were
+/// confined to when their reports carry no cpuset history (reports from
+/// the scenario engine always do). `topo` maps CPUs to NUMA nodes for the
+/// locality check.
+pub fn assert_cgroup(
+    assert: &Assert,
+    cgroup: &str,
+    cpuset: Option<&BTreeSet<usize>>,
+    reports: &[WorkerReport],
+    topo: Option<&TestTopology>,
+) -> AssertResult {
+    let mut r = AssertResult::pass();
+    r.stats.push(stats(cgroup, reports));
+    r.record_settings(assert);
+    lost_workers(cgroup, reports, &mut r);
+    // Only workers that reported have measurements to judge.
+    let reported: Vec<&WorkerReport> = reports
+        .iter()
+        .filter(|w| w.exit == WorkerExit::Completed)
+        .collect();
+    let cx = rules::Cgroup {
+        name: cgroup,
+        reports: &reported,
+        fallback_cpuset: cpuset,
+        topo,
+    };
+    for &check in CheckName::ALL {
+        if check == CheckName::MaxThroughputSpreadPct {
+            continue; // across cgroups: check_cgroups
+        }
+        if let Some(t) = threshold(assert, check) {
+            let measured = rules::run(assert, check, &cx, &mut r);
+            record(&mut r, check, t, measured);
+        }
+    }
+    r
+}
+
+/// Checks every cgroup of a step, then throughput parity across them.
+pub fn check_cgroups(
+    assert: &Assert,
+    groups: &[CgroupReports],
+    topo: Option<&TestTopology>,
+) -> AssertResult {
+    let mut r = AssertResult::pass();
+    r.record_settings(assert);
+    for g in groups {
+        let name = if g.cgroup.is_empty() {
+            "<runner>"
+        } else {
+            &g.cgroup
+        };
+        r = r.merge(assert_cgroup(assert, name, None, &g.reports, topo));
+    }
+    if let Some(t) = threshold(assert, CheckName::MaxThroughputSpreadPct)
+        && !groups.is_empty()
+    {
+        let measured = rules::throughput_parity(assert, groups, &mut r);
+        record(&mut r, CheckName::MaxThroughputSpreadPct, t, measured);
+    }
+    r
+}
+
+/// The spec's method form: `assert.assert_cgroup(&reports, cpuset)`.
+pub trait AssertExt {
+    fn assert_cgroup(
+        &self,
+        reports: &[WorkerReport],
+        cpuset: Option<&BTreeSet<usize>>,
+    ) -> AssertResult;
+}
+
+impl AssertExt for Assert {
+    fn assert_cgroup(
+        &self,
+        reports: &[WorkerReport],
+        cpuset: Option<&BTreeSet<usize>>,
+    ) -> AssertResult {
+        let name = reports.first().map_or("", |w| w.cgroup.as_str());
+        assert_cgroup(self, name, cpuset, reports, None)
+    }
+}
+
+#[cfg(test)]
+mod tests;
