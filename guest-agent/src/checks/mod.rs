@@ -20,20 +20,7 @@ use ktstr_protocol::model::{
 
 use crate::topology::TestTopology;
 
-/// How long after a cpuset change a worker may still be seen on a CPU the
-/// new cpuset left out: the worker notices the change at its next sample,
-/// which can trail the kernel's migration by one iteration (several ms on
-/// an emulated guest).
-pub const ISOLATION_GRACE_MS: u64 = 200;
-
-/// One cgroup's reports (each report carries the cpusets in force for its
-/// worker).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CgroupReports {
-    /// Empty for workers in the runner's own cgroup.
-    pub cgroup: String,
-    pub reports: Vec<WorkerReport>,
-}
+pub use rules::{CgroupReports, ISOLATION_GRACE_MS};
 
 fn stats(cgroup: &str, reports: &[WorkerReport]) -> CgroupStats {
     let shares: Vec<f64> = reports.iter().map(WorkerReport::cpu_share_pct).collect();

@@ -10,9 +10,23 @@ use ktstr_protocol::model::{
     Assert, AssertResult, CheckName, CpusetInterval, DetailKind, WorkerReport,
 };
 
-use super::{CgroupReports, ISOLATION_GRACE_MS};
 use crate::sysfs::format_cpu_list;
 use crate::topology::TestTopology;
+
+/// How long after a cpuset change a worker may still be seen on a CPU the
+/// new cpuset left out: the worker notices the change at its next sample,
+/// which can trail the kernel's migration by one iteration (several ms on
+/// an emulated guest).
+pub const ISOLATION_GRACE_MS: u64 = 200;
+
+/// One cgroup's reports (each report carries the cpusets in force for its
+/// worker).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupReports {
+    /// Empty for workers in the runner's own cgroup.
+    pub cgroup: String,
+    pub reports: Vec<WorkerReport>,
+}
 
 /// What the per-cgroup checks look at.
 pub(crate) struct Cgroup<'a> {
