@@ -138,3 +138,71 @@ fn boots_linux_on_our_kvm_vmm() {
     assert_eq!(out.backend, "kvm");
     assert_healthy_run(&out, "1n2l2c1t", 2, 2);
 }
+
+/// One 2-node guest, two steps: a cgroup on node 1's CPUs with its memory
+/// bound to node 1 has its pages there (measured by the kernel) and passes
+/// the locality check; the same cgroup with its memory bound to node 0
+/// fails it.
+#[test]
+fn mem_policy_places_pages_and_the_locality_check_can_fail() {
+    use ktstr_protocol::model::{
+        Assert, CgroupDef, CpusetSpec, DetailKind, HoldSpec, MemPolicy, Plan, Step,
+    };
+    let Some(p) = prepared() else { return };
+    let on_node_1 = |name: &str, bind: usize| {
+        CgroupDef::named(name.to_string())
+            .workers(1)
+            .with_cpuset(CpusetSpec::numa(1))
+            .mem_policy(MemPolicy::bind([bind]))
+    };
+    let plan = Plan::new(
+        "numa_bind",
+        vec![
+            Step::with_defs(vec![on_node_1("home", 1)], HoldSpec::frac(0.5)),
+            Step::with_defs(vec![on_node_1("away", 0)], HoldSpec::frac(0.5)),
+        ],
+        Duration::from_secs(2),
+    )
+    .set_assert(Assert::NONE.check_not_starved().min_numa_locality(0.9));
+    let out = run(p, "2n2l1c1t", plan, None);
+    let passed: Vec<Option<bool>> = out.steps.iter().map(|s| s.passed).collect();
+    assert_eq!(
+        passed,
+        vec![Some(true), Some(false)],
+        "{}",
+        out.failure_text()
+    );
+    let home = out
+        .reports
+        .iter()
+        .find(|r| r.cgroup == "home")
+        .expect("home's reports");
+    for w in &home.reports {
+        assert_eq!(
+            w.numa_pages,
+            vec![(1, 256)],
+            "all probe pages on node 1: {w:?}"
+        );
+    }
+    let away = out
+        .reports
+        .iter()
+        .find(|r| r.cgroup == "away")
+        .expect("away's reports");
+    assert!(
+        away.reports.iter().all(|w| w.numa_pages == vec![(0, 256)]),
+        "bound to node 0: {:?}",
+        away.reports
+    );
+    let details = &out.verdict.as_ref().expect("a verdict").result.details;
+    assert!(
+        details
+            .iter()
+            .any(|d| d.kind == DetailKind::NumaLocality && d.message.starts_with("away:")),
+        "{details:?}"
+    );
+    assert!(
+        !details.iter().any(|d| d.message.starts_with("home:")),
+        "{details:?}"
+    );
+}

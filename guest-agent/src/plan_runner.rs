@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use ktstr_protocol::message::{GuestMsg, Verdict};
 use ktstr_protocol::model::DetailKind;
-use ktstr_protocol::model::{Backdrop, Plan};
+use ktstr_protocol::model::{AssertResult, Backdrop, Plan};
 
 use crate::cgroup::CgroupOps;
 use crate::scenario::{
-    Ctx, FactoryRegistry, ScenarioEvent, ScenarioObserver, Step, step_from_wire, validate_sequence,
+    Ctx, FactoryRegistry, ScenarioEvent, ScenarioFn, ScenarioObserver, ScenarioRegistry, Step,
+    step_from_wire, validate_sequence,
 };
 use crate::scheduler::{SchedulerConfig, SchedulerDied, SchedulerManager};
 use crate::topology::TestTopology;
@@ -35,7 +36,14 @@ pub struct PlanRunner<'a> {
     pub current_step: &'a AtomicU32,
     pub sink: &'a mut dyn MessageSink,
     factories: FactoryRegistry,
+    scenarios: ScenarioRegistry,
     sched: SchedulerConfig,
+}
+
+/// What a plan runs: steps on a Backdrop, or a named scenario function.
+enum Work {
+    Steps(Backdrop, Vec<Step>),
+    Custom(ScenarioFn),
 }
 
 /// Forwards events to the sink, remembering the first send failure so the
@@ -108,6 +116,7 @@ impl<'a> PlanRunner<'a> {
             current_step,
             sink,
             factories: FactoryRegistry::with_builtins(),
+            scenarios: ScenarioRegistry::with_builtins(),
             sched: SchedulerConfig::default(),
         }
     }
@@ -127,14 +136,37 @@ impl<'a> PlanRunner<'a> {
         self
     }
 
-    /// Checks the whole plan against the built-in factories before anything
-    /// runs.
-    pub fn validate(plan: &Plan) -> Result<()> {
-        Self::convert(plan, &FactoryRegistry::with_builtins()).map(|_| ())
+    /// Replaces the named scenario functions a plan may refer to.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_scenarios(mut self, scenarios: ScenarioRegistry) -> Self {
+        self.scenarios = scenarios;
+        self
     }
 
-    fn convert(plan: &Plan, factories: &FactoryRegistry) -> Result<(Backdrop, Vec<Step>)> {
+    /// Checks the whole plan against the built-in registries before
+    /// anything runs.
+    pub fn validate(plan: &Plan) -> Result<()> {
+        Self::convert(
+            plan,
+            &FactoryRegistry::with_builtins(),
+            &ScenarioRegistry::with_builtins(),
+        )
+        .map(|_| ())
+    }
+
+    fn convert(
+        plan: &Plan,
+        factories: &FactoryRegistry,
+        scenarios: &ScenarioRegistry,
+    ) -> Result<Work> {
         plan.validate()?;
+        if let Some(name) = &plan.custom {
+            return Ok(Work::Custom(
+                scenarios
+                    .get(name)
+                    .with_context(|| format!("plan {:?}", plan.name))?,
+            ));
+        }
         let steps = plan
             .steps
             .iter()
@@ -143,13 +175,26 @@ impl<'a> PlanRunner<'a> {
             .collect::<Result<Vec<_>>>()?;
         let backdrop = plan.backdrop.clone();
         validate_sequence(&backdrop, &steps).with_context(|| format!("plan {:?}", plan.name))?;
-        Ok((backdrop, steps))
+        Ok(Work::Steps(backdrop, steps))
     }
 
     /// Starts the plan's scheduler (if any), runs every step, detaches
     /// whatever scheduler is still attached, and returns the verdict.
     pub fn run(&mut self, plan: &Plan) -> Result<Verdict> {
-        let (backdrop, steps) = Self::convert(plan, &self.factories)?;
+        let work = Self::convert(plan, &self.factories, &self.scenarios)?;
+        let topo = self.topo;
+        if let Some(why) = plan.needs.unmet(
+            topo.num_llcs() as u32,
+            topo.num_numa_nodes() as u32,
+            topo.has_smt(),
+            "this guest",
+        ) {
+            return Ok(Verdict {
+                passed: true,
+                result: AssertResult::skip(format!("{}: {why}", plan.name)),
+                elapsed_ms: 0,
+            });
+        }
         let forwarder = Forwarder {
             sink: RefCell::new(&mut *self.sink),
             phase: self.current_step,
@@ -173,7 +218,12 @@ impl<'a> PlanRunner<'a> {
             ctx.sched_pid = Some(a.pid);
             ctx.emit(None, a.to_string());
         }
-        let outcome = crate::scenario::execute_scenario(&ctx, backdrop, steps);
+        let outcome = match work {
+            Work::Steps(backdrop, steps) => {
+                crate::scenario::execute_scenario(&ctx, backdrop, steps)
+            }
+            Work::Custom(f) => f(&ctx),
+        };
         // Whatever happened, the scheduler is detached cleanly before Done.
         let detached = sched.borrow_mut().detach();
         let mut end_failure = None;
@@ -217,7 +267,7 @@ mod tests {
     use std::time::Duration;
 
     use ktstr_protocol::model::{
-        Assert, CpusetSpec, DetailKind, HoldSpec, Op, OpKind, Step as WireStep,
+        Assert, CpusetSpec, DetailKind, HoldSpec, Needs, Op, OpKind, Step as WireStep,
     };
 
     use super::*;
@@ -509,5 +559,46 @@ mod tests {
             e.contains("not supported by this agent yet: SteerIrq"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn unmet_needs_skip_and_named_scenarios_run() {
+        let cg = MemCgroups::new();
+        let topo = TestTopology::from_vm_topology(&"1n2l2c1t".parse().unwrap());
+        let phase = AtomicU32::new(0);
+        let mut rec = Recorder {
+            phase: &phase,
+            msgs: Vec::new(),
+        };
+        let smt = plan(vec![WireStep::hold(HoldSpec::FULL)]).set_needs(Needs {
+            smt: true,
+            ..Needs::NONE
+        });
+        let v = PlanRunner::new(&cg, &topo, &phase, &mut rec)
+            .run(&smt)
+            .unwrap();
+        assert!(v.passed && v.result.skipped, "{v:?}");
+        assert!(
+            v.result.details[0].message.contains("needs SMT siblings"),
+            "{v:?}"
+        );
+        assert!(rec.msgs.is_empty(), "nothing ran");
+
+        let custom = Plan::custom("c", "custom_defs", Duration::from_millis(50))
+            .set_assert(Assert::NONE.check_not_starved());
+        PlanRunner::validate(&custom).unwrap();
+        let v = PlanRunner::new(&cg, &topo, &phase, &mut rec)
+            .run(&custom)
+            .unwrap();
+        assert!(v.passed, "{v:?}");
+        assert!(
+            rec.msgs.iter().any(
+                |(_, m)| matches!(m, GuestMsg::WorkerReports { reports, .. } if reports.len() == 1)
+            ),
+            "execute_defs ran its cgroups"
+        );
+        let unknown = Plan::custom("c", "nope", Duration::from_millis(50));
+        let e = format!("{:#}", PlanRunner::validate(&unknown).unwrap_err());
+        assert!(e.contains("\"nope\" is not registered"), "{e}");
     }
 }

@@ -242,6 +242,20 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// A scenario skipped before anything booted, because `topology` lacks
+    /// what it needs.
+    pub fn skipped(scenario: &str, topology: &str, reason: String) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            topology: topology.to_string(),
+            passed: true,
+            skipped: true,
+            skip_reason: Some(reason),
+            vm_exit: "not booted".into(),
+            ..Default::default()
+        }
+    }
+
     /// The failure as text; empty when the run passed.
     pub fn failure_text(&self) -> String {
         self.failure

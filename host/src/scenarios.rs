@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use ktstr_protocol::model::{
-    AffinityIntent, Assert, Backdrop, CgroupDef, CheckName, CpusetSpec, HoldSpec, Op, Plan, Step,
-    Topology, Work, WorkType,
+    AffinityIntent, Assert, Backdrop, CgroupDef, CheckName, CpusetSpec, HoldSpec, MemPolicy, Needs,
+    Op, Plan, Step, Topology, Work, WorkType,
 };
 use thiserror::Error;
 
@@ -22,25 +22,80 @@ pub struct ScenarioParams {
     pub workers_per_cgroup: usize,
 }
 
+/// What a catalog entry runs.
+#[derive(Debug)]
+enum Body {
+    /// Steps built from the parameters.
+    Steps(fn(&ScenarioParams) -> (Backdrop, Vec<Step>)),
+    /// A scenario function every agent has, by name.
+    Custom(&'static str),
+}
+
 /// One catalog entry.
 #[derive(Debug)]
 pub struct Canned {
     pub name: &'static str,
     pub about: &'static str,
-    build: fn(&ScenarioParams) -> (Backdrop, Vec<Step>),
+    body: Body,
     /// This scenario's own check layer, merged over the caller's.
     checks: Assert,
+    /// What it needs of the topology; unmet, it is skipped.
+    pub needs: Needs,
 }
 
 impl Canned {
+    const fn steps(
+        name: &'static str,
+        about: &'static str,
+        build: fn(&ScenarioParams) -> (Backdrop, Vec<Step>),
+    ) -> Self {
+        Self {
+            name,
+            about,
+            body: Body::Steps(build),
+            checks: Assert::NONE,
+            needs: Needs::NONE,
+        }
+    }
+
+    const fn custom(name: &'static str, about: &'static str, function: &'static str) -> Self {
+        Self {
+            name,
+            about,
+            body: Body::Custom(function),
+            checks: Assert::NONE,
+            needs: Needs::NONE,
+        }
+    }
+
+    const fn set_checks(mut self, checks: Assert) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    const fn set_needs(mut self, needs: Needs) -> Self {
+        self.needs = needs;
+        self
+    }
+
     /// The plan for `p`, checked with `assert` (default -> scheduler layers)
     /// overlaid with the scenario's own layer.
     pub fn plan(&self, p: &ScenarioParams, assert: Assert) -> Plan {
-        let (backdrop, steps) = (self.build)(p);
-        Plan::new(self.name, steps, p.duration)
-            .set_backdrop(backdrop)
-            .set_workers_per_cgroup(p.workers_per_cgroup)
+        let plan = match &self.body {
+            Body::Steps(build) => {
+                let (backdrop, steps) = build(p);
+                Plan::new(self.name, steps, p.duration).set_backdrop(backdrop)
+            }
+            Body::Custom(function) => Plan::custom(self.name, *function, p.duration),
+        };
+        plan.set_workers_per_cgroup(p.workers_per_cgroup)
             .set_assert(assert.merge(&self.checks))
+            .set_needs(self.needs)
+    }
+
+    /// Why this scenario cannot run on `topo`, if it cannot.
+    pub fn skip_reason(&self, topo: &Topology) -> Option<String> {
+        self.needs.unmet_by(topo)
     }
 }
 
@@ -261,6 +316,30 @@ fn nested_task_move(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+fn smt_siblings(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+    // Pairs: an even worker count of at least two.
+    let n = p.workers_per_cgroup.max(2).next_multiple_of(2);
+    steps_only(vec![Step::with_defs(
+        vec![
+            CgroupDef::named("smt")
+                .workers(n)
+                .work_type(WorkType::SmtSiblingSpin),
+        ],
+        HoldSpec::FULL,
+    )])
+}
+
+fn numa_locality(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+    let defs = (0..p.topology.numa_nodes as usize)
+        .map(|n| {
+            cg(&format!("node_{n}"), p)
+                .with_cpuset(CpusetSpec::numa(n))
+                .mem_policy(MemPolicy::bind([n]))
+        })
+        .collect();
+    steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
+}
+
 /// Blocking and sleeping workers use the CPU unevenly by design, so CPU
 /// share spread says nothing about fairness here: the check is switched
 /// off (a threshold of 100% could never fail), and the scenario's `about`
@@ -272,90 +351,60 @@ const MIXED_CHECKS: Assert = Assert::NONE.switch_off(CheckName::MaxSpreadPct);
 const CONTENTION_CHECKS: Assert = Assert::NONE.max_spread_pct(30.0);
 
 static CATALOG: &[Canned] = &[
-    Canned {
-        name: "steady",
-        about: "two cgroups of CpuSpin workers for the whole run",
-        build: steady,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "steady_llc",
-        about: "one cgroup per LLC, confined to it",
-        build: steady_llc,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "oversubscribed",
-        about: "two cgroups with as many workers each as the guest has CPUs",
-        build: oversubscribed,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "cpuset_apply",
-        about: "two unconfined cgroups, then disjoint cpusets applied mid-run",
-        build: cpuset_apply,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "cpuset_clear",
-        about: "two cgroups on disjoint cpusets, then cleared mid-run",
-        build: cpuset_clear,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "cpuset_resize",
-        about: "one cgroup's cpuset grown, then shrunk",
-        build: cpuset_resize,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "cgroup_add",
-        about: "a second cgroup appears halfway",
-        build: cgroup_add,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "cgroup_remove",
-        about: "a cgroup created by ops is removed halfway",
-        build: cgroup_remove,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "affinity_change",
-        about: "workers pinned to single CPUs halfway",
-        build: affinity_change,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "affinity_pinned",
-        about: "single-CPU and LLC-aligned worker affinity",
-        build: affinity_pinned,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "host_contention",
-        about: "managed cgroups plus workers in the runner's own cgroup",
-        build: host_contention,
-        checks: CONTENTION_CHECKS,
-    },
-    Canned {
-        name: "mixed_workloads",
-        about: "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side (spread check off: they use the CPU unevenly by design)",
-        build: mixed_workloads,
-        checks: MIXED_CHECKS,
-    },
-    Canned {
-        name: "nested_steady",
-        about: "nested cgroups parent/a and parent/b next to a sibling",
-        build: nested_steady,
-        checks: Assert::NONE,
-    },
-    Canned {
-        name: "nested_task_move",
-        about: "all tasks of parent/a moved to parent/b halfway",
-        build: nested_task_move,
-        checks: Assert::NONE,
-    },
+    Canned::steps("steady", "two cgroups of CpuSpin workers for the whole run", steady),
+    Canned::steps("steady_llc", "one cgroup per LLC, confined to it", steady_llc),
+    Canned::steps("oversubscribed", "two cgroups with as many workers each as the guest has CPUs", oversubscribed),
+    Canned::steps("cpuset_apply", "two unconfined cgroups, then disjoint cpusets applied mid-run", cpuset_apply),
+    Canned::steps("cpuset_clear", "two cgroups on disjoint cpusets, then cleared mid-run", cpuset_clear),
+    Canned::steps("cpuset_resize", "one cgroup's cpuset grown, then shrunk", cpuset_resize),
+    Canned::steps("cgroup_add", "a second cgroup appears halfway", cgroup_add),
+    Canned::steps("cgroup_remove", "a cgroup created by ops is removed halfway", cgroup_remove),
+    Canned::steps("affinity_change", "workers pinned to single CPUs halfway", affinity_change),
+    Canned::steps("affinity_pinned", "single-CPU and LLC-aligned worker affinity", affinity_pinned),
+    Canned::steps("host_contention", "managed cgroups plus workers in the runner's own cgroup", host_contention).set_checks(CONTENTION_CHECKS),
+    Canned::steps("mixed_workloads", "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side (spread check off: they use the CPU unevenly by design)", mixed_workloads).set_checks(MIXED_CHECKS),
+    Canned::steps("nested_steady", "nested cgroups parent/a and parent/b next to a sibling", nested_steady),
+    Canned::steps("nested_task_move", "all tasks of parent/a moved to parent/b halfway", nested_task_move),
+    Canned::steps(
+        "smt_siblings",
+        "SmtSiblingSpin pairs, each on the two SMT siblings of a core",
+        smt_siblings,
+    )
+    .set_needs(Needs {
+        smt: true,
+        ..Needs::NONE
+    }),
+    Canned::steps(
+        "numa_locality",
+        "a cgroup per NUMA node, its memory bound to that node, checked for locality",
+        numa_locality,
+    )
+    .set_checks(Assert::NONE.min_numa_locality(0.9))
+    .set_needs(Needs {
+        min_numa_nodes: 2,
+        ..Needs::NONE
+    }),
+    Canned::custom(
+        "custom_cgroups",
+        "custom scenario: setup_cgroups, hold, collect_all (the spec's example)",
+        "custom_cgroups",
+    ),
+    Canned::custom(
+        "custom_diverse",
+        "custom scenario: CgroupGroup and spawn_diverse (spread check off: the work types differ)",
+        "custom_diverse",
+    )
+    .set_checks(MIXED_CHECKS),
+    Canned::custom(
+        "custom_defs",
+        "custom scenario: execute_defs with two cgroups",
+        "custom_defs",
+    ),
+    Canned::custom(
+        "custom_steps_with",
+        "custom scenario: execute_steps_with explicit checks over the context's",
+        "custom_steps_with",
+    ),
 ];
 
 /// Every canned scenario.
@@ -398,14 +447,24 @@ mod tests {
             duration: Duration::from_secs(3),
             workers_per_cgroup: 2,
         };
-        assert_eq!(catalog().len(), 14);
+        assert_eq!(catalog().len(), 20);
         for c in catalog() {
             let plan = c.plan(&p, Assert::default_checks());
-            assert!(!plan.steps.is_empty(), "{}", c.name);
+            assert!(
+                plan.steps.is_empty() == plan.custom.is_some(),
+                "{}: steps or a scenario function",
+                c.name
+            );
             plan.validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", c.name));
         }
         assert!(find("nope").unwrap_err().to_string().contains("steady_llc"));
+        let smt = find("smt_siblings").unwrap();
+        assert!(smt.skip_reason(&p.topology).unwrap().contains("SMT"));
+        assert_eq!(smt.skip_reason(&"1n1l2c2t".parse().unwrap()), None);
+        let numa = find("numa_locality").unwrap().plan(&p, Assert::NONE);
+        assert_eq!(numa.needs.min_numa_nodes, 2);
+        assert!(numa.assert.min_numa_locality.is_on());
         let s = steady_plan(1, 3, Duration::from_secs(2));
         s.validate().unwrap();
         assert_eq!(s.workers_per_cgroup, 3);

@@ -165,6 +165,40 @@ pub fn resolve_affinity_for_cgroup(
     }
 }
 
+/// One CPU per worker such that workers `2k` and `2k+1` sit on the two SMT
+/// siblings of one physical core inside `cpuset` (`None`: the whole
+/// machine), cores taken in turn: what `WorkType::SmtSiblingSpin` means.
+/// A cpuset without a core whose two siblings it holds is an error.
+pub fn smt_sibling_masks(
+    cpuset: Option<&BTreeSet<usize>>,
+    topo: &TestTopology,
+    count: usize,
+) -> Result<Vec<Option<BTreeSet<usize>>>> {
+    let pool = cpuset.cloned().unwrap_or_else(|| topo.all_cpuset());
+    let pairs: Vec<(usize, usize)> = topo
+        .cores()
+        .iter()
+        .filter_map(|core| {
+            let mut inside = core.iter().copied().filter(|c| pool.contains(c));
+            Some((inside.next()?, inside.next()?))
+        })
+        .collect();
+    if pairs.is_empty() {
+        bail!(
+            "its workers pair up on the two SMT siblings of a core, but {} holds no core with \
+             two siblings; run on a topology with 2 threads per core (e.g. 1n1l2c2t) and keep \
+             both siblings of a core in the cpuset, or use CpuSpin for non-SMT tests",
+            describe(cpuset)
+        );
+    }
+    Ok((0..count)
+        .map(|i| {
+            let (a, b) = pairs[(i / 2) % pairs.len()];
+            Some(BTreeSet::from([if i % 2 == 0 { a } else { b }]))
+        })
+        .collect())
+}
+
 /// `count` distinct members of `from` (all of them when it is smaller).
 fn sample(rng: &mut Rng, from: &BTreeSet<usize>, count: usize) -> BTreeSet<usize> {
     let mut pool: Vec<usize> = from.iter().copied().collect();
@@ -232,6 +266,31 @@ mod tests {
             "{:#}",
             resolve_affinity_for_cgroup(&intent, cpuset, topo).unwrap_err()
         )
+    }
+
+    #[test]
+    fn smt_sibling_spin_pairs_workers_on_siblings() {
+        let masks = smt_sibling_masks(None, &smt(), 6).unwrap();
+        let cpus: Vec<usize> = masks
+            .iter()
+            .map(|m| *m.as_ref().unwrap().iter().next().unwrap())
+            .collect();
+        for pair in cpus.chunks(2) {
+            assert_eq!(
+                smt().smt_siblings(pair[0]),
+                BTreeSet::from([pair[0], pair[1]]),
+                "{cpus:?}"
+            );
+        }
+        assert_ne!(cpus[0], cpus[2], "next pair, next core");
+        let flat = TestTopology::from_vm_topology(&"1n1l2c1t".parse().unwrap());
+        let e = format!("{:#}", smt_sibling_masks(None, &flat, 2).unwrap_err());
+        assert!(e.contains("no core with two siblings"), "{e}");
+        let half: BTreeSet<usize> = [0, 2].into();
+        assert!(
+            smt_sibling_masks(Some(&half), &smt(), 2).is_err(),
+            "siblings split by the cpuset"
+        );
     }
 
     #[test]

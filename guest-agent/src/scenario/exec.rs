@@ -162,6 +162,7 @@ fn run_phases(
     for def in &backdrop.cgroups {
         setup_def(ctx, st, def).context("Backdrop cgroup")?;
     }
+    settle(ctx, backdrop.cgroups.len());
     st.start_pending()?;
     let mut overall = AssertResult::pass();
     if let Some(death) = ctx.take_scheduler_death() {
@@ -227,11 +228,29 @@ fn run_phases(
     Ok(overall)
 }
 
+/// Gives the scheduler `ctx.settle` after new cgroups appear, before their
+/// workers start (what `Ctx::settle` is for); reported as a stimulus.
+fn settle(ctx: &Ctx, created: usize) {
+    if created == 0 || ctx.settle.is_zero() {
+        return;
+    }
+    ctx.emit(
+        None,
+        format!(
+            "settling {} ms after creating {created} cgroup(s)",
+            ctx.settle.as_millis()
+        ),
+    );
+    hold_until(ctx, Instant::now() + ctx.settle);
+}
+
 fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Result<()> {
     let apply_setup = |st: &mut RunState| -> Result<()> {
-        for def in step.setup.resolve(ctx) {
-            setup_def(ctx, st, &def)?;
+        let defs = step.setup.resolve(ctx);
+        for def in &defs {
+            setup_def(ctx, st, def)?;
         }
+        settle(ctx, defs.len());
         st.start_pending()
     };
     match step.hold {

@@ -20,6 +20,7 @@ pub mod ctx;
 pub mod custom;
 pub mod exec;
 pub mod group;
+pub mod named;
 pub mod ops;
 mod owner;
 mod payload;
@@ -41,6 +42,7 @@ pub use exec::{
     execute_defs, execute_scenario, execute_steps, execute_steps_with, validate_sequence,
 };
 pub use group::{CgroupGroup, remove_cgroup_tolerant};
+pub use named::{ScenarioFn, ScenarioRegistry};
 pub use step::{FactoryNotWire, FactoryRegistry, Setup, SetupFactory, Step, step_from_wire};
 pub use workers::resolve_num_workers;
 

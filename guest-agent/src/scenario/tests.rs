@@ -561,3 +561,76 @@ fn a_cpuset_change_is_not_an_isolation_breach() {
         "{r:?}"
     );
 }
+
+/// `Ctx::settle` passes after a step creates its cgroups, before their
+/// workers start.
+#[test]
+fn settle_follows_cgroup_creation_in_steps() {
+    let cg = MemCgroups::new();
+    let topo = topo();
+    let log = RefCell::new(Vec::new());
+    let obs = |e: ScenarioEvent| log.borrow_mut().push(e);
+    let ctx = Ctx::builder(&cg, &topo)
+        .settle(Duration::from_millis(150))
+        .assert(Assert::NONE)
+        .observer(&obs)
+        .build();
+    let steps = vec![
+        Step::with_defs(vec![CgroupDef::named("a").workers(1)], ZERO),
+        Step::with_op(Op::add_cgroup("b"), ZERO),
+    ];
+    execute_steps(&ctx, steps).unwrap();
+    let stimuli: Vec<(u16, u64, String)> = log
+        .into_inner()
+        .into_iter()
+        .filter_map(|e| match e {
+            ScenarioEvent::Stimulus(s) => Some((s.step, s.elapsed_ms, s.detail)),
+            _ => None,
+        })
+        .collect();
+    let at = |needle: &str| {
+        stimuli
+            .iter()
+            .find(|(_, _, d)| d.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {stimuli:?}"))
+            .clone()
+    };
+    let (step, settle_ms, _) = at("settling 150 ms after creating 1 cgroup");
+    assert_eq!(step, 1);
+    assert!(settle_ms >= at("created a").1);
+    let (_, removed_ms, _) = at("teardown removed a");
+    assert!(
+        removed_ms >= settle_ms + 150,
+        "the step lasted the settle time: {stimuli:?}"
+    );
+    assert!(
+        !stimuli
+            .iter()
+            .any(|(s, _, d)| *s == 2 && d.starts_with("settling")),
+        "ops alone do not settle"
+    );
+}
+
+#[test]
+fn a_mem_policy_outside_the_topology_is_refused() {
+    let run = Run::new();
+    let def = CgroupDef::named("a")
+        .workers(1)
+        .mem_policy(MemPolicy::bind([3]));
+    let e = err_text(run.go(
+        Backdrop::new(),
+        vec![Step::with_defs(vec![def], ZERO)],
+        Duration::from_millis(10),
+    ));
+    assert!(
+        e.contains("names NUMA node 3, but the guest has 1 node(s)"),
+        "{e}"
+    );
+    let empty = CgroupDef::named("b").mem_policy(MemPolicy::Bind(Default::default()));
+    let e = err_text(run.go(
+        Backdrop::new(),
+        vec![Step::with_defs(vec![empty], ZERO)],
+        Duration::from_millis(10),
+    ));
+    assert!(e.contains("names no NUMA node"), "{e}");
+}

@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{WorkSpec, WorkType, WorkerReport};
+use ktstr_protocol::model::{AffinityIntent, WorkSpec, WorkType, WorkerReport};
 
-use super::affinity::{masks_for, resolve_affinity_for_cgroup};
+use super::affinity::{masks_for, resolve_affinity_for_cgroup, smt_sibling_masks};
 use super::ctx::Ctx;
+use crate::topology::TestTopology;
 use crate::workload::WorkloadHandle;
 
 /// The worker count of `work`, taking `default_n` when unset. Zero is
@@ -51,23 +52,40 @@ pub(crate) fn spawn_group(
     cpuset: Option<&BTreeSet<usize>>,
 ) -> Result<WorkloadHandle> {
     let label = cgroup.unwrap_or("<runner>");
+    check_mem_policy(spec, ctx.topo).with_context(|| format!("cgroup {label}"))?;
     // Resolve first so an unsatisfiable intent forks nothing.
-    let resolved = resolve_affinity_for_cgroup(&spec.affinity, cpuset, ctx.topo)
-        .with_context(|| format!("cgroup {label}: affinity of the work group"))?;
-    WorkloadHandle::spawn_with_affinity(
-        ctx.cgroups,
-        cgroup,
-        spec,
-        count,
-        masks_for(&resolved, count),
+    let masks =
+        if spec.work_type == WorkType::SmtSiblingSpin && spec.affinity == AffinityIntent::Inherit {
+            smt_sibling_masks(cpuset, ctx.topo, count)
+                .with_context(|| format!("cgroup {label}: SmtSiblingSpin"))?
+        } else {
+            let resolved = resolve_affinity_for_cgroup(&spec.affinity, cpuset, ctx.topo)
+                .with_context(|| format!("cgroup {label}: affinity of the work group"))?;
+            masks_for(&resolved, count)
+        };
+    WorkloadHandle::spawn_with_affinity(ctx.cgroups, cgroup, spec, count, masks).with_context(
+        || {
+            format!(
+                "cgroup {label}: spawning {count} {} workers with {:?}",
+                spec.work_type.name(),
+                spec.affinity
+            )
+        },
     )
-    .with_context(|| {
-        format!(
-            "cgroup {label}: spawning {count} {} workers with {:?}",
-            spec.work_type.name(),
-            spec.affinity
-        )
-    })
+}
+
+/// A memory policy may only name NUMA nodes the guest has.
+fn check_mem_policy(spec: &WorkSpec, topo: &TestTopology) -> Result<()> {
+    let have = topo.num_numa_nodes();
+    if let Some(n) = spec.mem_policy.nodes().into_iter().find(|&n| n >= have) {
+        bail!(
+            "MemPolicy {:?} names NUMA node {n}, but the guest has {have} node(s) (0..={}); \
+             name nodes of the topology, or run on one with more nodes (e.g. 2n2l2c1t)",
+            spec.mem_policy,
+            have.saturating_sub(1)
+        );
+    }
+    Ok(())
 }
 
 /// Re-pins every worker of `handle` per `resolved`.

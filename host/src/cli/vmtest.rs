@@ -11,6 +11,7 @@ use ktstr_protocol::model::{Assert, Topology};
 
 use super::duration::parse_duration;
 use crate::interrupt;
+use crate::outcome::RunOutcome;
 use crate::prepare::prepare_with;
 use crate::progress::Progress;
 use crate::report;
@@ -130,6 +131,17 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     for canned in chosen {
         if interrupt::interrupted() {
             break;
+        }
+        if let Some(why) = canned.skip_reason(&a.topology) {
+            let out = RunOutcome::skipped(canned.name, &a.topology.to_string(), why);
+            progress.say(&format!(
+                "{}: skipped: {}",
+                canned.name,
+                out.skip_reason.as_deref().unwrap_or_default()
+            ));
+            print!("{}", report::table(&out));
+            outcomes.push(out);
+            continue;
         }
         let mut spec = VmSpec::new(
             prepared.kernel.image.clone(),

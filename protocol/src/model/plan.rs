@@ -77,6 +77,58 @@ pub enum FaultInjection {
     PanicAfterPlan,
 }
 
+/// What a scenario needs of the machine to mean anything; on a topology
+/// that lacks it the scenario is skipped with the reason, not failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Needs {
+    /// At least this many last-level caches.
+    pub min_llcs: u32,
+    /// At least this many NUMA nodes.
+    pub min_numa_nodes: u32,
+    /// SMT siblings (two or more threads per core).
+    pub smt: bool,
+}
+
+impl Needs {
+    /// Nothing beyond a CPU.
+    pub const NONE: Needs = Needs {
+        min_llcs: 0,
+        min_numa_nodes: 0,
+        smt: false,
+    };
+
+    /// Why a machine with `llcs` LLCs, `numa_nodes` nodes and (or without)
+    /// `smt` cannot run the scenario; `None` when it can.
+    pub fn unmet(&self, llcs: u32, numa_nodes: u32, smt: bool, on: &str) -> Option<String> {
+        if llcs < self.min_llcs {
+            return Some(format!(
+                "needs at least {} LLCs; {on} has {llcs}",
+                self.min_llcs
+            ));
+        }
+        if numa_nodes < self.min_numa_nodes {
+            return Some(format!(
+                "needs at least {} NUMA nodes; {on} has {numa_nodes}",
+                self.min_numa_nodes
+            ));
+        }
+        if self.smt && !smt {
+            return Some(format!("needs SMT siblings; {on} has one thread per core"));
+        }
+        None
+    }
+
+    /// [`Self::unmet`] for a requested topology.
+    pub fn unmet_by(&self, topo: &super::Topology) -> Option<String> {
+        self.unmet(
+            topo.llcs,
+            topo.numa_nodes,
+            topo.threads_per_core > 1,
+            &topo.to_string(),
+        )
+    }
+}
+
 /// What the agent should run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -94,6 +146,13 @@ pub struct Plan {
     pub assert: Assert,
     pub scheduler: Option<SchedulerSpec>,
     pub fault: Option<FaultInjection>,
+    /// What the scenario needs of the machine; unmet, the run is skipped.
+    #[serde(default)]
+    pub needs: Needs,
+    /// A scenario function registered in the agent under this name, run
+    /// instead of `steps` (custom scenarios: `fn(&Ctx) -> Result<AssertResult>`).
+    #[serde(default)]
+    pub custom: Option<String>,
 }
 
 impl Plan {
@@ -111,7 +170,24 @@ impl Plan {
             assert: Assert::default_checks(),
             scheduler: None,
             fault: None,
+            needs: Needs::NONE,
+            custom: None,
         }
+    }
+
+    /// A plan that runs the agent's scenario function `custom` instead of
+    /// steps.
+    pub fn custom(name: impl Into<String>, custom: impl Into<String>, duration: Duration) -> Self {
+        Self {
+            custom: Some(custom.into()),
+            ..Self::new(name, Vec::new(), duration)
+        }
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_needs(mut self, needs: Needs) -> Self {
+        self.needs = needs;
+        self
     }
 
     #[must_use = "builder methods consume self; bind the result"]
@@ -150,9 +226,16 @@ impl Plan {
         self
     }
 
-    /// Everything that can be checked without a machine: at least one step,
-    /// a non-zero duration, every hold and declared cgroup.
+    /// Everything that can be checked without a machine: at least one step
+    /// (or a scenario function), a non-zero duration, every hold and
+    /// declared cgroup.
     pub fn validate(&self) -> Result<(), ModelError> {
+        if self.custom.is_some() {
+            if self.duration.is_zero() {
+                return Err(ModelError::ZeroDuration(self.name.clone()));
+            }
+            return self.backdrop.validate();
+        }
         validate_sequence(&self.name, &self.backdrop, &self.steps, self.duration)
     }
 }
@@ -209,6 +292,29 @@ mod tests {
         assert_eq!(p.assert, Assert::NONE);
         assert_eq!(p.scheduler, None);
         p.validate().unwrap();
+    }
+
+    #[test]
+    fn needs_say_what_is_missing() {
+        let t: crate::model::Topology = "1n2l2c1t".parse().unwrap();
+        assert_eq!(Needs::NONE.unmet_by(&t), None);
+        let smt = Needs {
+            smt: true,
+            ..Needs::NONE
+        };
+        assert_eq!(
+            smt.unmet_by(&t).unwrap(),
+            "needs SMT siblings; 1n2l2c1t has one thread per core"
+        );
+        let numa = Needs {
+            min_numa_nodes: 2,
+            ..Needs::NONE
+        };
+        assert!(numa.unmet_by(&t).unwrap().contains("1n2l2c1t has 1"));
+        assert_eq!(numa.unmet_by(&"2n2l1c2t".parse().unwrap()), None);
+        let custom = Plan::custom("c", "custom_cgroups", Duration::from_secs(1));
+        custom.validate().unwrap();
+        assert_eq!(custom.custom.as_deref(), Some("custom_cgroups"));
     }
 
     #[test]
