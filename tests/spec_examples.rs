@@ -123,6 +123,85 @@ mod ops_and_steps {
     }
 }
 
+/// The step-types seed's `&'static` declarations: payloads and schedulers
+/// are declared once as statics and named by reference in ops and steps.
+mod declarations {
+    use ktstr::prelude::*;
+
+    pub static STRESS: Payload =
+        Payload::new("stress", "/usr/local/bin/stress").set_default_args(&["--cpu", "2"]);
+    pub static FIFO: Scheduler = Scheduler::new("ktstr_fifo", SchedulerBinary::Fixture);
+    pub static OTHER: Scheduler =
+        Scheduler::new("other", SchedulerBinary::Path("/opt/scx/scx_other"));
+
+    pub fn ops() -> Vec<Op> {
+        vec![
+            Op::run_payload(&STRESS, ["--timeout", "5"]),
+            Op::run_payload_in_cgroup(&STRESS, [] as [&str; 0], "cg_0"),
+            Op::wait_payload("stress"),
+            Op::attach_scheduler(&FIFO),
+            Op::replace_scheduler(&OTHER),
+            Op::detach_scheduler(),
+            Op::set_affinity("cg_0", AffinityKind::RandomSubset),
+            Op::set_affinity(
+                "cg_0",
+                AffinityIntent::RandomSubset {
+                    from: [0, 1].into(),
+                    count: 1,
+                },
+            ),
+        ]
+    }
+
+    pub fn steps() -> Vec<Step> {
+        vec![Step::with_payload(&STRESS, HoldSpec::FULL)]
+    }
+
+    fn sized(ctx: &Ctx) -> Result<AssertResult> {
+        let n = ctx.cpuset_cpus(&CpusetSpec::disjoint(0, 2));
+        let def = ctx.cgroup_def("cg_0").workers(n.max(1));
+        execute_defs(ctx, vec![def])
+    }
+
+    fn by_hand(ctx: &Ctx) -> Result<AssertResult> {
+        use ktstr::scenario::*;
+        let (handles, _guard) = setup_cgroups(ctx, 1, &dfl_wl(ctx))?;
+        let mut reports = Vec::new();
+        for h in handles {
+            reports.extend(h.stop_and_collect());
+        }
+        Ok(ctx.assert.assert_cgroup(&reports, None))
+    }
+}
+
+#[test]
+fn declarations_travel_as_specs() {
+    use ktstr::prelude::*;
+    let ops = declarations::ops();
+    match &ops[0] {
+        Op::RunPayload { payload, args, .. } => {
+            assert_eq!(payload.binary, "/usr/local/bin/stress");
+            assert_eq!(payload.default_args, vec!["--cpu", "2"]);
+            assert_eq!(args, &vec!["--timeout", "5"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(&ops[3], Op::AttachScheduler { scheduler } if scheduler.binary == "/usr/local/bin/ktstr_fifo")
+    );
+    assert!(
+        matches!(&ops[4], Op::ReplaceScheduler { scheduler } if scheduler.binary == "/usr/local/bin/scx_other")
+    );
+    assert!(matches!(
+        &ops[6],
+        Op::SetAffinity {
+            affinity: AffinityIntent::RandomSubset { count: 1, .. },
+            ..
+        }
+    ));
+    assert_eq!(declarations::steps()[0].ops[0].kind(), OpKind::RunPayload);
+}
+
 #[test]
 fn spec_expressions_build_what_they_say() {
     use ktstr::prelude::*;

@@ -1,7 +1,7 @@
 //! Schedulers on the host side: what `--scheduler PATH|fixture`,
 //! `--sched-args`, `--sched-flags` and `--sched-name` resolve to
 //! ([`resolve`]), declared schedulers with named flags and their own check
-//! layer ([`SchedulerDecl`]), and building the fixture `ktstr_fifo` for a
+//! layer ([`Scheduler`] in the model), and building the fixture `ktstr_fifo` for a
 //! kernel with the workspace's `scheds/build.sh`.
 //!
 //! It produces the [`SchedulerSpec`] the agent runs and the host binary to
@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ktstr_protocol::model::{Assert, SchedulerSpec};
+use ktstr_protocol::model::{
+    Assert, FlagError, SchedFlag, Scheduler, SchedulerBinary, SchedulerSpec,
+};
 use thiserror::Error;
 
 use crate::agent_build::workspace_root;
@@ -52,10 +54,7 @@ pub fn build_fixture(kernel: &Path) -> Result<PathBuf, SchedBuildError> {
 
 /// Where a packed scheduler binary lives in the guest.
 pub fn guest_path(host_binary: &Path) -> String {
-    let name = host_binary
-        .file_name()
-        .map_or_else(|| "scheduler".into(), |n| n.to_string_lossy().into_owned());
-    format!("/usr/local/bin/{name}")
+    ktstr_protocol::model::guest_path(&host_binary.to_string_lossy())
 }
 
 /// A spec running `host_binary` (packed at [`guest_path`]) with `args`;
@@ -194,108 +193,8 @@ mod tests {
     }
 }
 
-/// A named argument set of a scheduler, which may need other flags on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchedFlag {
-    pub name: &'static str,
-    pub args: &'static [&'static str],
-    /// Flags that must also be enabled for this one to make sense.
-    pub requires: &'static [&'static str],
-}
-
-/// A scheduler the harness knows how to run: its binary, default arguments,
-/// flags, preferred topology and its own check layer (merged between the
-/// defaults and each test's checks).
-#[derive(Clone, Debug)]
-pub struct SchedulerDecl {
-    /// The sched_ext ops name.
-    pub name: &'static str,
-    /// Host path of the binary; `None` for the fixture, built on demand.
-    pub binary: Option<PathBuf>,
-    pub default_args: &'static [&'static str],
-    pub flags: &'static [SchedFlag],
-    pub default_topology: &'static str,
-    pub checks: Assert,
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum FlagError {
-    #[error("scheduler {sched} has no flag {flag:?}; its flags: {known}")]
-    Unknown {
-        sched: String,
-        flag: String,
-        known: String,
-    },
-    #[error("scheduler {sched}: flag {flag:?} requires {missing:?}, which is not enabled")]
-    Requires {
-        sched: String,
-        flag: String,
-        missing: String,
-    },
-}
-
-impl SchedulerDecl {
-    /// Checks a flag selection against the declaration.
-    pub fn check_flags(&self, enabled: &[&str]) -> Result<(), FlagError> {
-        for f in enabled {
-            let decl =
-                self.flags
-                    .iter()
-                    .find(|d| d.name == *f)
-                    .ok_or_else(|| FlagError::Unknown {
-                        sched: self.name.into(),
-                        flag: (*f).into(),
-                        known: self
-                            .flags
-                            .iter()
-                            .map(|d| d.name)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?;
-            if let Some(missing) = decl.requires.iter().find(|r| !enabled.contains(r)) {
-                return Err(FlagError::Requires {
-                    sched: self.name.into(),
-                    flag: (*f).into(),
-                    missing: (*missing).into(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Every flag combination whose `requires` hold (the empty one first),
-    /// for sweeps across a scheduler's configurations.
-    pub fn valid_flag_sets(&self) -> Vec<Vec<&'static str>> {
-        let n = self.flags.len().min(16);
-        (0u32..1 << n)
-            .map(|mask| {
-                (0..n)
-                    .filter(|i| mask & (1 << i) != 0)
-                    .map(|i| self.flags[i].name)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|set| self.check_flags(set).is_ok())
-            .collect()
-    }
-
-    /// Default arguments followed by each enabled flag's arguments.
-    pub fn args(&self, enabled: &[&str]) -> Result<Vec<String>, FlagError> {
-        self.check_flags(enabled)?;
-        let mut args: Vec<String> = self.default_args.iter().map(|a| a.to_string()).collect();
-        for f in self.flags.iter().filter(|f| enabled.contains(&f.name)) {
-            args.extend(f.args.iter().map(|a| a.to_string()));
-        }
-        Ok(args)
-    }
-
-    /// The merged checks: `defaults` -> this scheduler -> `test`.
-    pub fn merged_checks(&self, defaults: &Assert, test: &Assert) -> Assert {
-        defaults.merge(&self.checks).merge(test)
-    }
-}
-
 /// The fixture's declaration: its fault switches as flags.
-pub fn fixture_decl() -> SchedulerDecl {
+pub fn fixture_decl() -> Scheduler {
     const FLAGS: &[SchedFlag] = &[
         SchedFlag {
             name: "slow",
@@ -313,9 +212,9 @@ pub fn fixture_decl() -> SchedulerDecl {
             requires: &[],
         },
     ];
-    SchedulerDecl {
+    Scheduler {
         name: FIXTURE,
-        binary: None,
+        binary: SchedulerBinary::Fixture,
         default_args: &[],
         flags: FLAGS,
         default_topology: "1n2l2c1t",
@@ -325,82 +224,8 @@ pub fn fixture_decl() -> SchedulerDecl {
 }
 
 #[cfg(test)]
-mod decl_tests {
+mod fixture_tests {
     use super::*;
-    use ktstr_protocol::model::{Assert, Check};
-
-    fn decl() -> SchedulerDecl {
-        const FLAGS: &[SchedFlag] = &[
-            SchedFlag {
-                name: "llc",
-                args: &["--llc"],
-                requires: &[],
-            },
-            SchedFlag {
-                name: "llc-steal",
-                args: &["--steal"],
-                requires: &["llc"],
-            },
-            SchedFlag {
-                name: "verbose",
-                args: &["-v"],
-                requires: &[],
-            },
-        ];
-        SchedulerDecl {
-            name: "scx_demo",
-            binary: Some(PathBuf::from("/usr/bin/scx_demo")),
-            default_args: &["--stats", "0"],
-            flags: FLAGS,
-            default_topology: "1n2l4c1t",
-            checks: Assert::NONE.max_gap_ms(5000),
-        }
-    }
-
-    #[test]
-    fn flags_and_requires() {
-        let d = decl();
-        assert_eq!(
-            d.args(&["llc", "llc-steal"]).unwrap(),
-            vec!["--stats", "0", "--llc", "--steal"]
-        );
-        assert!(matches!(
-            d.args(&["llc-steal"]),
-            Err(FlagError::Requires { .. })
-        ));
-        assert!(
-            d.args(&["nope"])
-                .unwrap_err()
-                .to_string()
-                .contains("llc, llc-steal, verbose")
-        );
-        let sets = d.valid_flag_sets();
-        assert_eq!(sets.len(), 6, "{sets:?}");
-        assert_eq!(sets[0], Vec::<&str>::new());
-        assert!(
-            !sets
-                .iter()
-                .any(|s| s.contains(&"llc-steal") && !s.contains(&"llc"))
-        );
-    }
-
-    #[test]
-    fn checks_merge_default_then_scheduler_then_test() {
-        let d = decl();
-        let m = d.merged_checks(
-            &Assert::default_checks(),
-            &Assert::NONE.max_spread_pct(25.0),
-        );
-        assert_eq!(
-            m.max_gap_ms,
-            Check::On(5000),
-            "scheduler layer over the default"
-        );
-        assert_eq!(m.max_spread_pct, Check::On(25.0), "test layer last");
-        assert_eq!(m.not_starved, Check::On(()), "defaults kept");
-        let m = d.merged_checks(&Assert::default_checks(), &Assert::NONE.max_gap_ms(100));
-        assert_eq!(m.max_gap_ms, Check::On(100));
-    }
 
     #[test]
     fn fixture_flags_map_to_its_switches() {

@@ -50,7 +50,7 @@ const INHERIT_REMEDY: &str = "use AffinityIntent::Inherit to take the cgroup's c
 ///
 /// # Errors
 /// - `RandomSubset`: `count == 0`, or no CPU of `from` inside the cpuset;
-/// - `RandomHalf`, `SingleCpu`: the pool is empty;
+/// - `SingleCpu`: the pool is empty;
 /// - `LlcAligned`: no LLC has a CPU inside the cpuset;
 /// - `Exact`: the set is empty, or disjoint from the cpuset;
 /// - `SmtSiblingPair`: no core has two siblings inside the cpuset;
@@ -83,16 +83,6 @@ pub fn resolve_affinity_for_cgroup(
                 from: narrowed,
                 count: *count,
             })
-        }
-        AffinityIntent::RandomHalf => {
-            if pool.is_empty() {
-                bail!(
-                    "AffinityIntent::RandomHalf cannot draw from {within}; give the cgroup a \
-                     non-empty cpuset, or {INHERIT_REMEDY}"
-                );
-            }
-            let count = (pool.len() / 2).max(1);
-            Ok(ResolvedAffinity::Random { from: pool, count })
         }
         AffinityIntent::LlcAligned => {
             // The LLC sharing the most CPUs with the pool; ties go to the
@@ -251,6 +241,8 @@ pub(crate) fn masks_for(resolved: &ResolvedAffinity, count: usize) -> Vec<Option
 
 #[cfg(test)]
 mod tests {
+    use ktstr_protocol::model::AffinityKind;
+
     use super::*;
 
     fn smt() -> TestTopology {
@@ -332,11 +324,12 @@ mod tests {
             }
         );
         assert_eq!(
-            r(AffinityIntent::RandomHalf, None),
+            r(AffinityKind::RandomSubset.into(), Some(&cs)),
             ResolvedAffinity::Random {
-                from: (0..8).collect(),
-                count: 4
-            }
+                from: cs.clone(),
+                count: 1
+            },
+            "the data-free kind draws one CPU of the cpuset per worker"
         );
     }
 
@@ -357,12 +350,6 @@ mod tests {
                 "RandomSubset",
                 "cpuset 2,4",
                 "overlaps",
-            ),
-            (
-                err(AffinityIntent::RandomHalf, Some(&empty), &t),
-                "RandomHalf",
-                "empty cpuset",
-                "non-empty cpuset",
             ),
             (
                 err(AffinityIntent::LlcAligned, Some(&empty), &t),

@@ -6,6 +6,7 @@
 pub mod assert;
 pub mod cgroup;
 pub mod cpuset;
+pub mod decl;
 pub mod error;
 pub mod hold;
 pub mod op;
@@ -19,6 +20,9 @@ pub mod workload;
 pub use assert::{Assert, Check, CheckName, Setting};
 pub use cgroup::CgroupDef;
 pub use cpuset::CpusetSpec;
+pub use decl::{
+    FlagError, GUEST_BIN_DIR, Payload, SchedFlag, Scheduler, SchedulerBinary, guest_path,
+};
 pub use error::ModelError;
 pub use hold::HoldSpec;
 pub use op::{

@@ -444,8 +444,12 @@ impl Op {
         }
     }
 
-    pub fn attach_scheduler(scheduler: SchedulerSpec) -> Self {
-        Op::AttachScheduler { scheduler }
+    /// Attaches `scheduler`: a `&'static` [`super::Scheduler`]
+    /// declaration or a [`SchedulerSpec`].
+    pub fn attach_scheduler(scheduler: impl Into<SchedulerSpec>) -> Self {
+        Op::AttachScheduler {
+            scheduler: scheduler.into(),
+        }
     }
 
     pub const fn detach_scheduler() -> Self {
@@ -456,28 +460,36 @@ impl Op {
         Op::RestartScheduler
     }
 
-    pub fn replace_scheduler(scheduler: SchedulerSpec) -> Self {
-        Op::ReplaceScheduler { scheduler }
+    /// Detaches the running scheduler and attaches `scheduler` (a
+    /// `&'static` [`super::Scheduler`] declaration or a [`SchedulerSpec`]).
+    pub fn replace_scheduler(scheduler: impl Into<SchedulerSpec>) -> Self {
+        Op::ReplaceScheduler {
+            scheduler: scheduler.into(),
+        }
     }
 
     pub fn pin_bpf_map(name: impl Into<Cow<'static, str>>) -> Self {
         Op::PinBpfMap { name: name.into() }
     }
 
-    pub fn run_payload<I, S>(payload: PayloadSpec, args: I) -> Self
+    /// Runs `payload` (a `&'static` [`super::Payload`] declaration or a
+    /// [`PayloadSpec`]) in the background with its default arguments
+    /// followed by `args`.
+    pub fn run_payload<I, S>(payload: impl Into<PayloadSpec>, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         Op::RunPayload {
-            payload,
+            payload: payload.into(),
             args: args.into_iter().map(Into::into).collect(),
             cgroup: None,
         }
     }
 
+    /// [`Op::run_payload`] placed in `cgroup` before it execs.
     pub fn run_payload_in_cgroup<I, S>(
-        payload: PayloadSpec,
+        payload: impl Into<PayloadSpec>,
         args: I,
         cgroup: impl Into<Cow<'static, str>>,
     ) -> Self
@@ -486,7 +498,7 @@ impl Op {
         S: Into<String>,
     {
         Op::RunPayload {
-            payload,
+            payload: payload.into(),
             args: args.into_iter().map(Into::into).collect(),
             cgroup: Some(cgroup.into()),
         }

@@ -118,9 +118,10 @@ impl<S: Default + From<Vec<CgroupDef>>> Step<S> {
         }
     }
 
-    /// Runs `payload` in the background for the step, then `hold`.
+    /// Runs `payload` (a `&'static` [`super::Payload`] declaration or a
+    /// [`PayloadSpec`]) in the background for the step, then `hold`.
     #[must_use = "a Step does nothing until it is executed"]
-    pub fn with_payload(payload: PayloadSpec, hold: HoldSpec) -> Self {
+    pub fn with_payload(payload: impl Into<PayloadSpec>, hold: HoldSpec) -> Self {
         Self::with_op(Op::run_payload(payload, [] as [&str; 0]), hold)
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ModelError;
+use super::topology::MAX_CPUS;
 
 /// One phase of a [`WorkType::Sequence`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,18 +244,17 @@ pub enum AffinityIntent {
     Exact(BTreeSet<usize>),
     /// The two SMT siblings of one physical core.
     SmtSiblingPair,
-    /// A random half (at least one CPU) of the cgroup's effective cpuset,
-    /// drawn per worker; what [`AffinityKind::RandomSubset`] stands for
-    /// when no explicit pool is given.
-    RandomHalf,
 }
 
 /// The data-free shape of an [`AffinityIntent`], for call sites that only
 /// name the kind (`Op::set_affinity("cg", AffinityKind::LlcAligned)`).
+/// `RandomSubset` names `AffinityIntent::RandomSubset` drawing from every
+/// CPU (which the cgroup's cpuset narrows) with a count of one: each
+/// worker is pinned to one CPU of the cpuset, drawn at random.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AffinityKind {
     Inherit,
-    /// A random half of the cgroup's effective cpuset.
+    /// One random CPU of the cgroup's cpuset per worker.
     RandomSubset,
     LlcAligned,
     CrossCgroup,
@@ -266,7 +266,10 @@ impl From<AffinityKind> for AffinityIntent {
     fn from(kind: AffinityKind) -> Self {
         match kind {
             AffinityKind::Inherit => AffinityIntent::Inherit,
-            AffinityKind::RandomSubset => AffinityIntent::RandomHalf,
+            AffinityKind::RandomSubset => AffinityIntent::RandomSubset {
+                from: (0..MAX_CPUS as usize).collect(),
+                count: 1,
+            },
             AffinityKind::LlcAligned => AffinityIntent::LlcAligned,
             AffinityKind::CrossCgroup => AffinityIntent::CrossCgroup,
             AffinityKind::SingleCpu => AffinityIntent::SingleCpu,
@@ -439,8 +442,14 @@ mod tests {
     fn affinity_kind_converts() {
         assert_eq!(
             AffinityIntent::from(AffinityKind::RandomSubset),
-            AffinityIntent::RandomHalf
+            AffinityIntent::random_subset(0..MAX_CPUS as usize, 1)
         );
+        assert_eq!(
+            MemPolicy::bind([]).validate(),
+            Err(ModelError::EmptyNodeSet("Bind({})".into()))
+        );
+        assert_eq!(MemPolicy::Preferred(2).nodes(), [2].into());
+        assert!((MpolFlags::STATIC_NODES | MpolFlags::NONE).contains(MpolFlags::STATIC_NODES));
         let w = Work::default().affinity(AffinityKind::LlcAligned);
         assert_eq!(w.affinity, AffinityIntent::LlcAligned);
     }

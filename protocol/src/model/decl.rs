@@ -1,0 +1,293 @@
+//! Declarations test code writes once, typically as `static`s, and ops
+//! and steps refer to by `&'static` reference: a userspace payload
+//! ([`Payload`]) and a sched_ext scheduler ([`Scheduler`]) with its named
+//! flags ([`SchedFlag`]) and check layer. Each converts into the spec that
+//! travels in a plan ([`PayloadSpec`], [`SchedulerSpec`]).
+
+use thiserror::Error;
+
+use super::assert::Assert;
+use super::op::{PayloadSpec, SchedulerSpec};
+
+/// The directory packed executables live in inside the guest.
+pub const GUEST_BIN_DIR: &str = "/usr/local/bin";
+
+/// Where a host file named `host_path` (or a bare name) is packed in the
+/// guest: [`GUEST_BIN_DIR`] plus its file name.
+pub fn guest_path(host_path: &str) -> String {
+    let name = host_path
+        .rsplit('/')
+        .find(|p| !p.is_empty())
+        .unwrap_or("executable");
+    format!("{GUEST_BIN_DIR}/{name}")
+}
+
+/// A userspace binary a scenario runs in the background
+/// (`Op::run_payload`, `Step::with_payload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub name: &'static str,
+    /// Its path inside the guest.
+    pub binary: &'static str,
+    pub default_args: &'static [&'static str],
+}
+
+impl Payload {
+    /// `binary` (a path in the guest) run as `name` with no arguments.
+    pub const fn new(name: &'static str, binary: &'static str) -> Self {
+        Self {
+            name,
+            binary,
+            default_args: &[],
+        }
+    }
+
+    /// Replaces the arguments every run starts with.
+    pub const fn set_default_args(mut self, args: &'static [&'static str]) -> Self {
+        self.default_args = args;
+        self
+    }
+}
+
+impl From<&Payload> for PayloadSpec {
+    fn from(p: &Payload) -> Self {
+        PayloadSpec {
+            name: p.name.into(),
+            binary: p.binary.to_string(),
+            default_args: p.default_args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+impl From<&Scheduler> for SchedulerSpec {
+    /// The scheduler with its default arguments, from its guest path.
+    fn from(s: &Scheduler) -> Self {
+        SchedulerSpec {
+            name: s.name.into(),
+            binary: s.guest_binary(),
+            args: s.default_args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// A named argument set of a scheduler, which may need other flags on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedFlag {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+    /// Flags that must also be enabled for this one to make sense.
+    pub requires: &'static [&'static str],
+}
+
+/// Where a declared scheduler's binary comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerBinary {
+    /// ktstr's own fixture, built for the kernel under test.
+    Fixture,
+    /// A binary on the host (packed into the guest with its libraries).
+    Path(&'static str),
+}
+
+/// A sched_ext scheduler declared once (typically as a `static`) and named
+/// by reference: its sched_ext ops name, binary, default arguments, named
+/// flags, preferred topology and its own check layer (merged between the
+/// defaults and each test's checks).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scheduler {
+    /// The sched_ext ops name (what `/sys/kernel/sched_ext/root/ops` reads).
+    pub name: &'static str,
+    pub binary: SchedulerBinary,
+    pub default_args: &'static [&'static str],
+    pub flags: &'static [SchedFlag],
+    pub default_topology: &'static str,
+    pub checks: Assert,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FlagError {
+    #[error("scheduler {sched} has no flag {flag:?}; its flags: {known}")]
+    Unknown {
+        sched: String,
+        flag: String,
+        known: String,
+    },
+    #[error("scheduler {sched}: flag {flag:?} requires {missing:?}, which is not enabled")]
+    Requires {
+        sched: String,
+        flag: String,
+        missing: String,
+    },
+}
+
+impl Scheduler {
+    /// A scheduler with `name` as its ops name, run from `binary` with no
+    /// arguments, flags or checks of its own.
+    pub const fn new(name: &'static str, binary: SchedulerBinary) -> Self {
+        Self {
+            name,
+            binary,
+            default_args: &[],
+            flags: &[],
+            default_topology: "1n2l2c1t",
+            checks: Assert::NONE,
+        }
+    }
+
+    /// Where its binary lives in the guest.
+    pub fn guest_binary(&self) -> String {
+        match self.binary {
+            SchedulerBinary::Fixture => guest_path(self.name),
+            SchedulerBinary::Path(p) => guest_path(p),
+        }
+    }
+
+    /// Checks a flag selection against the declaration.
+    pub fn check_flags(&self, enabled: &[&str]) -> Result<(), FlagError> {
+        for f in enabled {
+            let decl =
+                self.flags
+                    .iter()
+                    .find(|d| d.name == *f)
+                    .ok_or_else(|| FlagError::Unknown {
+                        sched: self.name.into(),
+                        flag: (*f).into(),
+                        known: self
+                            .flags
+                            .iter()
+                            .map(|d| d.name)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+            if let Some(missing) = decl.requires.iter().find(|r| !enabled.contains(r)) {
+                return Err(FlagError::Requires {
+                    sched: self.name.into(),
+                    flag: (*f).into(),
+                    missing: (*missing).into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every flag combination whose `requires` hold (the empty one first),
+    /// for sweeps across a scheduler's configurations.
+    pub fn valid_flag_sets(&self) -> Vec<Vec<&'static str>> {
+        let n = self.flags.len().min(16);
+        (0u32..1 << n)
+            .map(|mask| {
+                (0..n)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| self.flags[i].name)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|set| self.check_flags(set).is_ok())
+            .collect()
+    }
+
+    /// Default arguments followed by each enabled flag's arguments.
+    pub fn args(&self, enabled: &[&str]) -> Result<Vec<String>, FlagError> {
+        self.check_flags(enabled)?;
+        let mut args: Vec<String> = self.default_args.iter().map(|a| a.to_string()).collect();
+        for f in self.flags.iter().filter(|f| enabled.contains(&f.name)) {
+            args.extend(f.args.iter().map(|a| a.to_string()));
+        }
+        Ok(args)
+    }
+
+    /// The merged checks: `defaults` -> this scheduler -> `test`.
+    pub fn merged_checks(&self, defaults: &Assert, test: &Assert) -> Assert {
+        defaults.merge(&self.checks).merge(test)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Check;
+
+    fn decl() -> Scheduler {
+        const FLAGS: &[SchedFlag] = &[
+            SchedFlag {
+                name: "llc",
+                args: &["--llc"],
+                requires: &[],
+            },
+            SchedFlag {
+                name: "llc-steal",
+                args: &["--steal"],
+                requires: &["llc"],
+            },
+            SchedFlag {
+                name: "verbose",
+                args: &["-v"],
+                requires: &[],
+            },
+        ];
+        Scheduler {
+            name: "scx_demo",
+            binary: SchedulerBinary::Path("/usr/bin/scx_demo"),
+            default_args: &["--stats", "0"],
+            flags: FLAGS,
+            default_topology: "1n2l4c1t",
+            checks: Assert::NONE.max_gap_ms(5000),
+        }
+    }
+
+    #[test]
+    fn flags_and_requires() {
+        let d = decl();
+        assert_eq!(
+            d.args(&["llc", "llc-steal"]).unwrap(),
+            vec!["--stats", "0", "--llc", "--steal"]
+        );
+        assert!(matches!(
+            d.args(&["llc-steal"]),
+            Err(FlagError::Requires { .. })
+        ));
+        assert!(
+            d.args(&["nope"])
+                .unwrap_err()
+                .to_string()
+                .contains("llc, llc-steal, verbose")
+        );
+        let sets = d.valid_flag_sets();
+        assert_eq!(sets.len(), 6, "{sets:?}");
+        assert_eq!(sets[0], Vec::<&str>::new());
+        assert!(
+            !sets
+                .iter()
+                .any(|s| s.contains(&"llc-steal") && !s.contains(&"llc"))
+        );
+    }
+
+    #[test]
+    fn checks_merge_default_then_scheduler_then_test() {
+        let d = decl();
+        let m = d.merged_checks(
+            &Assert::default_checks(),
+            &Assert::NONE.max_spread_pct(25.0),
+        );
+        assert_eq!(
+            m.max_gap_ms,
+            Check::On(5000),
+            "scheduler layer over the default"
+        );
+        assert_eq!(m.max_spread_pct, Check::On(25.0), "test layer last");
+        assert_eq!(m.not_starved, Check::On(()), "defaults kept");
+        let m = d.merged_checks(&Assert::default_checks(), &Assert::NONE.max_gap_ms(100));
+        assert_eq!(m.max_gap_ms, Check::On(100));
+    }
+
+    #[test]
+    fn declarations_become_specs() {
+        static SH: Payload = Payload::new("sh", "/bin/sh").set_default_args(&["-c", "true"]);
+        let spec = PayloadSpec::from(&SH);
+        assert_eq!(spec.binary, "/bin/sh");
+        assert_eq!(spec.default_args, vec!["-c", "true"]);
+        static DEMO: Scheduler = Scheduler::new("demo", SchedulerBinary::Path("/opt/x/scx_demo"));
+        let s = SchedulerSpec::from(&DEMO);
+        assert_eq!(s.name, "demo");
+        assert_eq!(s.binary, "/usr/local/bin/scx_demo");
+        assert_eq!(guest_path("ktstr_fifo"), "/usr/local/bin/ktstr_fifo");
+    }
+}
