@@ -531,3 +531,29 @@ fn a_worker_left_outside_its_shrunk_cpuset_fails_isolation() {
         d.message
     );
 }
+
+/// A worker that cannot act on the stop signal (stopped with SIGSTOP) is
+/// killed at the deadline and leaves no report: a NoReport failure, even
+/// with no check asked for.
+#[test]
+fn a_worker_killed_at_the_deadline_without_a_report_fails() {
+    use ktstr_agent::checks::assert_cgroup;
+    use ktstr_protocol::model::{Assert, DetailKind};
+    let _one = serial();
+    let mut h = WorkloadHandle::spawn(&NoCgroups, None, &WorkSpec::default(), 2).unwrap();
+    h.start().unwrap();
+    std::thread::sleep(RUN);
+    let frozen = h.pids()[1];
+    kill(Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    let reports = h.stop_and_collect_within(Duration::from_millis(500));
+    let lost = reports
+        .iter()
+        .find(|r| r.tid == frozen)
+        .expect("a report slot");
+    assert!(matches!(lost.exit, WorkerExit::Signaled(9)), "{lost:?}");
+    let r = assert_cgroup(&Assert::NONE, "cg", None, &reports, None);
+    assert!(!r.passed);
+    assert_eq!(r.details.len(), 1, "{r:?}");
+    assert_eq!(r.details[0].kind, DetailKind::NoReport);
+    assert!(r.details[0].message.contains(&format!("worker {frozen}")));
+}
