@@ -141,7 +141,7 @@ fn two_busy_cgroups_on_one_cpu_breach_isolation_on_another() {
         .iter()
         .find(|d| d.kind == DetailKind::Isolation && d.message.contains("busy_"));
     assert!(
-        breach.is_some_and(|d| d.message.contains("[0]")),
+        breach.is_some_and(|d| d.message.contains("CPU 0 outside its cpuset 1")),
         "expected an Isolation detail naming CPU 0: {details:?} ({})",
         out.failure_text()
     );

@@ -48,7 +48,7 @@ fn stats(cgroup: &str, reports: &[WorkerReport]) -> CgroupStats {
 fn lost_workers(cgroup: &str, reports: &[WorkerReport], r: &mut AssertResult) {
     for w in reports {
         match &w.exit {
-            WorkerExit::Completed => {}
+            WorkerExit::Completed | WorkerExit::NotStarted => {}
             WorkerExit::NoReport(why) => r.push_failure(
                 DetailKind::NoReport,
                 format!("{cgroup}: worker {} left no usable report ({why})", w.tid),
@@ -115,10 +115,11 @@ pub fn assert_cgroup(
     r.stats.push(stats(cgroup, reports));
     r.record_settings(assert);
     lost_workers(cgroup, reports, &mut r);
-    // Only workers that reported have measurements to judge.
+    // Workers that wrote a report have measurements to judge, even when
+    // their work failed or never started; the others have none.
     let reported: Vec<&WorkerReport> = reports
         .iter()
-        .filter(|w| w.exit == WorkerExit::Completed)
+        .filter(|w| !matches!(w.exit, WorkerExit::Signaled(_) | WorkerExit::NoReport(_)))
         .collect();
     let cx = rules::Cgroup {
         name: cgroup,

@@ -300,3 +300,17 @@ fn wake_latency_migrations_and_throughput() {
             == DetailKind::Starved
     );
 }
+
+#[test]
+fn a_worker_that_never_started_is_starved_not_an_error() {
+    let mut never = report(2, 0, &[]);
+    never.exit = WorkerExit::NotStarted;
+    let r = assert_cgroup(
+        &Assert::NONE.check_not_starved(),
+        "frozen",
+        None,
+        &[never],
+        None,
+    );
+    assert_eq!(kinds(&r), vec![DetailKind::Starved], "{r:?}");
+}

@@ -102,7 +102,7 @@ fn run(args: WorkerArgs<'_>) -> i32 {
     let mut meter = Meter::new(base, args.epoch);
     let mut probe = None;
     let exit = if !started {
-        WorkerExit::Error("stopped before it was started".into())
+        WorkerExit::NotStarted
     } else {
         let setup = kinds::apply_policy(args.spec)
             .and_then(|()| numa::apply_mem_policy(args.spec))

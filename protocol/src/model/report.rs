@@ -56,6 +56,9 @@ pub enum WorkerExit {
     Error(String),
     /// Ended, but what it wrote could not be read as a report.
     NoReport(String),
+    /// Told to stop before it was ever released to work (for example its
+    /// cgroup was frozen all along); it reported no progress.
+    NotStarted,
 }
 
 /// One worker's measurements over its lifetime.
