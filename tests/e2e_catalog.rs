@@ -49,7 +49,7 @@ fn every_canned_scenario_passes_under_the_default_scheduler() {
                 canned.name,
                 out.skip_reason
             );
-            eprintln!("catalog {}: SKIP ({:?})", canned.name, out.skip_reason);
+            eprintln!("catalog {}: skipped ({:?})", canned.name, out.skip_reason);
             skipped.push(canned.name);
             continue;
         }

@@ -43,7 +43,11 @@ pub fn checks_line(r: &AssertResult) -> String {
 fn verdict_word(o: &RunOutcome) -> String {
     match &o.failure {
         Some(f) => format!("FAIL: {f}"),
-        None if o.skipped => format!("SKIP: {}", o.skip_reason.as_deref().unwrap_or("?")),
+        // Not "SKIP:", which marks a test that could not run on this machine.
+        None if o.skipped => format!(
+            "SKIPPED scenario: {}",
+            o.skip_reason.as_deref().unwrap_or("?")
+        ),
         None => "PASS".to_string(),
     }
 }
@@ -172,7 +176,7 @@ mod tests {
             skip_reason: Some("the topology has no SMT".into()),
             ..Default::default()
         };
-        assert!(table(&skip).ends_with("SKIP: the topology has no SMT\n"));
+        assert!(table(&skip).ends_with("SKIPPED scenario: the topology has no SMT\n"));
         assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed\n"));
     }
 }
