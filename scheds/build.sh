@@ -74,12 +74,20 @@ fi
 # -fms-extensions: newer kernels embed unnamed "struct foo;" members, which
 # bpftool 7.1 prints as such; without it clang drops them from the layout.
 # -mcpu=v3 for atomic fetch-and-add; DWARF is stripped, BTF kept.
-"$CLANG" -target bpf -mcpu=v3 -O2 -g -Wall -fms-extensions \
-	-Wno-microsoft-anon-tag -D__TARGET_ARCH_x86 -I"$out" \
-	-c "$here/fifo/fifo.bpf.c" -o "$out/fifo.bpf.o"
-"$LLVM_STRIP" -g "$out/fifo.bpf.o"
-"$BPFTOOL" gen skeleton "$out/fifo.bpf.o" name fifo_bpf >"$out/fifo.skel.h.tmp"
-mv "$out/fifo.skel.h.tmp" "$out/fifo.skel.h"
-"$CC" -O2 -Wall -I"$out" "$here/fifo/loader.c" -o "$out/ktstr_fifo.tmp" -lbpf -lelf -lz
-mv "$out/ktstr_fifo.tmp" "$out/ktstr_fifo"
-echo "built $out/ktstr_fifo (kernel BTF from $bzimage)"
+# build_variant FILE OPS_NAME: the loader with the BPF object embedded,
+# registering OPS_NAME.
+build_variant() {
+	dir="$out/$1.d"
+	mkdir -p "$dir"
+	"$CLANG" -target bpf -mcpu=v3 -O2 -g -Wall -fms-extensions \
+		-Wno-microsoft-anon-tag -D__TARGET_ARCH_x86 -DKTSTR_OPS_NAME="\"$2\"" \
+		-I"$out" -c "$here/fifo/fifo.bpf.c" -o "$dir/fifo.bpf.o"
+	"$LLVM_STRIP" -g "$dir/fifo.bpf.o"
+	"$BPFTOOL" gen skeleton "$dir/fifo.bpf.o" name fifo_bpf >"$dir/fifo.skel.h.tmp"
+	mv "$dir/fifo.skel.h.tmp" "$dir/fifo.skel.h"
+	"$CC" -O2 -Wall -I"$dir" "$here/fifo/loader.c" -o "$out/$1.tmp" -lbpf -lelf -lz
+	mv "$out/$1.tmp" "$out/$1"
+}
+build_variant ktstr_fifo ktstr_fifo
+build_variant ktstr_fifo_versioned ktstr_fifo_0.1.0_x86_64_unknown_linux_gnu
+echo "built $out/ktstr_fifo and $out/ktstr_fifo_versioned (kernel BTF from $bzimage)"

@@ -22,7 +22,13 @@ const TOPOLOGY: &str = "1n2l2c1t";
 struct Fixture {
     prepared: Prepared,
     binary: std::path::PathBuf,
+    /// The fixture registering `<name>_<version>_<target>` ops, packed under
+    /// a file name that is not its ops name, as scx schedulers are.
+    versioned: std::path::PathBuf,
 }
+
+/// The ops name `versioned` registers.
+const VERSIONED_OPS: &str = "ktstr_fifo_0.1.0_x86_64_unknown_linux_gnu";
 
 fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
@@ -40,9 +46,21 @@ fn fixture() -> Option<&'static Fixture> {
         };
         let binary =
             scheds::build_fixture(&k.image).unwrap_or_else(|e| panic!("building the fixture: {e}"));
-        let exes = vec![(scheds::guest_path(&binary), binary.clone())];
+        let renamed = binary.with_file_name("renamed");
+        std::fs::create_dir_all(&renamed).expect("a directory beside the fixture");
+        let versioned = renamed.join("scx_versioned");
+        std::fs::copy(binary.with_file_name("ktstr_fifo_versioned"), &versioned)
+            .expect("the versioned fixture was built beside the fixture");
+        let exes = vec![
+            (scheds::guest_path(&binary), binary.clone()),
+            (scheds::guest_path(&versioned), versioned.clone()),
+        ];
         let prepared = common::try_prepare("sched", &exes)?;
-        Ok(Fixture { prepared, binary })
+        Ok(Fixture {
+            prepared,
+            binary,
+            versioned,
+        })
     }))
 }
 
@@ -176,4 +194,39 @@ fn detach_attach_replace_show_in_the_stimulus_events() {
         assert!(kinds.contains(&k), "no {k:?} event: {:?}", out.events);
     }
     assert!(out.passed, "{}", out.failure_text());
+}
+
+/// A scheduler whose ops name is neither its file name nor given on the
+/// command line attaches, runs every step, and the result names its ops.
+#[test]
+fn a_scheduler_with_a_versioned_ops_name_needs_no_sched_name() {
+    let Some(f) = fixture() else { return };
+    let spec = scheds::spec_for(&f.versioned, None, Vec::new());
+    assert_eq!(spec.name, "scx_versioned");
+    let p = ScenarioParams {
+        topology: TOPOLOGY.parse().unwrap(),
+        duration: Duration::from_secs(3),
+        workers_per_cgroup: 2,
+    };
+    let plan = scenarios::find("steady")
+        .unwrap()
+        .plan(&p, Assert::default_checks())
+        .set_scheduler(Some(spec));
+    let out = run(f, plan);
+    assert!(out.passed, "{}", out.failure_text());
+    for s in &out.steps {
+        assert_eq!(
+            s.scheduler.as_deref(),
+            Some(VERSIONED_OPS),
+            "step {}",
+            s.step
+        );
+    }
+    assert!(
+        out.events.iter().any(|e| e
+            .detail
+            .starts_with(&format!("attached scx_versioned as {VERSIONED_OPS}"))),
+        "{:?}",
+        out.events
+    );
 }

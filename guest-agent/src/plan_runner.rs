@@ -364,6 +364,7 @@ mod tests {
                      echo {name} > {d}/root/ops; echo enabled > {d}/state; echo {name} attached; {then}"
                 ),
             ],
+            ops: Some(name.to_string()),
         }
     }
 

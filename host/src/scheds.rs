@@ -57,17 +57,18 @@ pub fn guest_path(host_binary: &Path) -> String {
     ktstr_protocol::model::guest_path(&host_binary.to_string_lossy())
 }
 
-/// A spec running `host_binary` (packed at [`guest_path`]) with `args`;
-/// `ops_name` is what /sys/kernel/sched_ext/root/ops will read once it is
-/// attached (the binary's file name when not given).
+/// A spec running `host_binary` (packed at [`guest_path`]) with `args`,
+/// named after its file; `ops_name`, when given, is how the sched_ext ops
+/// name it registers starts (`--sched-name`); without it, whatever ops
+/// attach after it starts are taken as its own.
 pub fn spec_for(host_binary: &Path, ops_name: Option<&str>, args: Vec<String>) -> SchedulerSpec {
     let stem = host_binary
         .file_name()
         .map_or_else(|| "scheduler".into(), |n| n.to_string_lossy().into_owned());
-    SchedulerSpec {
-        name: ops_name.map_or(stem, str::to_string).into(),
-        binary: guest_path(host_binary),
-        args,
+    let spec = SchedulerSpec::new(stem, guest_path(host_binary), args);
+    match ops_name {
+        Some(ops) => spec.set_ops(ops),
+        None => spec,
     }
 }
 
@@ -142,7 +143,11 @@ pub fn resolve(
     };
     args.extend(req.extra_args.iter().cloned());
     Ok(Some(ResolvedScheduler {
-        spec: spec_for(&host_binary, req.ops_name, args),
+        spec: spec_for(
+            &host_binary,
+            req.ops_name.or(decl.as_ref().map(|d| d.name)),
+            args,
+        ),
         checks: decl.map_or(Assert::NONE, |d| d.checks),
         host_binary,
     }))
@@ -171,7 +176,7 @@ mod tests {
             ..Default::default()
         };
         let r = resolve(&plain, &Progress::silent()).unwrap().unwrap();
-        assert_eq!(r.spec.name, "rusty");
+        assert_eq!(r.spec.ops.as_deref(), Some("rusty"));
         assert_eq!(r.spec.args, vec!["--slice-us", "100"]);
         assert_eq!(r.host_binary, Path::new("/usr/bin/scx_rusty"));
         assert_eq!(r.checks, Assert::NONE);
@@ -186,10 +191,10 @@ mod tests {
         );
         assert_eq!(s.name, "ktstr_fifo");
         assert_eq!(s.binary, "/usr/local/bin/ktstr_fifo");
-        assert_eq!(
-            spec_for(Path::new("/usr/bin/scx_rusty"), Some("rusty"), vec![]).name,
-            "rusty"
-        );
+        assert_eq!(s.ops, None, "any ops it attaches");
+        let named = spec_for(Path::new("/usr/bin/scx_rusty"), Some("rusty"), vec![]);
+        assert_eq!(named.name, "scx_rusty");
+        assert_eq!(named.ops.as_deref(), Some("rusty"));
     }
 }
 

@@ -199,11 +199,14 @@ mod tests {
             Op::read_kernel_hot("t", KernelTarget::Addr(0x1000), KernelValueWidth::bytes(16)),
             Op::steer_irq(IrqSelector::by_label("virtio0"), 1),
             Op::capture_cgroup_procs("procs", "cg_0"),
-            Op::replace_scheduler(SchedulerSpec {
-                name: "fifo".into(),
-                binary: "/bin/scx_fifo".into(),
-                args: vec!["--stall-after".into(), "10".into()],
-            }),
+            Op::replace_scheduler(
+                SchedulerSpec::new(
+                    "fifo",
+                    "/bin/scx_fifo",
+                    vec!["--stall-after".into(), "10".into()],
+                )
+                .set_ops("fifo"),
+            ),
         ];
         Plan::new(
             "mixed",

@@ -135,6 +135,12 @@ void BPF_PROG(fifo_exit, struct scx_exit_info *ei)
 	uei.kind = ei->kind;
 }
 
+/* The build names a second variant the way scx schedulers name themselves
+ * (<name>_<version>_<target>), to prove the harness needs no ops name. */
+#ifndef KTSTR_OPS_NAME
+#define KTSTR_OPS_NAME "ktstr_fifo"
+#endif
+
 SEC(".struct_ops")
 struct sched_ext_ops ktstr_fifo_ops = {
 	.select_cpu = (void *)fifo_select_cpu,
@@ -142,5 +148,5 @@ struct sched_ext_ops ktstr_fifo_ops = {
 	.dispatch = (void *)fifo_dispatch,
 	.init = (void *)fifo_init,
 	.exit = (void *)fifo_exit,
-	.name = "ktstr_fifo",
+	.name = KTSTR_OPS_NAME,
 };

@@ -59,16 +59,21 @@ impl Default for SchedulerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
     pub name: String,
+    /// The sched_ext ops name it registered.
+    pub ops: String,
     pub pid: libc::pid_t,
     pub waited: Duration,
 }
 
 impl std::fmt::Display for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attached {}", self.name)?;
+        if self.ops != self.name {
+            write!(f, " as {}", self.ops)?;
+        }
         write!(
             f,
-            "attached {} (pid {}) after {:.1}s",
-            self.name,
+            " (pid {}) after {:.1}s",
             self.pid,
             self.waited.as_secs_f64()
         )
@@ -245,7 +250,7 @@ impl SchedulerManager {
             p.drain();
             if let Some(st) = p.poll_exit() {
                 self.kmsg.drain();
-                let state = self.view.attach_state(&spec.name);
+                let state = self.view.attach_state(spec.ops.as_deref());
                 bail!(
                     "scheduler {} ({}) exited with {} before attaching ({state}, after {:.1}s)\n{}",
                     spec.name,
@@ -255,21 +260,26 @@ impl SchedulerManager {
                     self.evidence(&p)
                 );
             }
-            let state = self.view.attach_state(&spec.name);
+            let state = self.view.attach_state(spec.ops.as_deref());
             match &state {
-                AttachState::Attached => break,
+                AttachState::Attached(ops) => {
+                    p.ops = Some(ops.clone());
+                    break;
+                }
                 AttachState::OtherOps(_) => {
-                    // Nothing else attaches schedulers here, so this is
-                    // almost surely ours under another ops name.
+                    // Nothing else attaches schedulers here, so this is ours
+                    // under an ops name the caller did not expect.
                     let since = *other_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= Duration::from_secs(1) {
                         p.kill();
                         self.kmsg.drain();
                         bail!(
-                            "scheduler {} ({}): {state}; name the scheduler by its sched_ext ops \
-                             name\n{}",
+                            "scheduler {} ({}): {state}, which does not start with the expected \
+                             {:?}; drop --sched-name to accept whatever it registers, or give the \
+                             start of its ops name\n{}",
                             spec.name,
                             spec.binary,
+                            spec.ops.as_deref().unwrap_or_default(),
                             self.evidence(&p)
                         );
                     }
@@ -296,6 +306,7 @@ impl SchedulerManager {
         }
         let a = Attached {
             name: spec.name.to_string(),
+            ops: p.ops.clone().unwrap_or_default(),
             pid: p.pid,
             waited: p.started.elapsed(),
         };
@@ -338,8 +349,9 @@ impl SchedulerManager {
         if let Some(st) = p.poll_exit() {
             how = Some(format!("exited with {}", describe_status(st)));
         } else {
-            let state = self.view.attach_state(&p.spec.name);
-            if state == AttachState::Attached {
+            // Still ours: enabled with exactly the ops it registered.
+            let state = self.view.attach_state(p.ops.as_deref());
+            if matches!(&state, AttachState::Attached(ops) if Some(ops) == p.ops.as_ref()) {
                 return false;
             }
             // Ejected: let the scheduler print its reason and exit.

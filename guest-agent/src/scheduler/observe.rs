@@ -70,12 +70,15 @@ impl SchedExtView {
         }
     }
 
-    /// How far `name` is from being attached.
-    pub fn attach_state(&self, name: &str) -> AttachState {
+    /// How far a scheduler whose ops name `expected` describes is from
+    /// being attached (`None`: any ops count).
+    pub fn attach_state(&self, expected: Option<&str>) -> AttachState {
         match self.state() {
             None => AttachState::NoSchedExt,
             Some(s) if s == "enabled" => match self.ops() {
-                Some(ops) if ops_matches(name, &ops) => AttachState::Attached,
+                Some(ops) if expected.is_none_or(|e| ops_matches(e, &ops)) => {
+                    AttachState::Attached(ops)
+                }
                 ops => AttachState::OtherOps(ops.unwrap_or_default()),
             },
             Some(s) if s == "enabling" => AttachState::Enabling,
@@ -84,17 +87,61 @@ impl SchedExtView {
     }
 }
 
-/// Whether the kernel's ops name `ops` is the scheduler declared as
-/// `name` (also accepting the usual `scx_` binary prefix on the name).
-pub fn ops_matches(name: &str, ops: &str) -> bool {
-    name.is_empty() || ops == name || name.strip_prefix("scx_") == Some(ops)
+/// Whether the kernel's ops name `ops` is one that `expected` describes:
+/// it starts with `expected`, or with `expected` less an `scx_` prefix
+/// (scx binaries are `scx_<name>`, their ops `<name>_<version>_<target>`).
+pub fn ops_matches(expected: &str, ops: &str) -> bool {
+    expected.is_empty()
+        || ops.starts_with(expected)
+        || expected
+            .strip_prefix("scx_")
+            .is_some_and(|e| ops.starts_with(e))
+}
+
+/// `line` without terminal escape sequences (colours, cursor moves): what
+/// a scheduler prints for a terminal reads as plain text in results.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters and intermediates, then one final byte.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ST (ESC \).
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // A two-character escape.
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
 }
 
 /// What sysfs says about a scheduler being attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttachState {
-    /// `enabled` with the expected ops.
-    Attached,
+    /// `enabled` with the expected ops (these).
+    Attached(String),
     /// `enabling`: the kernel is still switching tasks to it.
     Enabling,
     /// `enabled`, but `root/ops` names another scheduler (or none).
@@ -108,7 +155,7 @@ pub enum AttachState {
 impl std::fmt::Display for AttachState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AttachState::Attached => write!(f, "state \"enabled\" with its ops"),
+            AttachState::Attached(ops) => write!(f, "state \"enabled\" with ops {ops:?}"),
             AttachState::Enabling => write!(
                 f,
                 "state \"enabling\" (the kernel is still switching tasks to it; slow under \
@@ -143,9 +190,7 @@ impl OutputTail {
     }
 
     pub(super) fn push_line(&mut self, bytes: &[u8]) {
-        let line = String::from_utf8_lossy(bytes)
-            .trim_end_matches('\r')
-            .to_string();
+        let line = strip_ansi(String::from_utf8_lossy(bytes).trim_end_matches('\r'));
         if self.lines.len() == self.keep {
             self.lines.pop_front();
             self.dropped += 1;

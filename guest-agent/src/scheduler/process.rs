@@ -30,6 +30,8 @@ pub struct SchedulerProcess {
     pub(super) status: Option<ExitStatus>,
     pub(super) kmsg_mark: u64,
     pub(super) started: Instant,
+    /// The sched_ext ops name it registered, once attached.
+    pub(super) ops: Option<String>,
 }
 
 impl std::fmt::Debug for SchedulerProcess {
@@ -82,6 +84,7 @@ impl SchedulerProcess {
             status: None,
             kmsg_mark,
             started: Instant::now(),
+            ops: None,
         })
     }
 

@@ -9,11 +9,12 @@ use ktstr_protocol::model::SchedulerSpec;
 use super::*;
 
 fn spec(name: &str, script: &str) -> SchedulerSpec {
-    SchedulerSpec {
-        name: name.to_string().into(),
-        binary: "/bin/sh".into(),
-        args: vec!["-c".into(), script.into()],
-    }
+    SchedulerSpec::new(
+        name.to_string(),
+        "/bin/sh",
+        vec!["-c".into(), script.into()],
+    )
+    .set_ops(name)
 }
 
 /// A fake sched_ext directory: `state` disabled, `root/` present.
@@ -93,24 +94,32 @@ fn kmsg_records_are_filtered() {
 fn attach_state_from_a_fake_sysfs() {
     let d = fake_sysfs();
     let v = SchedExtView::new(d.path());
-    assert_eq!(v.attach_state("fifo"), AttachState::Not("disabled".into()));
+    let fifo = Some("fifo");
+    assert_eq!(v.attach_state(fifo), AttachState::Not("disabled".into()));
     assert_eq!(v.current(), EEVDF);
     std::fs::write(d.path().join("state"), "enabling\n").unwrap();
-    assert_eq!(v.attach_state("fifo"), AttachState::Enabling);
-    assert!(v.attach_state("fifo").to_string().contains("\"enabling\""));
+    assert_eq!(v.attach_state(fifo), AttachState::Enabling);
+    assert!(v.attach_state(fifo).to_string().contains("\"enabling\""));
     assert_eq!(v.current(), EEVDF);
     std::fs::write(d.path().join("state"), "enabled\n").unwrap();
     std::fs::write(d.path().join("root/ops"), "other\n").unwrap();
+    assert_eq!(v.attach_state(fifo), AttachState::OtherOps("other".into()));
     assert_eq!(
-        v.attach_state("fifo"),
-        AttachState::OtherOps("other".into())
+        v.attach_state(None),
+        AttachState::Attached("other".into()),
+        "without an expectation any ops are ours"
     );
-    std::fs::write(d.path().join("root/ops"), "fifo\n").unwrap();
-    assert_eq!(v.attach_state("fifo"), AttachState::Attached);
-    assert_eq!(v.attach_state("scx_fifo"), AttachState::Attached);
-    assert_eq!(v.current(), "fifo");
+    std::fs::write(
+        d.path().join("root/ops"),
+        "fifo_1.0.4_x86_64_unknown_linux_gnu\n",
+    )
+    .unwrap();
+    let versioned = AttachState::Attached("fifo_1.0.4_x86_64_unknown_linux_gnu".into());
+    assert_eq!(v.attach_state(fifo), versioned, "a prefix matches");
+    assert_eq!(v.attach_state(Some("scx_fifo")), versioned);
+    assert_eq!(v.current(), "fifo_1.0.4_x86_64_unknown_linux_gnu");
     let none = SchedExtView::new(d.path().join("nope"));
-    assert_eq!(none.attach_state("fifo"), AttachState::NoSchedExt);
+    assert_eq!(none.attach_state(fifo), AttachState::NoSchedExt);
     assert_eq!(none.current(), EEVDF);
 }
 
@@ -280,4 +289,45 @@ fn ejection_is_a_death_even_before_the_exit() {
     let e = m.detach().unwrap_err();
     assert!(e.is::<SchedulerDied>(), "{e:#}");
     assert!(m.take_death().is_some());
+}
+
+#[test]
+fn terminal_escapes_are_stripped_from_output() {
+    assert_eq!(
+        strip_ansi("\u{1b}[1;32mINFO\u{1b}[0m rusty attached \u{1b}]0;title\u{7}ok"),
+        "INFO rusty attached ok"
+    );
+    let mut t = OutputTail::new(4);
+    t.push(b"\x1b[31mred\x1b[0m line\n");
+    assert_eq!(t.tail(1), vec!["red line"]);
+}
+
+/// A scheduler that registers ops no one named attaches with no
+/// expectation, and the attachment names the ops it registered.
+#[test]
+fn any_ops_attach_without_an_expected_name() {
+    let d = fake_sysfs();
+    let mut m = SchedulerManager::new(cfg(d.path()));
+    let p = d.path().display();
+    let s = SchedulerSpec::new(
+        "scx_versioned",
+        "/bin/sh",
+        vec![
+            "-c".into(),
+            format!(
+                "trap 'echo disabled > {p}/state; exit 0' INT; \
+                 echo fifo_0.1.0_x86_64 > {p}/root/ops; echo enabled > {p}/state; \
+                 while :; do sleep 0.05; done"
+            ),
+        ],
+    );
+    let a = m.attach(&s).unwrap();
+    assert_eq!(a.ops, "fifo_0.1.0_x86_64");
+    assert!(
+        a.to_string()
+            .starts_with("attached scx_versioned as fifo_0.1.0_x86_64 (pid"),
+        "{a}"
+    );
+    assert!(!m.poll(), "still attached");
+    m.detach().unwrap();
 }

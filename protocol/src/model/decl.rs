@@ -66,6 +66,7 @@ impl From<&Scheduler> for SchedulerSpec {
             name: s.name.into(),
             binary: s.guest_binary(),
             args: s.default_args.iter().map(|a| a.to_string()).collect(),
+            ops: Some(s.name.to_string()),
         }
     }
 }

@@ -62,10 +62,41 @@ pub struct PayloadSpec {
 /// A scheduler binary packed into the guest and how to start it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedulerSpec {
+    /// What the harness calls it (a declared name, or the binary's file name).
     pub name: Cow<'static, str>,
     /// Path inside the guest.
     pub binary: String,
     pub args: Vec<String>,
+    /// The start of the sched_ext ops name it registers (as
+    /// `/sys/kernel/sched_ext/root/ops` reads it, an `scx_` prefix of this
+    /// value optional); `None`: whatever ops attach after it starts are its
+    /// own (nothing else loads schedulers in the guest).
+    #[serde(default)]
+    pub ops: Option<String>,
+}
+
+impl SchedulerSpec {
+    /// `binary` (a guest path) run as `name` with `args`, recognised by
+    /// whatever ops it attaches.
+    pub fn new(
+        name: impl Into<Cow<'static, str>>,
+        binary: impl Into<String>,
+        args: Vec<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            binary: binary.into(),
+            args,
+            ops: None,
+        }
+    }
+
+    /// Expects ops names starting with `ops`.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_ops(mut self, ops: impl Into<String>) -> Self {
+        self.ops = Some(ops.into());
+        self
+    }
 }
 
 /// A kernel location for host-side reads and writes.
