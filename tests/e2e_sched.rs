@@ -140,6 +140,13 @@ fn a_crashing_scheduler_fails_the_run_with_its_error_text() {
         "{d:?} / {}",
         out.failure_text()
     );
+    // The kernel's own exit dump, read from the trace buffer.
+    let died = &d
+        .iter()
+        .find(|(k, _)| *k == DetailKind::SchedulerDied)
+        .unwrap()
+        .1;
+    assert!(died.contains("sched_ext exit dump ("), "{died}");
 }
 
 #[test]

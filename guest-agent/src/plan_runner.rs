@@ -375,6 +375,7 @@ mod tests {
         let cfg = SchedulerConfig {
             sysfs_root: d.path().into(),
             kmsg: None,
+            tracefs: None,
             attach_timeout: Duration::from_secs(5),
             detach_timeout: Duration::from_secs(5),
             eject_grace: Duration::from_secs(2),

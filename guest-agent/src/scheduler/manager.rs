@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use ktstr_protocol::model::SchedulerSpec;
 
+use super::dump::{ExitDump, TRACEFS};
 use super::observe::{
     AttachState, KernelLog, SCHED_EXT_ROOT, SchedExtView, describe_status, indent,
 };
@@ -35,6 +36,9 @@ pub struct SchedulerConfig {
     pub sysfs_root: PathBuf,
     /// The kernel log (`/dev/kmsg`); `None` to read none.
     pub kmsg: Option<PathBuf>,
+    /// Where tracefs is mounted, for the kernel's exit dump; `None` to
+    /// read none.
+    pub tracefs: Option<PathBuf>,
     pub attach_timeout: Duration,
     pub detach_timeout: Duration,
     pub eject_grace: Duration,
@@ -47,6 +51,7 @@ impl Default for SchedulerConfig {
         Self {
             sysfs_root: SCHED_EXT_ROOT.into(),
             kmsg: Some("/dev/kmsg".into()),
+            tracefs: Some(TRACEFS.into()),
             attach_timeout: ATTACH_TIMEOUT,
             detach_timeout: DETACH_TIMEOUT,
             eject_grace: EJECT_GRACE,
@@ -111,6 +116,9 @@ pub struct SchedulerDeath {
     pub output: Vec<String>,
     /// The kernel's sched_ext lines logged while it ran.
     pub kernel: Vec<String>,
+    /// The kernel's sched_ext exit dump (empty when it wrote none, or
+    /// tracefs is not there).
+    pub dump: Vec<String>,
     /// Seconds it ran.
     pub ran_s: f64,
 }
@@ -135,6 +143,13 @@ impl SchedulerDeath {
         } else {
             m.push_str("\nkernel log:\n");
             m.push_str(&indent(&self.kernel, "  "));
+        }
+        if !self.dump.is_empty() {
+            m.push_str(&format!(
+                "\nsched_ext exit dump ({} lines):\n",
+                self.dump.len()
+            ));
+            m.push_str(&indent(&self.dump, "  "));
         }
         if self.output.is_empty() {
             m.push_str("\nscheduler output: none");
@@ -173,12 +188,15 @@ pub struct SchedulerManager {
     last: Option<SchedulerSpec>,
     /// A death seen and not yet taken.
     death: Option<SchedulerDeath>,
+    dump: ExitDump,
 }
 
 impl SchedulerManager {
     pub fn new(cfg: SchedulerConfig) -> Self {
         let kmsg = KernelLog::open(cfg.kmsg.as_deref());
+        let dump = ExitDump::enable(cfg.tracefs.as_deref());
         Self {
+            dump,
             view: SchedExtView::new(cfg.sysfs_root.clone()),
             kmsg,
             cfg,
@@ -243,6 +261,7 @@ impl SchedulerManager {
             Some(_) => {}
         }
         self.kmsg.drain();
+        self.dump.clear();
         let mut p = SchedulerProcess::spawn(spec, self.kmsg.mark())?;
         let deadline = p.started + self.cfg.attach_timeout;
         let mut other_since: Option<Instant> = None;
@@ -393,8 +412,10 @@ impl SchedulerManager {
             how: how.unwrap_or_default(),
             output: p.tail.tail(OUTPUT_SHOW_LINES),
             kernel: self.kmsg.since(p.kmsg_mark),
+            dump: self.dump.read(),
             ran_s: p.started.elapsed().as_secs_f64(),
         });
+        self.dump.clear();
         true
     }
 

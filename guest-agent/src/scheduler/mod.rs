@@ -11,6 +11,9 @@
 //! - `/dev/kmsg` is read non-blocking from the start of the kernel log; only
 //!   lines mentioning `sched_ext` are kept ([`KernelLog`]), for the exit
 //!   reason the kernel logs when it ejects a scheduler.
+//! - The kernel's own exit dump of an error exit comes from the
+//!   `sched_ext_dump` tracepoint ([`ExitDump`]), whatever the scheduler
+//!   printed.
 //! - Dead means the process exited or the kernel ejected the scheduler
 //!   (state no longer `enabled` with its ops); a [`SchedulerDeath`] carries
 //!   the exit status, the output tail and the kernel's lines. A deliberate
@@ -18,11 +21,13 @@
 //!   a death.
 
 mod observe;
+mod dump;
 mod process;
 mod manager;
 #[cfg(test)]
 mod tests;
 
+pub use dump::*;
 pub use manager::*;
 pub use observe::*;
 pub use process::*;

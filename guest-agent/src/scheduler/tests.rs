@@ -29,6 +29,7 @@ fn cfg(root: &Path) -> SchedulerConfig {
     SchedulerConfig {
         sysfs_root: root.into(),
         kmsg: None,
+        tracefs: None,
         attach_timeout: Duration::from_secs(5),
         detach_timeout: Duration::from_secs(5),
         eject_grace: Duration::from_secs(2),
