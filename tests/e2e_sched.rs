@@ -237,3 +237,46 @@ fn a_scheduler_with_a_versioned_ops_name_needs_no_sched_name() {
         out.events
     );
 }
+
+/// A scheduler declared the way a user would (a TOML file next to nothing
+/// of ours), run through the command line with one of its flags.
+#[test]
+fn a_user_declared_scheduler_runs_with_its_flags() {
+    let Some(f) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let decl = dir.path().join("versioned_fifo.toml");
+    std::fs::write(
+        &decl,
+        format!(
+            "name = \"versioned_fifo\"\n\
+             binary = \"{}\"\n\
+             default_topology = \"{TOPOLOGY}\"\n\
+             [[flags]]\nname = \"slow\"\nargs = [\"--slow\", \"4\"]\n\
+             [checks]\nmax_gap_ms = 3000\n",
+            f.versioned.display()
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("out.json");
+    let _guard = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let passed = ktstr_host::cli::run_from([
+        "ktstr".as_ref(),
+        "vmtest".as_ref(),
+        "--scheduler".as_ref(),
+        decl.as_os_str(),
+        "--sched-flags".as_ref(),
+        "slow".as_ref(),
+        "--duration".as_ref(),
+        "3s".as_ref(),
+        "--json".as_ref(),
+        json.as_os_str(),
+    ] as [&std::ffi::OsStr; 10])
+    .expect("the command runs");
+    let out: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(passed, "{}", out["failure"]);
+    assert_eq!(out["scheduler"]["name"], "versioned_fifo");
+    assert_eq!(out["scheduler"]["args"], serde_json::json!(["--slow", "4"]));
+    assert_eq!(out["steps"][0]["scheduler"], VERSIONED_OPS);
+    assert_eq!(out["topology"], TOPOLOGY);
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use ktstr_protocol::message::{GuestMsg, Verdict};
 use ktstr_protocol::model::DetailKind;
-use ktstr_protocol::model::{AssertResult, Backdrop, Plan};
+use ktstr_protocol::model::{AssertResult, Backdrop, Plan, Shape};
 
 use crate::cgroup::CgroupOps;
 use crate::scenario::{
@@ -183,12 +183,13 @@ impl<'a> PlanRunner<'a> {
     pub fn run(&mut self, plan: &Plan) -> Result<Verdict> {
         let work = Self::convert(plan, &self.factories, &self.scenarios)?;
         let topo = self.topo;
-        if let Some(why) = plan.needs.unmet(
-            topo.num_llcs() as u32,
-            topo.num_numa_nodes() as u32,
-            topo.has_smt(),
-            "this guest",
-        ) {
+        let shape = Shape {
+            llcs: topo.num_llcs() as u32,
+            cpus: topo.total_cpus() as u32,
+            numa_nodes: topo.num_numa_nodes() as u32,
+            smt: topo.has_smt(),
+        };
+        if let Some(why) = plan.needs.unmet(shape, "this guest") {
             return Ok(Verdict {
                 passed: true,
                 result: AssertResult::skip(format!("{}: {why}", plan.name)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ktstr_protocol::MsgError;
 use ktstr_protocol::message::{AgentError, Hello, StimulusEvent, Verdict};
-use ktstr_protocol::model::{AssertDetail, WorkerReport};
+use ktstr_protocol::model::{AssertDetail, SchedulerSpec, WorkerReport};
 use serde::{Serialize, Serializer};
 
 use crate::vm::{VmError, VmExit};
@@ -219,6 +219,8 @@ pub struct RunOutcome {
     pub backend: String,
     pub topology: String,
     pub scenario: String,
+    /// The scheduler the plan started (name, binary, arguments, ops).
+    pub scheduler: Option<SchedulerSpec>,
     /// No failure (a skipped run also has none).
     pub passed: bool,
     /// The scenario could not run here (for example on this topology);

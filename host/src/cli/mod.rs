@@ -113,6 +113,17 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
     }
 }
 
+/// Parses `args` (the program name first) and runs the command, as the
+/// `ktstr` binary would, without exiting: for tests and embedding programs.
+pub fn run_from<I, S>(args: I) -> Result<bool>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    run(&cli.global, cli.cmd)
+}
+
 /// The whole program: parse, run, exit 0 (passed), 1 (a scenario failed)
 /// or 2 (an error, printed as one readable chain).
 pub fn main() -> ! {

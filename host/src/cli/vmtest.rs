@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ktstr_protocol::model::{Assert, Topology};
+use ktstr_protocol::model::{Assert, Needs, Topology};
 
 use super::duration::parse_duration;
 use crate::interrupt;
@@ -21,14 +21,18 @@ use crate::scheds::{self, SchedulerRequest};
 use crate::vm::VmSpec;
 use crate::vm::select::{self, BackendChoice};
 
+/// The topology when neither the command line nor a declaration names one.
+const DEFAULT_TOPOLOGY: &str = "1n2l2c1t";
+
 #[derive(Parser, Debug)]
 pub struct VmtestArgs {
     /// bzImage or vmlinux to boot; default: the cached Debian sched_ext kernel.
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// NnLlCcTt: NUMA nodes, LLCs, cores per LLC, threads per core.
-    #[arg(long, default_value = "1n2l2c1t")]
-    topology: Topology,
+    /// NnLlCcTt: NUMA nodes, LLCs, cores per LLC, threads per core
+    /// (default: the declared scheduler's, else 1n2l2c1t).
+    #[arg(long)]
+    topology: Option<Topology>,
     /// Scenario duration (5s, 500ms, 2m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
@@ -47,8 +51,9 @@ pub struct VmtestArgs {
     /// Guest RAM in MiB (default: from the CPU count).
     #[arg(long)]
     memory: Option<u64>,
-    /// Scheduler binary to run in the guest (packed with its libraries);
-    /// `fixture` builds and runs our ktstr_fifo test scheduler.
+    /// Scheduler to run in the guest: a binary (packed with its
+    /// libraries), a declaration file (`.toml`: binary, arguments, flags,
+    /// checks, topology needs), or `fixture` (our ktstr_fifo test scheduler).
     #[arg(long)]
     scheduler: Option<PathBuf>,
     /// Arguments for the scheduler, one string (split on whitespace).
@@ -58,7 +63,8 @@ pub struct VmtestArgs {
     /// the fixture has `slow`, `crash` and `stall`.
     #[arg(long, default_value = "")]
     sched_flags: String,
-    /// The scheduler's sched_ext ops name, when it differs from the file name.
+    /// How the scheduler's sched_ext ops name starts (default: whatever it
+    /// registers).
     #[arg(long)]
     sched_name: Option<String>,
     /// Use this agent binary instead of building one.
@@ -122,8 +128,14 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         prepared.kernel.image.display()
     ));
     let checks = Assert::default_checks().merge(&sched.as_ref().map_or(Assert::NONE, |s| s.checks));
+    let topology = match (a.topology, sched.as_ref().and_then(|s| s.default_topology)) {
+        (Some(t), _) => t,
+        (None, Some(t)) => t.parse()?,
+        (None, None) => DEFAULT_TOPOLOGY.parse()?,
+    };
+    let sched_needs = sched.as_ref().map_or(Needs::NONE, |s| s.needs);
     let params = ScenarioParams {
-        topology: a.topology,
+        topology,
         duration: a.duration,
         workers_per_cgroup: a.workers,
     };
@@ -132,8 +144,8 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         if interrupt::interrupted() {
             break;
         }
-        if let Some(why) = canned.skip_reason(&a.topology) {
-            let out = RunOutcome::skipped(canned.name, &a.topology.to_string(), why);
+        if let Some(why) = canned.needs.and(&sched_needs).unmet_by(&topology) {
+            let out = RunOutcome::skipped(canned.name, &topology.to_string(), why);
             progress.say(&format!(
                 "{}: skipped: {}",
                 canned.name,
@@ -146,15 +158,17 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         let mut spec = VmSpec::new(
             prepared.kernel.image.clone(),
             prepared.initramfs.clone(),
-            a.topology,
+            topology,
         );
         if let Some(m) = a.memory {
             spec.memory_mib = m;
         }
         spec.verbose = a.kernel_console;
-        let plan = canned
-            .plan(&params, checks)
-            .set_scheduler(sched.as_ref().map(|s| s.spec.clone()));
+        let plan = canned.plan(&params, checks);
+        let needs = plan.needs.and(&sched_needs);
+        let plan = plan
+            .set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
+            .set_needs(needs);
         let cfg = RunConfig {
             run_timeout: a.timeout,
             t0,

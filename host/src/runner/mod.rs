@@ -92,6 +92,7 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
         backend: backend.name().into(),
         topology: cfg.spec.topology.to_string(),
         scenario: cfg.plan.name.clone(),
+        scheduler: cfg.plan.scheduler.clone(),
         ..Default::default()
     };
     cfg.progress.say(&format!(

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::assert::Assert;
 use super::op::{PayloadSpec, SchedulerSpec};
+use super::plan::Needs;
 
 /// The directory packed executables live in inside the guest.
 pub const GUEST_BIN_DIR: &str = "/usr/local/bin";
@@ -66,7 +67,7 @@ impl From<&Scheduler> for SchedulerSpec {
             name: s.name.into(),
             binary: s.guest_binary(),
             args: s.default_args.iter().map(|a| a.to_string()).collect(),
-            ops: Some(s.name.to_string()),
+            ops: s.ops.map(String::from),
         }
     }
 }
@@ -95,13 +96,19 @@ pub enum SchedulerBinary {
 /// defaults and each test's checks).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scheduler {
-    /// The sched_ext ops name (what `/sys/kernel/sched_ext/root/ops` reads).
+    /// What the harness calls it.
     pub name: &'static str,
+    /// How the sched_ext ops name it registers starts (what
+    /// `/sys/kernel/sched_ext/root/ops` reads); `None`: whatever it
+    /// registers (nothing else loads schedulers in the guest).
+    pub ops: Option<&'static str>,
     pub binary: SchedulerBinary,
     pub default_args: &'static [&'static str],
     pub flags: &'static [SchedFlag],
     pub default_topology: &'static str,
     pub checks: Assert,
+    /// The topologies it means anything on; elsewhere runs are skipped.
+    pub needs: Needs,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -126,11 +133,13 @@ impl Scheduler {
     pub const fn new(name: &'static str, binary: SchedulerBinary) -> Self {
         Self {
             name,
+            ops: None,
             binary,
             default_args: &[],
             flags: &[],
             default_topology: "1n2l2c1t",
             checks: Assert::NONE,
+            needs: Needs::NONE,
         }
     }
 
@@ -226,11 +235,13 @@ mod tests {
         ];
         Scheduler {
             name: "scx_demo",
+            ops: Some("demo"),
             binary: SchedulerBinary::Path("/usr/bin/scx_demo"),
             default_args: &["--stats", "0"],
             flags: FLAGS,
             default_topology: "1n2l4c1t",
             checks: Assert::NONE.max_gap_ms(5000),
+            needs: Needs::NONE,
         }
     }
 
@@ -288,6 +299,7 @@ mod tests {
         static DEMO: Scheduler = Scheduler::new("demo", SchedulerBinary::Path("/opt/x/scx_demo"));
         let s = SchedulerSpec::from(&DEMO);
         assert_eq!(s.name, "demo");
+        assert_eq!(s.ops, None, "any ops it registers");
         assert_eq!(s.binary, "/usr/local/bin/scx_demo");
         assert_eq!(guest_path("ktstr_fifo"), "/usr/local/bin/ktstr_fifo");
     }

@@ -29,7 +29,7 @@ pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
     SchedulerSpec, SpawnPlacement,
 };
-pub use plan::{Backdrop, FaultInjection, Needs, Plan, validate_sequence};
+pub use plan::{Backdrop, FaultInjection, Needs, Plan, Shape, validate_sequence};
 pub use report::{CpuEpoch, CpuSeen, CpusetInterval, GapInfo, WorkerExit, WorkerReport};
 pub use result::{AssertDetail, AssertResult, CgroupStats, CheckRecord, CheckState, DetailKind};
 pub use step::{DeclaredDefs, Setup, Step, WireSetup};

@@ -77,55 +77,103 @@ pub enum FaultInjection {
     PanicAfterPlan,
 }
 
-/// What a scenario needs of the machine to mean anything; on a topology
-/// that lacks it the scenario is skipped with the reason, not failed.
+/// What a scenario (or a scheduler) needs of the machine to mean
+/// anything; on a topology that lacks it the run is skipped with the
+/// reason, not failed. A maximum of 0 means no maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Needs {
-    /// At least this many last-level caches.
     pub min_llcs: u32,
-    /// At least this many NUMA nodes.
+    pub max_llcs: u32,
+    pub min_cpus: u32,
+    pub max_cpus: u32,
     pub min_numa_nodes: u32,
+    pub max_numa_nodes: u32,
     /// SMT siblings (two or more threads per core).
     pub smt: bool,
+}
+
+/// A machine as [`Needs`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub llcs: u32,
+    pub cpus: u32,
+    pub numa_nodes: u32,
+    pub smt: bool,
+}
+
+impl Shape {
+    /// The shape of a requested topology.
+    pub fn of(topo: &super::Topology) -> Self {
+        Self {
+            llcs: topo.llcs,
+            cpus: topo.total_cpus(),
+            numa_nodes: topo.numa_nodes,
+            smt: topo.threads_per_core > 1,
+        }
+    }
 }
 
 impl Needs {
     /// Nothing beyond a CPU.
     pub const NONE: Needs = Needs {
         min_llcs: 0,
+        max_llcs: 0,
+        min_cpus: 0,
+        max_cpus: 0,
         min_numa_nodes: 0,
+        max_numa_nodes: 0,
         smt: false,
     };
 
-    /// Why a machine with `llcs` LLCs, `numa_nodes` nodes and (or without)
-    /// `smt` cannot run the scenario; `None` when it can.
-    pub fn unmet(&self, llcs: u32, numa_nodes: u32, smt: bool, on: &str) -> Option<String> {
-        if llcs < self.min_llcs {
-            return Some(format!(
-                "needs at least {} LLCs; {on} has {llcs}",
-                self.min_llcs
-            ));
-        }
-        if numa_nodes < self.min_numa_nodes {
-            return Some(format!(
-                "needs at least {} NUMA nodes; {on} has {numa_nodes}",
-                self.min_numa_nodes
-            ));
-        }
-        if self.smt && !smt {
-            return Some(format!("needs SMT siblings; {on} has one thread per core"));
-        }
-        None
+    /// Why a machine of `shape` (called `on` in the message) cannot run
+    /// the scenario; `None` when it can.
+    pub fn unmet(&self, shape: Shape, on: &str) -> Option<String> {
+        let range = |what: &str, have: u32, min: u32, max: u32| {
+            if have < min {
+                Some(format!("needs at least {min} {what}; {on} has {have}"))
+            } else if max > 0 && have > max {
+                Some(format!("needs at most {max} {what}; {on} has {have}"))
+            } else {
+                None
+            }
+        };
+        range("LLCs", shape.llcs, self.min_llcs, self.max_llcs)
+            .or_else(|| range("CPUs", shape.cpus, self.min_cpus, self.max_cpus))
+            .or_else(|| {
+                range(
+                    "NUMA nodes",
+                    shape.numa_nodes,
+                    self.min_numa_nodes,
+                    self.max_numa_nodes,
+                )
+            })
+            .or_else(|| {
+                (self.smt && !shape.smt)
+                    .then(|| format!("needs SMT siblings; {on} has one thread per core"))
+            })
     }
 
     /// [`Self::unmet`] for a requested topology.
     pub fn unmet_by(&self, topo: &super::Topology) -> Option<String> {
-        self.unmet(
-            topo.llcs,
-            topo.numa_nodes,
-            topo.threads_per_core > 1,
-            &topo.to_string(),
-        )
+        self.unmet(Shape::of(topo), &topo.to_string())
+    }
+
+    /// Both sets of needs at once (the stricter bound of each).
+    pub fn and(&self, other: &Needs) -> Needs {
+        let max = |a: u32, b: u32| match (a, b) {
+            (0, x) | (x, 0) => x,
+            (a, b) => a.min(b),
+        };
+        Needs {
+            min_llcs: self.min_llcs.max(other.min_llcs),
+            max_llcs: max(self.max_llcs, other.max_llcs),
+            min_cpus: self.min_cpus.max(other.min_cpus),
+            max_cpus: max(self.max_cpus, other.max_cpus),
+            min_numa_nodes: self.min_numa_nodes.max(other.min_numa_nodes),
+            max_numa_nodes: max(self.max_numa_nodes, other.max_numa_nodes),
+            smt: self.smt || other.smt,
+        }
     }
 }
 
@@ -312,6 +360,16 @@ mod tests {
         };
         assert!(numa.unmet_by(&t).unwrap().contains("1n2l2c1t has 1"));
         assert_eq!(numa.unmet_by(&"2n2l1c2t".parse().unwrap()), None);
+        let small = Needs {
+            max_cpus: 2,
+            ..Needs::NONE
+        };
+        assert_eq!(
+            small.unmet_by(&t).unwrap(),
+            "needs at most 2 CPUs; 1n2l2c1t has 4"
+        );
+        let both = numa.and(&small).and(&smt);
+        assert_eq!((both.min_numa_nodes, both.max_cpus, both.smt), (2, 2, true));
         let custom = Plan::custom("c", "custom_cgroups", Duration::from_secs(1));
         custom.validate().unwrap();
         assert_eq!(custom.custom.as_deref(), Some("custom_cgroups"));

@@ -4,14 +4,19 @@
 //! layer ([`Scheduler`] in the model), and building the fixture `ktstr_fifo` for a
 //! kernel with the workspace's `scheds/build.sh`.
 //!
+//! Declarations are data: a Rust `static` [`Scheduler`], or a TOML file
+//! a user writes ([`file`], `--scheduler path/to/decl.toml`).
+//!
 //! It produces the [`SchedulerSpec`] the agent runs and the host binary to
 //! pack; it never starts a scheduler itself (the agent does).
+
+mod file;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ktstr_protocol::model::{
-    Assert, FlagError, SchedFlag, Scheduler, SchedulerBinary, SchedulerSpec,
+    Assert, FlagError, Needs, SchedFlag, Scheduler, SchedulerBinary, SchedulerSpec,
 };
 use thiserror::Error;
 
@@ -23,6 +28,8 @@ use crate::setup::{self, SetupError};
 
 /// The fixture's sched_ext ops name (and binary name).
 pub const FIXTURE: &str = "ktstr_fifo";
+
+pub use file::{DeclFileError, load as load_declaration};
 
 #[derive(Debug, Error)]
 pub enum SchedBuildError {
@@ -96,15 +103,24 @@ pub struct ResolvedScheduler {
     pub host_binary: PathBuf,
     /// The scheduler's own check layer (empty for undeclared ones).
     pub checks: Assert,
+    /// The topologies it means anything on.
+    pub needs: Needs,
+    /// Its declared default topology, if it was declared.
+    pub default_topology: Option<&'static str>,
 }
 
 /// Why a scheduler request cannot be met.
 #[derive(Debug, Error)]
 pub enum SchedError {
-    #[error("--sched-flags needs a declared scheduler (--scheduler fixture)")]
+    #[error(
+        "--sched-flags needs a declared scheduler (--scheduler fixture, or a declaration \
+         file: --scheduler path/to/scheduler.toml)"
+    )]
     FlagsNeedDeclaration,
     #[error(transparent)]
     Flag(#[from] FlagError),
+    #[error(transparent)]
+    Declaration(#[from] DeclFileError),
     #[error("the fixture scheduler needs its BPF toolchain")]
     Tools(#[from] SetupError),
     #[error("the fixture scheduler is built against a kernel")]
@@ -113,15 +129,26 @@ pub enum SchedError {
     Build(#[from] SchedBuildError),
 }
 
-/// Resolves the request: builds the fixture when asked for, applies flags
-/// and arguments, names the ops. `Ok(None)` when no scheduler was asked
-/// for (the run stays on EEVDF).
+/// The declaration `--scheduler` names, if it names one: `fixture`, or a
+/// `.toml` declaration file.
+fn declaration(path: &Path) -> Result<Option<Scheduler>, DeclFileError> {
+    if path.as_os_str() == "fixture" {
+        return Ok(Some(fixture_decl()));
+    }
+    if path.extension().is_some_and(|e| e == "toml") {
+        return file::load(path).map(Some);
+    }
+    Ok(None)
+}
+
+/// Resolves the request: reads a declaration or builds the fixture when
+/// asked for, applies flags and arguments, names the ops. `Ok(None)` when
+/// no scheduler was asked for (the run stays on EEVDF).
 pub fn resolve(
     req: &SchedulerRequest<'_>,
     progress: &Progress,
 ) -> Result<Option<ResolvedScheduler>, SchedError> {
-    let is_fixture = req.scheduler.is_some_and(|p| p.as_os_str() == "fixture");
-    let decl = is_fixture.then(fixture_decl);
+    let decl = req.scheduler.map(declaration).transpose()?.flatten();
     let flags: Vec<&str> = req.flags.iter().map(String::as_str).collect();
     if decl.is_none() && !flags.is_empty() {
         return Err(SchedError::FlagsNeedDeclaration);
@@ -129,26 +156,34 @@ pub fn resolve(
     let Some(path) = req.scheduler else {
         return Ok(None);
     };
-    let host_binary = if is_fixture {
-        setup::ensure_tools(setup::BPF_TOOLS, progress)?;
-        let kernel = resolve_kernel(req.kernel, progress)?;
-        progress.say("building the ktstr_fifo fixture scheduler");
-        build_fixture(&kernel.image)?
-    } else {
-        path.to_path_buf()
+    let host_binary = match decl.map(|d| d.binary) {
+        Some(SchedulerBinary::Fixture) => {
+            setup::ensure_tools(setup::BPF_TOOLS, progress)?;
+            let kernel = resolve_kernel(req.kernel, progress)?;
+            progress.say("building the ktstr_fifo fixture scheduler");
+            build_fixture(&kernel.image)?
+        }
+        Some(SchedulerBinary::Path(p)) => PathBuf::from(p),
+        None => path.to_path_buf(),
     };
     let mut args = match &decl {
         Some(d) => d.args(&flags)?,
         None => Vec::new(),
     };
     args.extend(req.extra_args.iter().cloned());
+    let mut spec = spec_for(
+        &host_binary,
+        req.ops_name.or(decl.and_then(|d| d.ops)),
+        args,
+    );
+    if let Some(d) = &decl {
+        spec.name = d.name.into();
+    }
     Ok(Some(ResolvedScheduler {
-        spec: spec_for(
-            &host_binary,
-            req.ops_name.or(decl.as_ref().map(|d| d.name)),
-            args,
-        ),
+        spec,
         checks: decl.map_or(Assert::NONE, |d| d.checks),
+        needs: decl.map_or(Needs::NONE, |d| d.needs),
+        default_topology: decl.map(|d| d.default_topology),
         host_binary,
     }))
 }
@@ -219,12 +254,14 @@ pub fn fixture_decl() -> Scheduler {
     ];
     Scheduler {
         name: FIXTURE,
+        ops: Some(FIXTURE),
         binary: SchedulerBinary::Fixture,
         default_args: &[],
         flags: FLAGS,
         default_topology: "1n2l2c1t",
         // A global FIFO is fair by construction: the default checks apply.
         checks: Assert::NONE,
+        needs: Needs::NONE,
     }
 }
 
