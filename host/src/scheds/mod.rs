@@ -5,7 +5,7 @@
 //! kernel with the workspace's `scheds/build.sh`.
 //!
 //! Declarations are data: a Rust `static` [`Scheduler`], or a TOML file
-//! a user writes ([`file`](self::file), `--scheduler path/to/decl.toml`).
+//! a user writes ([`load_declaration`], `--scheduler path/to/decl.toml`).
 //!
 //! It produces the [`SchedulerSpec`] the agent runs and the host binary to
 //! pack; it never starts a scheduler itself (the agent does).
