@@ -249,58 +249,70 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
     };
     at("hello", chan.send(GuestMsg::Hello(hello)))?;
     info!("ring attached, Hello sent; waiting for the plan");
-    let plan = match at("plan", chan.recv(Instant::now() + PLAN_DEADLINE))? {
-        Some(HostMsg::Plan(plan)) => plan,
-        Some(HostMsg::Abort { reason }) => {
-            return Err((
-                "plan".into(),
-                anyhow!("host aborted before the plan: {reason}"),
-            ));
-        }
-        None => {
-            return Err((
-                "plan".into(),
-                anyhow!("no plan from the host within {PLAN_DEADLINE:?}"),
-            ));
-        }
-    };
-    info!(
-        "plan {:?}: {} steps, {:?}",
-        plan.name,
-        plan.steps.len(),
-        plan.duration
-    );
-    match plan.fault {
-        Some(FaultInjection::HangAfterPlan) => loop {
-            info!("fault injection: hanging on purpose");
-            std::thread::sleep(Duration::from_secs(3600));
-        },
-        Some(FaultInjection::PanicAfterPlan) => {
-            let _ = std::fs::write("/proc/sysrq-trigger", "c");
-            return Err((
-                "fault".into(),
-                anyhow!("sysrq crash did not take the kernel down"),
-            ));
-        }
-        None => {}
-    }
-    at("plan", PlanRunner::validate(&plan))?;
-    at(
-        "cgroups",
-        crate::mounts::enable_root_controllers(Path::new("/sys/fs/cgroup")),
-    )?;
-    let cgroups = at("cgroups", CgroupManager::new(CGROUP_PARENT))?;
+    let cgroups = std::cell::OnceCell::new();
     let topo = TestTopology::from_observed(&observed);
-    let verdict = {
-        let mut runner = PlanRunner::new(&cgroups, &topo, shm.current_step(), chan);
-        at("scenario", runner.run(&plan))?
-    };
-    info!(
-        "scenario {}",
-        if verdict.passed { "passed" } else { "failed" }
-    );
-    at("verdict", chan.send(GuestMsg::Verdict(verdict)))?;
-    Ok(())
+    let mut first = true;
+    // Plans one after another on this guest, until the host says Finish.
+    loop {
+        let plan = match at("plan", chan.recv(Instant::now() + PLAN_DEADLINE))? {
+            Some(HostMsg::Plan(plan)) => plan,
+            Some(HostMsg::Finish) if !first => return Ok(()),
+            Some(HostMsg::Finish) => {
+                return Err(("plan".into(), anyhow!("the host finished before any plan")));
+            }
+            Some(HostMsg::Abort { reason }) => {
+                return Err(("plan".into(), anyhow!("host aborted: {reason}")));
+            }
+            None => {
+                return Err((
+                    "plan".into(),
+                    anyhow!("no plan (or Finish) from the host within {PLAN_DEADLINE:?}"),
+                ));
+            }
+        };
+        first = false;
+        info!(
+            "plan {:?}: {} steps, {:?}",
+            plan.name,
+            plan.steps.len(),
+            plan.duration
+        );
+        match plan.fault {
+            Some(FaultInjection::HangAfterPlan) => loop {
+                info!("fault injection: hanging on purpose");
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            Some(FaultInjection::PanicAfterPlan) => {
+                let _ = std::fs::write("/proc/sysrq-trigger", "c");
+                return Err((
+                    "fault".into(),
+                    anyhow!("sysrq crash did not take the kernel down"),
+                ));
+            }
+            None => {}
+        }
+        at("plan", PlanRunner::validate(&plan))?;
+        if cgroups.get().is_none() {
+            at(
+                "cgroups",
+                crate::mounts::enable_root_controllers(Path::new("/sys/fs/cgroup")),
+            )?;
+            let manager = at("cgroups", CgroupManager::new(CGROUP_PARENT))?;
+            let _ = cgroups.set(manager);
+        }
+        let Some(manager) = cgroups.get() else {
+            return Err(("cgroups".into(), anyhow!("no cgroup manager")));
+        };
+        let verdict = {
+            let mut runner = PlanRunner::new(manager, &topo, shm.current_step(), chan);
+            at("scenario", runner.run(&plan))?
+        };
+        info!(
+            "scenario {}",
+            if verdict.passed { "passed" } else { "failed" }
+        );
+        at("verdict", chan.send(GuestMsg::Verdict(verdict)))?;
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,8 @@ pub enum GuestMsg {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HostMsg {
     Plan(Box<Plan>),
+    /// No more plans: say Done and power off.
+    Finish,
     /// Stop what you are doing, report, and power off.
     Abort {
         reason: String,

@@ -140,6 +140,36 @@ pub fn run_on(
     out
 }
 
+/// Runs `plans` on guests of `topo` one after another (a guest is shared
+/// while its plans pass), one VM at a time, and checks that nothing
+/// outlived them.
+pub fn run_all(p: &Prepared, topo: &str, plans: Vec<Plan>) -> Vec<RunOutcome> {
+    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (backend, why) = select::select(BackendChoice::Auto).expect("a backend");
+    eprintln!("{} plans on {topo}: backend {why}", plans.len());
+    let spec = VmSpec::new(
+        p.kernel.image.clone(),
+        p.initramfs.clone(),
+        topo.parse().expect("a valid topology"),
+    );
+    let tag = topo.to_string();
+    let cfg = RunConfig {
+        progress: Progress::new(move |m| eprintln!("{tag}: {m}")),
+        ..RunConfig::many(spec, plans)
+    };
+    let outs = runner::run_all(backend.as_ref(), cfg).expect("launching the VMs");
+    for out in &outs {
+        eprintln!("{}", ktstr_host::report::table(out));
+    }
+    assert!(qemu_children().is_empty(), "QEMU left running");
+    assert!(
+        shm_files().is_empty(),
+        "files left in /dev/shm: {:?}",
+        shm_files()
+    );
+    outs
+}
+
 /// [`run_on`] with the automatic backend choice.
 pub fn run(p: &Prepared, topo: &str, plan: Plan, run_timeout: Option<Duration>) -> RunOutcome {
     run_on(BackendChoice::Auto, p, topo, plan, run_timeout)

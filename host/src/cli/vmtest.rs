@@ -139,22 +139,31 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         duration: a.duration,
         workers_per_cgroup: a.workers,
     };
-    let mut outcomes = Vec::new();
+    // Scenarios this topology cannot run are skipped without a boot; the
+    // rest share guests (a fresh one after any failure).
+    let mut slots: Vec<Option<RunOutcome>> = Vec::new();
+    let mut plans = Vec::new();
     for canned in chosen {
-        if interrupt::interrupted() {
-            break;
-        }
         if let Some(why) = canned.needs.and(&sched_needs).unmet_by(&topology) {
-            let out = RunOutcome::skipped(canned.name, &topology.to_string(), why);
-            progress.say(&format!(
-                "{}: skipped: {}",
+            progress.say(&format!("{}: skipped: {why}", canned.name));
+            slots.push(Some(RunOutcome::skipped(
                 canned.name,
-                out.skip_reason.as_deref().unwrap_or_default()
-            ));
-            print!("{}", report::table(&out));
-            outcomes.push(out);
+                &topology.to_string(),
+                why,
+            )));
             continue;
         }
+        let plan = canned.plan(&params, checks);
+        let needs = plan.needs.and(&sched_needs);
+        plans.push(
+            plan.set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
+                .set_needs(needs),
+        );
+        slots.push(None);
+    }
+    let mut ran = if plans.is_empty() {
+        Vec::new()
+    } else {
         let mut spec = VmSpec::new(
             prepared.kernel.image.clone(),
             prepared.initramfs.clone(),
@@ -164,18 +173,20 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
             spec.memory_mib = m;
         }
         spec.verbose = a.kernel_console;
-        let plan = canned.plan(&params, checks);
-        let needs = plan.needs.and(&sched_needs);
-        let plan = plan
-            .set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
-            .set_needs(needs);
         let cfg = RunConfig {
             run_timeout: a.timeout,
             t0,
-            progress: progress.prefixed(canned.name),
-            ..RunConfig::new(spec, plan)
+            progress: progress.clone(),
+            ..RunConfig::many(spec, plans)
         };
-        let out = runner::run(backend.as_ref(), cfg)?;
+        runner::run_all(backend.as_ref(), cfg)?
+    }
+    .into_iter();
+    let mut outcomes = Vec::new();
+    for slot in slots {
+        let Some(out) = slot.or_else(|| ran.next()) else {
+            continue;
+        };
         print!("{}", report::table(&out));
         if let Some(tail) = out.console_tail.as_ref().filter(|_| !out.passed) {
             eprintln!("--- guest console (tail) ---\n{tail}\n---");

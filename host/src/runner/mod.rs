@@ -1,12 +1,15 @@
-//! Drives one VM through a plan over the ring: boot, Hello, topology
-//! check, plan, progress, results, power-off; and turns every way that can
-//! go wrong into a [`RunFailure`] inside the [`RunOutcome`], with the
-//! console tail.
+//! Drives VMs through plans over the ring: boot, Hello, topology check,
+//! then the plans one after another on the same guest (a plan, its
+//! progress and results, the next plan, ..., Finish), power-off; and turns
+//! every way that can go wrong into a [`RunFailure`] inside the plan's
+//! [`RunOutcome`], with the console tail. A plan that fails ends its VM;
+//! the plans after it run on a fresh one, so one failure never taints the
+//! next plan's run.
 //!
-//! The runner owns the VM for the whole run; when it returns, the VM is
-//! gone (dropping it kills the VMM and removes its files). It reads and
-//! writes the ring only through typed messages; the outcome's shape lives
-//! in [`crate::outcome`], its formatting in [`crate::report`].
+//! The runner owns each VM for its whole life; when it returns, the VMs
+//! are gone (dropping one kills the VMM and removes its files). It reads
+//! and writes the ring only through typed messages; the outcome's shape
+//! lives in [`crate::outcome`], its formatting in [`crate::report`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,13 +39,16 @@ const POLL: Duration = Duration::from_millis(5);
 /// What to run where.
 pub struct RunConfig {
     pub spec: VmSpec,
-    pub plan: Plan,
+    /// Run in order on one guest while they pass.
+    pub plans: Vec<Plan>,
     pub boot_timeout: Duration,
-    /// Overall limit; `None` derives one from the plan.
+    /// Limit per plan from the moment it is sent; `None` derives one from
+    /// the plan.
     pub run_timeout: Option<Duration>,
     /// When the user's command started (for the to-Hello / total timings).
     pub t0: Instant,
-    /// Progress lines.
+    /// Progress lines (each plan's are prefixed with its name when there
+    /// are several).
     pub progress: Progress,
 }
 
@@ -50,9 +56,14 @@ impl RunConfig {
     /// A run of `plan` on `spec` with the default boot limit, a run limit
     /// derived from the plan, silent progress, timed from now.
     pub fn new(spec: VmSpec, plan: Plan) -> Self {
+        Self::many(spec, vec![plan])
+    }
+
+    /// Runs of `plans`, one after another, on guests of `spec`.
+    pub fn many(spec: VmSpec, plans: Vec<Plan>) -> Self {
         Self {
             spec,
-            plan,
+            plans,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             run_timeout: None,
             t0: Instant::now(),
@@ -70,7 +81,12 @@ pub fn plan_time(plan: &Plan) -> Duration {
             h => h.resolve(plan.duration),
         })
         .sum::<Duration>()
-        + plan.settle * plan.steps.len() as u32
+        + plan.settle * plan.steps.len().max(1) as u32
+        + if plan.custom.is_some() {
+            plan.duration
+        } else {
+            Duration::ZERO
+        }
 }
 
 fn ms_since(t0: Instant) -> u64 {
@@ -84,17 +100,90 @@ struct Session<'v> {
     stage: Stage,
 }
 
-/// Boots `cfg.spec` with `backend`, runs `cfg.plan`, and reports.
+/// Boots `cfg.spec` with `backend`, runs the (first) plan, and reports.
 /// Errors launching the VM are returned; everything after launch is folded
 /// into the outcome.
 pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError> {
-    let mut out = RunOutcome {
+    let mut outs = run_all(backend, cfg)?;
+    Ok(if outs.is_empty() {
+        RunOutcome::default()
+    } else {
+        outs.swap_remove(0)
+    })
+}
+
+/// Runs every plan of `cfg`, as many on one guest as pass in a row, and
+/// returns one outcome per plan, in order. Interrupted, the plans not run
+/// come back failed with [`RunFailure::Interrupted`].
+pub fn run_all(backend: &dyn Backend, cfg: RunConfig) -> Result<Vec<RunOutcome>, VmError> {
+    let mut outs: Vec<RunOutcome> = Vec::with_capacity(cfg.plans.len());
+    while outs.len() < cfg.plans.len() {
+        if interrupt::interrupted() {
+            let plan = &cfg.plans[outs.len()];
+            let mut out = fresh_outcome(backend, &cfg, plan);
+            out.failure = Some(RunFailure::Interrupted);
+            outs.push(out);
+            continue;
+        }
+        let batch = run_batch(backend, &cfg, outs.len())?;
+        outs.extend(batch);
+    }
+    Ok(outs)
+}
+
+fn fresh_outcome(backend: &dyn Backend, cfg: &RunConfig, plan: &Plan) -> RunOutcome {
+    RunOutcome {
         backend: backend.name().into(),
         topology: cfg.spec.topology.to_string(),
-        scenario: cfg.plan.name.clone(),
-        scheduler: cfg.plan.scheduler.clone(),
+        scenario: plan.name.clone(),
+        scheduler: plan.scheduler.clone(),
         ..Default::default()
-    };
+    }
+}
+
+/// Where a batch stands: which plan runs and what each has produced.
+struct Batch<'c> {
+    cfg: &'c RunConfig,
+    /// Index in `cfg.plans` of the batch's first plan.
+    first: usize,
+    /// One outcome per plan sent so far (the last one is running).
+    outs: Vec<RunOutcome>,
+    hello: Option<(HelloSummary, u64, u64)>,
+    /// When the running plan was sent.
+    sent: Instant,
+}
+
+impl Batch<'_> {
+    fn current(&self) -> usize {
+        self.first + self.outs.len().saturating_sub(1)
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.cfg.plans[self.current()]
+    }
+
+    fn out(&mut self) -> &mut RunOutcome {
+        self.outs
+            .last_mut()
+            .expect("a plan was sent before any result")
+    }
+
+    fn progress(&self) -> Progress {
+        if self.cfg.plans.len() > 1 {
+            self.cfg.progress.prefixed(self.plan().name.clone())
+        } else {
+            self.cfg.progress.clone()
+        }
+    }
+}
+
+/// Boots one VM and runs plans from `first` on until one fails or none is
+/// left; returns their outcomes (at least one).
+fn run_batch(
+    backend: &dyn Backend,
+    cfg: &RunConfig,
+    first: usize,
+) -> Result<Vec<RunOutcome>, VmError> {
     cfg.progress.say(&format!(
         "booting {} ({} vCPUs, {} MiB) with {}",
         cfg.spec.topology,
@@ -103,13 +192,25 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
         backend.name()
     ));
     let mut vm = backend.launch(&cfg.spec)?;
-    out.timings.launch_ms = ms_since(cfg.t0);
-    let result = drive(vm.as_mut(), &cfg, &mut out);
+    let launch_ms = ms_since(cfg.t0);
+    let mut b = Batch {
+        cfg,
+        first,
+        outs: Vec::new(),
+        hello: None,
+        sent: Instant::now(),
+    };
+    let result = drive(vm.as_mut(), backend, &mut b);
+    if b.outs.is_empty() {
+        // The guest never got a plan: the failure belongs to the first.
+        b.outs.push(fresh_outcome(backend, cfg, &cfg.plans[first]));
+    }
+    let mut logs = Vec::new();
     let exit = match result {
         Ok(()) => match vm.wait_timeout(POWEROFF_WAIT) {
             Ok(Some(e)) => Ok(e),
             Ok(None) => {
-                out.logs.push(format!(
+                logs.push(format!(
                     "guest did not power off within {} after Done; killed",
                     secs(POWEROFF_WAIT)
                 ));
@@ -119,9 +220,9 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
         },
         Err(failure) => {
             tracing::debug!("run failed: {failure}");
-            out.failure = Some(failure);
+            b.out().failure = Some(failure);
             if let Some(state) = vm.vcpu_state() {
-                out.logs.push(format!("vCPU state at failure: {state}"));
+                logs.push(format!("vCPU state at failure: {state}"));
             }
             match vm.try_wait() {
                 Ok(Some(e)) => Ok(e),
@@ -129,37 +230,52 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
             }
         }
     };
-    out.vm_exit = match exit {
+    let vm_exit = match exit {
         Ok(VmExit::Shutdown) => "shutdown".into(),
         Ok(VmExit::Killed) => "killed".into(),
         Ok(e @ VmExit::Failed { .. }) => e.to_string(),
         Err(e) => format!("unknown ({})", crate::errors::chain(&e)),
     };
-    out.timings.exit_ms = ms_since(cfg.t0);
-    if out.failure.is_none() {
-        out.failure = judge(&out);
+    let exit_ms = ms_since(cfg.t0);
+    let last = b.outs.len() - 1;
+    let mut outs = b.outs;
+    for (i, out) in outs.iter_mut().enumerate() {
+        out.timings.launch_ms = launch_ms;
+        if let Some((h, hello_ms, uptime)) = &b.hello {
+            out.hello = Some(h.clone());
+            out.timings.hello_ms = Some(*hello_ms);
+            out.timings.guest_boot_ms = Some(*uptime);
+        }
+        out.vm_exit = vm_exit.clone();
+        out.timings.exit_ms = exit_ms;
+        if i == last {
+            out.logs.extend(logs.iter().cloned());
+        }
+        if out.failure.is_none() {
+            out.failure = judge(out);
+        }
+        out.passed = out.failure.is_none();
+        if let Some(v) = out
+            .verdict
+            .as_ref()
+            .filter(|v| out.passed && v.result.skipped)
+        {
+            out.skipped = true;
+            out.skip_reason = v
+                .result
+                .details
+                .iter()
+                .find(|d| d.kind == DetailKind::Skip)
+                .map(|d| d.message.clone());
+        }
+        if !out.passed {
+            out.console_tail = Some(vm.console_tail(CONSOLE_TAIL));
+        }
     }
-    out.passed = out.failure.is_none();
-    if let Some(v) = out
-        .verdict
-        .as_ref()
-        .filter(|v| out.passed && v.result.skipped)
-    {
-        out.skipped = true;
-        out.skip_reason = v
-            .result
-            .details
-            .iter()
-            .find(|d| d.kind == DetailKind::Skip)
-            .map(|d| d.message.clone());
-    }
-    if !out.passed {
-        out.console_tail = Some(vm.console_tail(CONSOLE_TAIL));
-    }
-    Ok(out)
+    Ok(outs)
 }
 
-/// The failure of a run that reached Done, if any.
+/// The failure of a plan that reached its verdict (or Done), if any.
 fn judge(out: &RunOutcome) -> Option<RunFailure> {
     if let Some(e) = out.agent_errors.first() {
         return Some(RunFailure::Agent(e.clone()));
@@ -171,7 +287,14 @@ fn judge(out: &RunOutcome) -> Option<RunFailure> {
     }
 }
 
-fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), RunFailure> {
+/// The run limit of the plan running now.
+fn run_limit(b: &Batch<'_>) -> Duration {
+    b.cfg
+        .run_timeout
+        .unwrap_or_else(|| plan_time(b.plan()) + RUN_SLACK)
+}
+
+fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<(), RunFailure> {
     let shm_handle = vm.shm();
     let shm = shm_handle.shm();
     let open = |ring: &'static str| {
@@ -187,9 +310,6 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), R
         stage: Stage::Booting,
     };
     let launched = Instant::now();
-    let run_limit = cfg
-        .run_timeout
-        .unwrap_or_else(|| cfg.boot_timeout + plan_time(&cfg.plan) + RUN_SLACK);
     let mut last_note = Instant::now();
     loop {
         if interrupt::interrupted() {
@@ -202,18 +322,22 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), R
             );
             return Err(RunFailure::Interrupted);
         }
-        let limit = match s.stage {
-            Stage::Booting => cfg.boot_timeout,
-            _ => run_limit,
-        };
-        if launched.elapsed() > limit {
-            return Err(match s.stage {
-                Stage::Booting => RunFailure::BootTimeout { after: limit },
-                stage => RunFailure::RunTimeout {
-                    after: limit,
-                    stage,
-                },
-            });
+        match s.stage {
+            Stage::Booting if launched.elapsed() > b.cfg.boot_timeout => {
+                return Err(RunFailure::BootTimeout {
+                    after: b.cfg.boot_timeout,
+                });
+            }
+            Stage::Booting => {}
+            stage => {
+                let limit = run_limit(b);
+                if b.sent.elapsed() > limit {
+                    return Err(RunFailure::RunTimeout {
+                        after: limit,
+                        stage,
+                    });
+                }
+            }
         }
         // Drain everything the guest has published.
         loop {
@@ -227,11 +351,13 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), R
                     Err(e) if e.is_fatal() => return Err(RunFailure::RingCorrupt(e)),
                     Err(e) => {
                         tracing::warn!("bad frame from the guest: {e}");
-                        out.logs.push(format!("bad frame from the guest: {e}"));
+                        if let Some(out) = b.outs.last_mut() {
+                            out.logs.push(format!("bad frame from the guest: {e}"));
+                        }
                         continue;
                     }
                 };
-            if let Flow::Done = handle(msg, cfg, out, &mut s)? {
+            if let Flow::Done = handle(msg, backend, b, &mut s)? {
                 return Ok(());
             }
         }
@@ -247,7 +373,7 @@ fn drive(vm: &mut dyn Vm, cfg: &RunConfig, out: &mut RunOutcome) -> Result<(), R
         }
         if last_note.elapsed() > NOTE_EVERY {
             last_note = Instant::now();
-            cfg.progress
+            b.progress()
                 .say(&format!("{}... {}", s.stage, secs(launched.elapsed())));
         }
         std::thread::sleep(POLL);
@@ -259,37 +385,71 @@ enum Flow {
     Done,
 }
 
-/// Records one guest message; the plan goes out in answer to Hello.
+/// Sends the plan at `index` and opens its outcome.
+fn send_plan(
+    backend: &dyn Backend,
+    b: &mut Batch<'_>,
+    s: &mut Session<'_>,
+    index: usize,
+) -> Result<(), RunFailure> {
+    let plan = &b.cfg.plans[index];
+    b.outs.push(fresh_outcome(backend, b.cfg, plan));
+    b.sent = Instant::now();
+    s.tx.send_msg(
+        "plan",
+        &HostMsg::Plan(Box::new(plan.clone())),
+        Some(Instant::now() + Duration::from_secs(10)),
+    )
+    .map_err(RunFailure::SendPlan)?;
+    s.stage = Stage::Running;
+    Ok(())
+}
+
+/// Records one guest message; plans go out in answer to Hello and to each
+/// passing verdict, Finish after the last.
 fn handle(
     msg: GuestMsg,
-    cfg: &RunConfig,
-    out: &mut RunOutcome,
+    backend: &dyn Backend,
+    b: &mut Batch<'_>,
     s: &mut Session<'_>,
 ) -> Result<Flow, RunFailure> {
-    let t = ms_since(cfg.t0);
+    let t = ms_since(b.cfg.t0);
     tracing::trace!(target: "ktstr::ring", "guest -> host: {msg:?}");
-    let steps = cfg.plan.steps.len();
-    match msg {
-        GuestMsg::Hello(h) => {
-            out.timings.hello_ms = Some(t);
-            out.timings.guest_boot_ms = Some(h.uptime_ms);
-            out.hello = Some(HelloSummary::from(&h));
-            cfg.progress.say(&format!(
-                "agent {} up on {} after {:.1}s (guest uptime {:.1}s)",
-                h.agent_version,
-                h.kernel_release,
-                t as f64 / 1000.0,
-                h.uptime_ms as f64 / 1000.0
-            ));
-            check_topology(&h, &cfg.spec.topology)?;
-            s.tx.send_msg(
-                "plan",
-                &HostMsg::Plan(Box::new(cfg.plan.clone())),
-                Some(Instant::now() + Duration::from_secs(10)),
-            )
-            .map_err(RunFailure::SendPlan)?;
-            s.stage = Stage::Running;
+    if let GuestMsg::Hello(h) = &msg {
+        b.hello = Some((HelloSummary::from(h), t, h.uptime_ms));
+        b.cfg.progress.say(&format!(
+            "agent {} up on {} after {:.1}s (guest uptime {:.1}s)",
+            h.agent_version,
+            h.kernel_release,
+            t as f64 / 1000.0,
+            h.uptime_ms as f64 / 1000.0
+        ));
+        check_topology(h, &b.cfg.spec.topology)?;
+        let first = b.first;
+        send_plan(backend, b, s, first)?;
+        return Ok(Flow::Continue);
+    }
+    if let GuestMsg::Done = msg {
+        return Ok(Flow::Done);
+    }
+    if b.outs.is_empty() {
+        // Only a log or an error can come before the first plan.
+        match msg {
+            GuestMsg::Error(e) => {
+                b.outs
+                    .push(fresh_outcome(backend, b.cfg, &b.cfg.plans[b.first]));
+                b.out().agent_errors.push(e);
+            }
+            GuestMsg::Log { level, text } => log_agent_line(level, &text),
+            _ => {}
         }
+        return Ok(Flow::Continue);
+    }
+    let progress = b.progress();
+    let steps = b.plan().steps.len();
+    let out = b.out();
+    match msg {
+        GuestMsg::Hello(_) | GuestMsg::Done => {}
         GuestMsg::StimulusEvent(ev) => out.events.push(ev),
         GuestMsg::StepStarted {
             step,
@@ -297,7 +457,7 @@ fn handle(
             label,
             scheduler,
         } => {
-            cfg.progress.say(&format!(
+            progress.say(&format!(
                 "step {step}/{steps} started ({label}, scheduler {scheduler})"
             ));
             out.steps.push(StepRecord {
@@ -314,7 +474,7 @@ fn handle(
             result,
             scheduler,
         } => {
-            cfg.progress.say(&format!(
+            progress.say(&format!(
                 "step {step}/{steps} {}",
                 if result.passed { "passed" } else { "FAILED" }
             ));
@@ -335,19 +495,29 @@ fn handle(
         }),
         GuestMsg::Verdict(v) => {
             out.timings.verdict_ms = Some(t);
+            let passed = v.passed;
             out.verdict = Some(v);
-            s.stage = Stage::Finishing;
+            let next = b.current() + 1;
+            if passed && next < b.cfg.plans.len() {
+                send_plan(backend, b, s, next)?;
+            } else {
+                // The last plan, or a failed one: this guest is done.
+                let _ = s.tx.send_msg(
+                    "finish",
+                    &HostMsg::Finish,
+                    Some(Instant::now() + Duration::from_secs(10)),
+                );
+                s.stage = Stage::Finishing;
+            }
         }
         GuestMsg::Log { level, text } => {
             log_agent_line(level, &text);
             out.logs.push(format!("{}: {text}", level_name(level)));
         }
         GuestMsg::Error(e) => {
-            cfg.progress
-                .say(&format!("agent error in {}: {}", e.stage, e.message));
+            progress.say(&format!("agent error in {}: {}", e.stage, e.message));
             out.agent_errors.push(e);
         }
-        GuestMsg::Done => return Ok(Flow::Done),
     }
     Ok(Flow::Continue)
 }

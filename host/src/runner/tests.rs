@@ -51,6 +51,19 @@ impl FakeGuest<'_> {
             _ => None,
         }
     }
+
+    fn verdict(&mut self, passed: bool) {
+        let result = if passed {
+            AssertResult::pass()
+        } else {
+            AssertResult::fail(DetailKind::Starved, "made up")
+        };
+        self.send(GuestMsg::Verdict(Verdict {
+            passed,
+            result,
+            elapsed_ms: 1,
+        }));
+    }
 }
 
 /// 1n1l2c1t as the guest would report it.
@@ -120,6 +133,7 @@ struct FakeBackend {
     killed: Arc<AtomicBool>,
     /// Plans the fake guest received.
     plans: Arc<Mutex<Vec<Plan>>>,
+    launches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeBackend {
@@ -129,6 +143,7 @@ impl FakeBackend {
             exit_when_done: VmExit::Shutdown,
             killed: Arc::new(AtomicBool::new(false)),
             plans: Arc::new(Mutex::new(Vec::new())),
+            launches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 }
@@ -138,6 +153,7 @@ impl Backend for FakeBackend {
         "fake"
     }
     fn launch(&self, _: &VmSpec) -> Result<Box<dyn Vm>, VmError> {
+        self.launches.fetch_add(1, Ordering::SeqCst);
         let size = 1 << 20;
         let mapping = Arc::new(SharedMapping::anonymous(size)?);
         let layout = ShmLayout::for_size(size as u64)?;
@@ -379,4 +395,54 @@ fn a_skipped_verdict_is_a_skip_not_a_pass() {
         out.skip_reason.as_deref(),
         Some("SmtSiblingSpin needs SMT; 1n1l2c1t has none")
     );
+}
+
+/// Plans share a guest while they pass; a failed plan ends its guest and
+/// the next plan boots a fresh one.
+#[test]
+fn plans_share_a_guest_until_one_fails() {
+    fn serve(g: &mut FakeGuest<'_>) {
+        g.hello(two_cpus());
+        while let Some(plan) = g.plan() {
+            g.send(GuestMsg::StepStarted {
+                step: 1,
+                elapsed_ms: 1,
+                label: plan.name.clone(),
+                scheduler: "EEVDF".into(),
+            });
+            g.verdict(!plan.name.contains("fails"));
+        }
+        g.send(GuestMsg::Done);
+    }
+    let backend = FakeBackend::new(serve);
+    let plan = |name: &str| {
+        Plan::new(
+            name,
+            vec![Step::hold(HoldSpec::FULL)],
+            Duration::from_millis(100),
+        )
+    };
+    let spec = cfg().spec;
+    let c = RunConfig::many(spec, vec![plan("a"), plan("b fails"), plan("c"), plan("d")]);
+    let outs = run_all(&backend, c).unwrap();
+    let names: Vec<(&str, bool)> = outs
+        .iter()
+        .map(|o| (o.scenario.as_str(), o.passed))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("a", true), ("b fails", false), ("c", true), ("d", true)]
+    );
+    assert_eq!(
+        backend.launches.load(Ordering::SeqCst),
+        2,
+        "a fresh guest after b"
+    );
+    assert_eq!(outs[0].steps[0].label, "a", "each plan keeps its own steps");
+    assert_eq!(outs[2].steps[0].label, "c");
+    assert!(
+        outs.iter()
+            .all(|o| o.hello.is_some() && o.vm_exit == "shutdown")
+    );
+    assert!(matches!(outs[1].failure, Some(RunFailure::ChecksFailed(_))));
 }
