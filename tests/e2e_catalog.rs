@@ -1,6 +1,7 @@
-//! End to end: every canned scenario on a 1n2l2c1t guest under the kernel's
-//! default scheduler, plus two scenarios built to fail (an isolation
-//! breach and a cgroup frozen for its whole hold), under QEMU.
+//! End to end: every canned scenario, family by family, on a 1n2l2c1t
+//! guest under the kernel's default scheduler (payload metrics included,
+//! and a payload limit that fails), plus two scenarios built to fail (an
+//! isolation breach and a cgroup frozen for its whole hold), under QEMU.
 //!
 //! Skips with the reason, like tests/e2e.rs, when QEMU or the kernel cannot
 //! be had. VMs run one at a time.
@@ -11,11 +12,13 @@ use common::prepared;
 
 use std::time::{Duration, Instant};
 
+use common::catalog;
 use ktstr_host::outcome::RunOutcome;
 use ktstr_host::prepare::Prepared;
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_protocol::model::{
-    Assert, Backdrop, CgroupDef, CpusetSpec, DetailKind, HoldSpec, Op, Plan, Step, Work,
+    Assert, Backdrop, CgroupDef, CpusetSpec, DetailKind, HoldSpec, MetricLimit, Op, Plan, Step,
+    Work,
 };
 
 const TOPOLOGY: &str = "1n2l2c1t";
@@ -32,68 +35,83 @@ fn params() -> ScenarioParams {
     }
 }
 
-#[test]
-fn every_canned_scenario_passes_under_the_default_scheduler() {
-    let Some(p) = prepared() else { return };
-    let started = Instant::now();
-    let mut failures = Vec::new();
-    let mut skipped = Vec::new();
-    let plans = scenarios::catalog()
-        .iter()
-        .map(|c| c.plan(&params(), Assert::default_checks()))
-        .collect();
-    let outs = common::run_all(p, TOPOLOGY, plans);
-    for (canned, out) in scenarios::catalog().iter().zip(outs) {
-        if out.skipped {
-            // The guest itself judged the topology; the host's verdict for
-            // the requested one must agree.
-            assert!(
-                canned.skip_reason(&params().topology).is_some(),
-                "{}: skipped by the guest ({:?}) but not by the host",
-                canned.name,
-                out.skip_reason
-            );
-            eprintln!("catalog {}: skipped ({:?})", canned.name, out.skip_reason);
-            skipped.push(canned.name);
-            continue;
-        }
-        let per_step: Vec<String> = out
-            .steps
-            .iter()
-            .map(|s| format!("step {}: {:?}", s.step, s.passed))
-            .collect();
-        eprintln!(
-            "catalog {}: {} ({})",
-            canned.name,
-            if out.passed { "PASS" } else { "FAIL" },
-            per_step.join(", ")
-        );
-        if !out.passed {
-            failures.push(format!(
-                "{}: {}\n{}",
-                canned.name,
-                out.failure_text(),
-                out.console_tail.unwrap_or_default()
-            ));
-        } else {
-            assert!(
-                out.steps.iter().all(|s| s.passed == Some(true)),
-                "{}: every step reports a verdict",
-                canned.name
-            );
+/// A cyclictest run whose limit on the worst latency (1 us) no guest can
+/// meet: the run must fail on the limit, naming it.
+fn cyclictest_over_its_limit() -> Plan {
+    let mut plan = scenarios::find("cyclictest_idle")
+        .unwrap()
+        .plan(&params(), Assert::default_checks());
+    plan.name = "cyclictest_tight".into();
+    for step in &mut plan.steps {
+        for op in &mut step.ops {
+            if let Op::RunPayload { payload, .. } = op {
+                payload.limits = vec![MetricLimit::at_most("max_latency_us", 1.0)];
+            }
         }
     }
+    plan
+}
+
+#[test]
+fn every_canned_scenario_passes_under_the_default_scheduler() {
+    let Some(p) = common::prepared_with_payloads() else {
+        return;
+    };
+    let started = Instant::now();
+    let has_cyclictest = std::path::Path::new("/usr/bin/cyclictest").is_file();
+    let extra = if has_cyclictest {
+        vec![cyclictest_over_its_limit()]
+    } else {
+        println!("SKIP: cyclictest is not installed here (apt-get install rt-tests)");
+        Vec::new()
+    };
+    let (results, extra) = catalog::run_catalog(p, TOPOLOGY, &params(), None, extra);
     eprintln!(
         "catalog: {} scenarios in {:?}",
         scenarios::catalog().len(),
         started.elapsed()
     );
-    assert!(failures.is_empty(), "failed:\n{}", failures.join("\n\n"));
-    assert_eq!(
-        skipped,
-        vec!["smt_siblings", "numa_locality"],
-        "on {TOPOLOGY} exactly the SMT and NUMA scenarios are skipped"
-    );
+    let mut expect_skipped = vec!["smt_siblings", "numa_locality", "sched_reattach"];
+    // Payload scenarios need their programs on the host (the setup step
+    // installs them); without them they are skipped with the package.
+    for c in scenarios::catalog() {
+        if c.payloads.iter().any(|p| p.missing().is_some()) {
+            println!("SKIP: {}: {:?}", c.name, c.payloads[0].missing());
+            expect_skipped.push(c.name);
+        }
+    }
+    let order: Vec<&str> = scenarios::catalog().iter().map(|c| c.name).collect();
+    expect_skipped.sort_by_key(|n| order.iter().position(|o| o == n));
+    catalog::assert_all_pass(&results, &params(), &expect_skipped);
+
+    // The payloads' figures are in the result, and a limit on them fails
+    // the run.
+    for r in &results {
+        if let (false, Ok(out)) = (r.canned.payloads.is_empty(), &r.outcome) {
+            let metrics = &out.verdict.as_ref().unwrap().result.payload_metrics;
+            assert_eq!(metrics.len(), 1, "{}: {metrics:?}", r.canned.name);
+            let json = ktstr_host::report::json(out).unwrap();
+            assert!(json.contains("\"payload_metrics\""), "{json}");
+        }
+    }
+    if let Some(tight) = extra.first() {
+        assert!(
+            !tight.passed,
+            "a 1 us limit on cyclictest's max latency fails"
+        );
+        let d = &tight.verdict.as_ref().unwrap().result;
+        assert!(
+            d.details.iter().any(|d| d.kind == DetailKind::PayloadMetric
+                && d.message.contains("max_latency_us")
+                && d.message.contains("exceeds the limit 1")),
+            "{:?}",
+            d.details
+        );
+        let v = d.payload_metrics[0].values["max_latency_us"];
+        assert!(v > 1.0, "{v}");
+        let json = ktstr_host::report::json(tight).unwrap();
+        assert!(json.contains("\"max_latency_us\""), "{json}");
+    }
 }
 
 fn plan(name: &str, backdrop: Backdrop, steps: Vec<Step>, assert: Assert) -> Plan {

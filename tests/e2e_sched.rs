@@ -15,7 +15,9 @@ use ktstr_host::prepare::{Prepared, resolve_kernel};
 use ktstr_host::progress::Progress;
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::{scheds, setup};
-use ktstr_protocol::model::{Assert, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step};
+use ktstr_protocol::model::{
+    Assert, CheckName, CheckState, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step,
+};
 
 const TOPOLOGY: &str = "1n2l2c1t";
 
@@ -51,10 +53,11 @@ fn fixture() -> Option<&'static Fixture> {
         let versioned = renamed.join("scx_versioned");
         std::fs::copy(binary.with_file_name("ktstr_fifo_versioned"), &versioned)
             .expect("the versioned fixture was built beside the fixture");
-        let exes = vec![
+        let mut exes = vec![
             (scheds::guest_path(&binary), binary.clone()),
             (scheds::guest_path(&versioned), versioned.clone()),
         ];
+        exes.extend(common::catalog::payload_executables());
         let prepared = common::try_prepare("sched", &exes)?;
         Ok(Fixture {
             prepared,
@@ -279,4 +282,93 @@ fn a_user_declared_scheduler_runs_with_its_flags() {
     assert_eq!(out["scheduler"]["args"], serde_json::json!(["--slow", "4"]));
     assert_eq!(out["steps"][0]["scheduler"], VERSIONED_OPS);
     assert_eq!(out["topology"], TOPOLOGY);
+}
+
+fn catalog_params(duration: Duration) -> ScenarioParams {
+    ScenarioParams {
+        topology: TOPOLOGY.parse().unwrap(),
+        duration,
+        workers_per_cgroup: 2,
+    }
+}
+
+/// `--scenario all` under the fixture: every family passes (the nested
+/// weight checks are off, as the fixture's declaration says: a global FIFO
+/// ignores cpu.weight), one guest shared while they pass.
+#[test]
+fn every_canned_scenario_passes_under_the_fixture() {
+    let Some(f) = fixture() else { return };
+    let params = catalog_params(Duration::from_secs(3));
+    let decl = scheds::fixture_decl();
+    let (results, _) = common::catalog::run_catalog(
+        &f.prepared,
+        TOPOLOGY,
+        &params,
+        Some((&spec(f, &[]), &decl.checks)),
+        Vec::new(),
+    );
+    let mut expect_skipped = vec!["smt_siblings", "numa_locality"];
+    for c in scenarios::catalog() {
+        if c.payloads.iter().any(|p| p.missing().is_some()) {
+            expect_skipped.push(c.name);
+        }
+    }
+    let order: Vec<&str> = scenarios::catalog().iter().map(|c| c.name).collect();
+    expect_skipped.sort_by_key(|n| order.iter().position(|o| o == n));
+    common::catalog::assert_all_pass(&results, &params, &expect_skipped);
+    for r in &results {
+        let Ok(out) = &r.outcome else { continue };
+        if r.canned.name.starts_with("nested_weights") {
+            let checks = &out.verdict.as_ref().unwrap().result.checks;
+            assert!(
+                checks
+                    .iter()
+                    .any(|c| c.check == CheckName::MaxWeightErrorPct && c.state == CheckState::Off),
+                "{}: {checks:?}",
+                r.canned.name
+            );
+        }
+    }
+}
+
+/// The stall family under the fixture's `stall` flag (pinned tasks keep
+/// their CPU until they block): each scenario fails, and the failure names
+/// the stall the kernel's watchdog found.
+#[test]
+fn the_stall_family_fails_under_the_stall_flag_naming_the_stall() {
+    let Some(f) = fixture() else { return };
+    let decl = scheds::fixture_decl();
+    let args = decl.args(&["stall"]).unwrap();
+    let stalling = scheds::spec_for(&f.binary, None, args);
+    // Longer than the fixture's 3 s watchdog.
+    let params = catalog_params(Duration::from_secs(6));
+    let family: Vec<_> = scenarios::catalog()
+        .iter()
+        .filter(|c| c.family == scenarios::Family::Stall)
+        .collect();
+    assert!(family.len() >= 3);
+    let plans = family
+        .iter()
+        .map(|c| {
+            c.plan_under(&params, &decl.checks)
+                .set_scheduler(Some(stalling.clone()))
+        })
+        .collect();
+    let outs = common::run_all(&f.prepared, TOPOLOGY, plans);
+    for (c, out) in family.iter().zip(&outs) {
+        assert!(!out.passed, "{} passed under the stall flag", c.name);
+        let d = details(out);
+        assert!(
+            d.iter().any(
+                |(k, m)| matches!(k, DetailKind::SchedulerDied | DetailKind::Stall)
+                    && m.contains("runnable task stall")
+                    // The stalled task by name, or the watchdog itself
+                    // when a hog holds every CPU.
+                    && (m.contains("failed to run for")
+                        || m.contains("watchdog failed to check in"))
+            ),
+            "{}: {d:?}",
+            c.name
+        );
+    }
 }

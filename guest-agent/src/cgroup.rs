@@ -14,6 +14,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::sysfs::format_cpu_list;
 
+/// The kernel's `cpu.weight` for a cgroup nobody set one for.
+pub const DEFAULT_CPU_WEIGHT: u32 = 100;
+
 /// Operations a scenario needs on cgroups. Names are relative to
 /// [`Self::parent`]. Errors keep the `io::Error` as their root cause so
 /// callers can tell ENOENT, EBUSY and EACCES apart.
@@ -31,6 +34,8 @@ pub trait CgroupOps {
     fn move_task(&self, name: &str, pid: i32) -> Result<()>;
     /// Writes `cgroup.freeze`.
     fn set_frozen(&self, name: &str, frozen: bool) -> Result<()>;
+    /// Writes `cpu.weight` (1..=10000).
+    fn set_cpu_weight(&self, name: &str, weight: u32) -> Result<()>;
     /// The pids in `cgroup.procs`.
     fn procs(&self, name: &str) -> Result<Vec<i32>>;
 
@@ -195,6 +200,10 @@ impl CgroupOps for CgroupManager {
         )
     }
 
+    fn set_cpu_weight(&self, name: &str, weight: u32) -> Result<()> {
+        write(&self.path(name)?.join("cpu.weight"), &weight.to_string())
+    }
+
     fn procs(&self, name: &str) -> Result<Vec<i32>> {
         let path = self.path(name)?.join("cgroup.procs");
         let text =
@@ -234,6 +243,7 @@ pub struct MemCgroup {
     pub procs: Vec<i32>,
     pub frozen: bool,
     pub subtree: Vec<String>,
+    pub cpu_weight: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -394,6 +404,13 @@ impl CgroupOps for MemCgroups {
     fn set_frozen(&self, name: &str, frozen: bool) -> Result<()> {
         self.with(format!("set_frozen {name} {frozen}"), |st| {
             Self::existing(st, name)?.frozen = frozen;
+            Ok(())
+        })
+    }
+
+    fn set_cpu_weight(&self, name: &str, weight: u32) -> Result<()> {
+        self.with(format!("set_cpu_weight {name} {weight}"), |st| {
+            Self::existing(st, name)?.cpu_weight = Some(weight);
             Ok(())
         })
     }

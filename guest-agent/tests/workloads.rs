@@ -42,6 +42,9 @@ impl CgroupOps for NoCgroups {
     fn set_frozen(&self, _: &str, _: bool) -> Result<()> {
         Ok(())
     }
+    fn set_cpu_weight(&self, _: &str, _: u32) -> Result<()> {
+        Ok(())
+    }
     fn procs(&self, _: &str) -> Result<Vec<i32>> {
         Ok(Vec::new())
     }

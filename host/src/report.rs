@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use ktstr_protocol::model::{AssertResult, CheckState};
+use ktstr_protocol::model::{AssertResult, CheckState, PayloadMetrics};
 
 use crate::outcome::RunOutcome;
 
@@ -109,6 +109,9 @@ pub fn table(out: &RunOutcome) -> String {
         for d in &v.result.details {
             let _ = writeln!(s, "  {}: {}", d.kind, d.message);
         }
+        for m in &v.result.payload_metrics {
+            let _ = writeln!(s, "{}", metrics_line(m));
+        }
     }
     let t = &out.timings;
     let secs =
@@ -125,10 +128,34 @@ pub fn table(out: &RunOutcome) -> String {
 }
 
 /// One line per run and the totals, for a command that ran several.
+/// One payload's figures: `payload NAME (in CGROUP): key=value ...`.
+pub fn metrics_line(m: &PayloadMetrics) -> String {
+    let values: Vec<String> = m
+        .values
+        .iter()
+        .map(|(k, v)| format!("{k}={}", (v * 1000.0).round() / 1000.0))
+        .collect();
+    format!(
+        "payload {}{}: {}",
+        m.payload,
+        m.cgroup
+            .as_deref()
+            .map(|c| format!(" (in {c})"))
+            .unwrap_or_default(),
+        values.join(" ")
+    )
+}
+
 pub fn summary(outcomes: &[RunOutcome]) -> String {
     let mut s = String::from("summary:\n");
+    let width = outcomes
+        .iter()
+        .map(|o| o.scenario.len())
+        .max()
+        .unwrap_or(0)
+        .max(18);
     for o in outcomes {
-        let _ = writeln!(s, "  {:<18} {}", o.scenario, verdict_word(o));
+        let _ = writeln!(s, "  {:<width$} {}", o.scenario, verdict_word(o));
     }
     let skipped = outcomes.iter().filter(|o| o.passed && o.skipped).count();
     let passed = outcomes.iter().filter(|o| o.passed).count() - skipped;
@@ -178,5 +205,22 @@ mod tests {
         };
         assert!(table(&skip).ends_with("SKIPPED scenario: the topology has no SMT\n"));
         assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed\n"));
+    }
+
+    #[test]
+    fn payload_figures_print_on_one_line() {
+        let m = PayloadMetrics {
+            payload: "cyclictest".into(),
+            cgroup: Some("latency".into()),
+            values: [
+                ("max_latency_us".to_string(), 812.0),
+                ("avg_latency_us".to_string(), 40.12345),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            metrics_line(&m),
+            "payload cyclictest (in latency): avg_latency_us=40.123 max_latency_us=812"
+        );
     }
 }

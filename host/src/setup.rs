@@ -123,9 +123,22 @@ pub const ACPI_TOOLS: &[(&str, &str)] = &[("iasl", "acpica-tools")];
 /// What the initramfs tests use to read our archives independently.
 pub const ARCHIVE_TOOLS: &[(&str, &str)] = &[("cpio", "cpio")];
 
+/// The programs the payload scenarios run in the guest.
+pub const PAYLOAD_TOOLS: &[(&str, &str)] = &[
+    ("/usr/bin/stress-ng", "stress-ng"),
+    ("/usr/bin/cyclictest", "rt-tests"),
+];
+
 /// Everything `cargo xtask setup` installs: QEMU for runs, iasl and cpio
-/// for the independent ACPI and archive checks, and the BPF toolchain for
-/// the fixture scheduler.
+/// for the independent ACPI and archive checks, the BPF toolchain for the
+/// fixture scheduler, and the payload scenarios' programs.
 pub fn setup_tools() -> Vec<(&'static str, &'static str)> {
-    [QEMU_TOOLS, ACPI_TOOLS, ARCHIVE_TOOLS, BPF_TOOLS].concat()
+    [
+        QEMU_TOOLS,
+        ACPI_TOOLS,
+        ARCHIVE_TOOLS,
+        BPF_TOOLS,
+        PAYLOAD_TOOLS,
+    ]
+    .concat()
 }

@@ -139,6 +139,7 @@ mod tests {
             tid: 42,
             cgroup: "cg_0".into(),
             work_type: "CpuSpin".into(),
+            sched_policy: crate::model::SchedPolicy::Batch,
             work_units: 1000,
             iterations: 10,
             cpu_time_ns: 5_000_000,

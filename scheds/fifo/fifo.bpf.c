@@ -55,6 +55,7 @@ void scx_bpf_error_bstr(char *fmt, unsigned long long *data,
 __u64 stall_after; /* stop dispatching after this many dispatches */
 __u64 crash_after; /* scx_bpf_error() at this many dispatches */
 __u64 slow;        /* dispatch only on every slow-th opportunity (>= 2) */
+__u64 stall_pinned; /* tasks allowed on one CPU only get an endless slice */
 
 /* Counters the loader prints on exit. */
 __u64 nr_dispatched;
@@ -87,7 +88,16 @@ s32 BPF_PROG(fifo_select_cpu, struct task_struct *p, s32 prev_cpu,
 SEC("struct_ops/fifo_enqueue")
 void BPF_PROG(fifo_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	scx_bpf_dsq_insert(p, FIFO_DSQ, SCX_SLICE_DFL, enq_flags);
+	u64 slice = SCX_SLICE_DFL;
+
+	/*
+	 * The bug --stall-pinned injects: a task that can run on one CPU only
+	 * keeps it until it blocks. A pinned hog then starves every other
+	 * task that needs that CPU, and the watchdog names the one it finds.
+	 */
+	if (stall_pinned && p->nr_cpus_allowed == 1)
+		slice = SCX_SLICE_INF;
+	scx_bpf_dsq_insert(p, FIFO_DSQ, slice, enq_flags);
 }
 
 SEC("struct_ops/fifo_dispatch")
@@ -148,5 +158,11 @@ struct sched_ext_ops ktstr_fifo_ops = {
 	.dispatch = (void *)fifo_dispatch,
 	.init = (void *)fifo_init,
 	.exit = (void *)fifo_exit,
+	/*
+	 * The watchdog ejects the scheduler when a runnable task has waited
+	 * this long (the kernel's default is 30 s): short, so a stall ends a
+	 * test run within seconds, yet far above any fair wait in our runs.
+	 */
+	.timeout_ms = 3000,
 	.name = KTSTR_OPS_NAME,
 };

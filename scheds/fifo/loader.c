@@ -52,9 +52,11 @@ static const char *exit_kind_name(unsigned int kind)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ktstr_fifo [--stall-after N] [--crash-after N] [--slow K]\n"
+		"usage: ktstr_fifo [--stall-after N] [--stall-pinned] [--crash-after N] [--slow K]\n"
 		"  --stall-after N  stop dispatching after N dispatches (the\n"
 		"                   sched_ext watchdog then ejects the scheduler)\n"
+		"  --stall-pinned   give tasks allowed on one CPU an endless slice, so a\n"
+		"                   pinned hog starves whatever else needs its CPU\n"
 		"  --crash-after N  call scx_bpf_error() at the Nth dispatch\n"
 		"  --slow K         dispatch only on every Kth opportunity (K >= 2)\n");
 }
@@ -90,10 +92,11 @@ int main(int argc, char **argv)
 		{ "stall-after", required_argument, NULL, 's' },
 		{ "crash-after", required_argument, NULL, 'c' },
 		{ "slow", required_argument, NULL, 'k' },
+		{ "stall-pinned", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	unsigned long long stall_after = 0, crash_after = 0, slow = 0;
+	unsigned long long stall_after = 0, crash_after = 0, slow = 0, stall_pinned = 0;
 	struct timespec tick = { 0, 100 * 1000 * 1000 };
 	struct bpf_link *link;
 	struct fifo_bpf *skel;
@@ -107,6 +110,7 @@ int main(int argc, char **argv)
 		case 's': stall_after = parse_count("--stall-after", optarg); break;
 		case 'c': crash_after = parse_count("--crash-after", optarg); break;
 		case 'k': slow = parse_count("--slow", optarg); break;
+		case 'p': stall_pinned = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -130,6 +134,7 @@ int main(int argc, char **argv)
 	skel->bss->stall_after = stall_after;
 	skel->bss->crash_after = crash_after;
 	skel->bss->slow = slow;
+	skel->bss->stall_pinned = stall_pinned;
 	/* ops.init calls scx_bpf_create_dsq(), which may sleep. */
 	bpf_program__set_flags(skel->progs.fifo_init, BPF_F_SLEEPABLE);
 
@@ -151,8 +156,8 @@ int main(int argc, char **argv)
 		fifo_bpf__destroy(skel);
 		return 3;
 	}
-	printf("ktstr_fifo attached (stall_after=%llu crash_after=%llu slow=%llu)\n",
-	       stall_after, crash_after, slow);
+	printf("ktstr_fifo attached (stall_after=%llu stall_pinned=%llu crash_after=%llu slow=%llu)\n",
+	       stall_after, stall_pinned, crash_after, slow);
 
 	/*
 	 * ops.exit() fills uei before the kernel finishes disabling us. Say

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod catalog;
+
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -58,6 +60,12 @@ pub fn or_skip<T>(r: &Result<T, String>) -> Option<&T> {
 pub fn prepared() -> Option<&'static Prepared> {
     static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
     or_skip(PREPARED.get_or_init(|| try_prepare("e2e", &[])))
+}
+
+/// [`prepared`] with every catalog payload this host has packed too.
+pub fn prepared_with_payloads() -> Option<&'static Prepared> {
+    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
+    or_skip(PREPARED.get_or_init(|| try_prepare("e2e", &catalog::payload_executables())))
 }
 
 /// The `steady` plan with only the starvation check, which holds even on a

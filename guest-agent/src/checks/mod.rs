@@ -10,6 +10,7 @@
 //! unset. The rules themselves are in [`rules`].
 
 pub mod rules;
+pub mod shares;
 
 use std::collections::BTreeSet;
 
@@ -128,8 +129,8 @@ pub fn assert_cgroup(
         topo,
     };
     for &check in CheckName::ALL {
-        if check == CheckName::MaxThroughputSpreadPct {
-            continue; // across cgroups: check_cgroups
+        if ACROSS_CGROUPS.contains(&check) {
+            continue; // check_cgroups runs these
         }
         if let Some(t) = threshold(assert, check) {
             let measured = rules::run(assert, check, &cx, &mut r);
@@ -155,14 +156,38 @@ pub fn check_cgroups(
         };
         r = r.merge(assert_cgroup(assert, name, None, &g.reports, topo));
     }
-    if let Some(t) = threshold(assert, CheckName::MaxThroughputSpreadPct)
-        && !groups.is_empty()
-    {
-        let measured = rules::throughput_parity(assert, groups, &mut r);
-        record(&mut r, CheckName::MaxThroughputSpreadPct, t, measured);
+    if groups.is_empty() {
+        return r;
+    }
+    for &check in ACROSS_CGROUPS {
+        if let Some(t) = threshold(assert, check) {
+            let measured = match check {
+                CheckName::MaxThroughputSpreadPct => {
+                    rules::throughput_parity(assert, groups, &mut r)
+                }
+                CheckName::MaxWeightErrorPct => shares::weight_error(
+                    assert.max_weight_error_pct.value().unwrap_or(f64::MAX),
+                    groups,
+                    &mut r,
+                ),
+                _ => shares::class_inversion(
+                    assert.max_class_inversion_pct.value().unwrap_or(f64::MAX),
+                    groups,
+                    &mut r,
+                ),
+            };
+            record(&mut r, check, t, measured);
+        }
     }
     r
 }
+
+/// Checks judged across the cgroups of a step rather than per cgroup.
+const ACROSS_CGROUPS: &[CheckName] = &[
+    CheckName::MaxThroughputSpreadPct,
+    CheckName::MaxWeightErrorPct,
+    CheckName::MaxClassInversionPct,
+];
 
 /// The spec's method form: `assert.assert_cgroup(&reports, cpuset)`.
 pub trait AssertExt {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use ktstr_protocol::model::{
-    Assert, AssertResult, CheckName, CpusetInterval, DetailKind, WorkerReport,
+    Assert, AssertResult, CheckName, CpusetInterval, DetailKind, SchedPolicy, WorkerReport,
 };
 
 use crate::sysfs::format_cpu_list;
@@ -26,6 +26,9 @@ pub struct CgroupReports {
     /// Empty for workers in the runner's own cgroup.
     pub cgroup: String,
     pub reports: Vec<WorkerReport>,
+    /// `cpu.weight` of each cgroup from the top managed one down to this
+    /// one (empty for the runner's cgroup).
+    pub ancestry_weights: Vec<u32>,
 }
 
 /// What the per-cgroup checks look at.
@@ -74,12 +77,21 @@ pub(crate) fn run(
         CheckName::MinNumaLocality => {
             numa_locality(cx, assert.min_numa_locality.value().unwrap_or(0.0), r)
         }
-        CheckName::MaxThroughputSpreadPct => Ok(()),
+        CheckName::MaxThroughputSpreadPct
+        | CheckName::MaxWeightErrorPct
+        | CheckName::MaxClassInversionPct => Ok(()),
     }
 }
 
+/// SCHED_IDLE workers run only when nothing else wants the CPU: starving
+/// them is the policy working, so the starvation and gap checks leave them
+/// out (the class-order check still watches them).
+fn may_starve(w: &WorkerReport) -> bool {
+    w.sched_policy == SchedPolicy::Idle
+}
+
 fn not_starved(cx: &Cgroup<'_>, r: &mut AssertResult) {
-    for w in cx.reports {
+    for w in cx.reports.iter().filter(|w| !may_starve(w)) {
         if w.work_units == 0 || w.cpu_time_ns == 0 {
             r.push_failure(
                 DetailKind::Starved,
@@ -114,7 +126,7 @@ fn spread(cx: &Cgroup<'_>, limit: f64, r: &mut AssertResult) {
 }
 
 fn gaps(cx: &Cgroup<'_>, limit: u64, r: &mut AssertResult) {
-    for w in cx.reports {
+    for w in cx.reports.iter().filter(|w| !may_starve(w)) {
         if let Some(g) = w.max_gap.filter(|g| g.gap_ms > limit) {
             r.push_failure(
                 DetailKind::Gap,

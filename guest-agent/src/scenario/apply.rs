@@ -4,10 +4,10 @@
 //! would let a scenario pass without the stimulus it asked for.
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{CgroupDef, DetailKind, Op, OpKind, SpawnPlacement};
+use ktstr_protocol::model::{AssertResult, CgroupDef, DetailKind, Op, OpKind, SpawnPlacement};
 
 use super::ctx::Ctx;
-use super::payload::describe;
+use super::payload::{Measured, describe};
 use super::state::RunState;
 use super::workers::{effective_work_type, resolve_num_workers};
 use crate::sysfs::format_cpu_list;
@@ -71,6 +71,11 @@ pub(crate) fn setup_def(ctx: &Ctx, st: &mut RunState, def: &CgroupDef) -> Result
         );
         st.set_cpuset(ctx, name, Some(set))?;
     }
+    if let Some(w) = def.cpu_weight {
+        st.set_cpu_weight(ctx, name, w)
+            .with_context(|| format!("cgroup {name}: cpu.weight {w}"))?;
+        ctx.emit(Some(OpKind::SetCpuWeight), format!("{name} cpu.weight {w}"));
+    }
     for work in &def.works {
         let n = resolve_num_workers(work, ctx.workers_per_cgroup, name)?;
         let mut spec = work.clone();
@@ -85,6 +90,25 @@ pub(crate) fn setup_def(ctx: &Ctx, st: &mut RunState, def: &CgroupDef) -> Result
         );
     }
     Ok(())
+}
+
+/// Puts a payload's figures in the result and judges its limits; figures
+/// that could not be read fail the step (its limits cannot be judged).
+fn record_metrics(result: &mut AssertResult, name: &str, m: Measured) {
+    match m.metrics {
+        Ok(metrics) => {
+            for limit in &m.limits {
+                if let Some(why) = limit.broken_by(name, &metrics.values) {
+                    result.push_failure(DetailKind::PayloadMetric, why);
+                }
+            }
+            result.payload_metrics.push(metrics);
+        }
+        Err(e) => result.push_failure(
+            DetailKind::PayloadMetric,
+            format!("payload {name}: no metrics: {e:#}"),
+        ),
+    }
 }
 
 /// Applies `op` and emits its stimulus event.
@@ -154,6 +178,13 @@ pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
             let pids = st.move_all(ctx, from, to)?;
             format!("moved {} tasks from {from} to {to}: {pids:?}", pids.len())
         }
+        Op::SetCpuWeight { cgroup, weight } => {
+            if !(1..=10_000).contains(weight) {
+                bail!("SetCpuWeight {cgroup}: cpu.weight {weight} is outside 1..=10000");
+            }
+            st.set_cpu_weight(ctx, cgroup, *weight)?;
+            format!("{cgroup} cpu.weight {weight}")
+        }
         Op::FreezeCgroup { cgroup } => {
             st.set_frozen(ctx, cgroup, true)?;
             format!("froze {cgroup}")
@@ -185,13 +216,16 @@ pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
             format!("started payload {} as pid {pid}", spec.name)
         }
         Op::WaitPayload { name, cgroup } => {
-            let status = st.payloads.wait(name, cgroup.as_deref())?;
+            let (status, measured) = st.payloads.wait(name, cgroup.as_deref())?;
             let how = describe(status);
             if !status.success() {
                 st.result.push_failure(
                     DetailKind::Error,
                     format!("payload {name} ended with {how}"),
                 );
+            }
+            if let Some(m) = measured {
+                record_metrics(&mut st.result, name, m);
             }
             format!("payload {name} ended with {how}")
         }

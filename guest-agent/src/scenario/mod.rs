@@ -20,6 +20,7 @@ pub mod ctx;
 pub mod custom;
 pub mod exec;
 pub mod group;
+mod metrics;
 pub mod named;
 pub mod ops;
 mod owner;

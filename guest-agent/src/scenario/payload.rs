@@ -7,16 +7,22 @@
 //! exec when the manager exposes that file; otherwise (an in-memory
 //! double) the agent moves it right after spawning.
 //!
+//! A payload with a [`MetricsFormat`] is asked to write that output to a
+//! file under `/tmp`; waiting for it reads the file into
+//! [`PayloadMetrics`] (and removes it). A payload that is killed leaves no
+//! metrics.
+//!
 //! Owns the payload processes only; whether a cgroup is live is the run
 //! state's business, checked before a payload is started.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::PayloadSpec;
+use ktstr_protocol::model::{MetricLimit, MetricsFormat, PayloadMetrics, PayloadSpec};
 
 use super::owner::Owner;
 use crate::cgroup::CgroupOps;
@@ -27,12 +33,24 @@ struct LivePayload {
     cgroup: Option<String>,
     child: Child,
     owner: Owner,
+    /// Where it writes its metrics, in which format.
+    output: Option<(MetricsFormat, PathBuf)>,
+    limits: Vec<MetricLimit>,
+}
+
+/// What a payload that was waited for measured.
+pub(crate) struct Measured {
+    /// The figures, or why they could not be read.
+    pub(crate) metrics: Result<PayloadMetrics>,
+    pub(crate) limits: Vec<MetricLimit>,
 }
 
 /// The payloads of one run.
 #[derive(Default)]
 pub(crate) struct Payloads {
     live: Vec<LivePayload>,
+    /// Payloads started so far (numbers their output files).
+    started: u32,
 }
 
 /// How a payload ended, in words ("exit code 3", "signal 9").
@@ -57,6 +75,22 @@ impl Payloads {
     ) -> Result<u32> {
         let mut cmd = Command::new(&spec.binary);
         cmd.args(&spec.default_args).args(args);
+        self.started += 1;
+        let output = spec.metrics.map(|format| {
+            let file: String = spec
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let path = PathBuf::from(format!(
+                "/tmp/ktstr-payload-{}-{file}.{}",
+                self.started,
+                super::metrics::extension(format)
+            ));
+            let _ = std::fs::remove_file(&path);
+            cmd.args(super::metrics::output_args(format, &path));
+            (format, path)
+        });
         let procs_file = cgroup.and_then(|cg| cgroups.procs_file(cg));
         if let Some(path) = &procs_file {
             let path = CString::new(path.as_os_str().as_bytes())
@@ -86,6 +120,8 @@ impl Payloads {
             cgroup: cgroup.map(String::from),
             child,
             owner,
+            output,
+            limits: spec.limits.clone(),
         });
         Ok(pid)
     }
@@ -128,12 +164,31 @@ impl Payloads {
         }
     }
 
-    /// Waits for the payload to end and returns how it ended.
-    pub(crate) fn wait(&mut self, name: &str, cgroup: Option<&str>) -> Result<ExitStatus> {
+    /// Waits for the payload to end; returns how it ended and, for one
+    /// with a metrics format, what it measured.
+    pub(crate) fn wait(
+        &mut self,
+        name: &str,
+        cgroup: Option<&str>,
+    ) -> Result<(ExitStatus, Option<Measured>)> {
         let mut p = self.take("WaitPayload", name, cgroup)?;
-        p.child
+        let status = p
+            .child
             .wait()
-            .with_context(|| format!("waiting for payload {name}"))
+            .with_context(|| format!("waiting for payload {name}"))?;
+        let measured = p.output.map(|(format, path)| {
+            let metrics = super::metrics::read(format, &path).map(|values| PayloadMetrics {
+                payload: p.name.clone(),
+                cgroup: p.cgroup.clone(),
+                values,
+            });
+            let _ = std::fs::remove_file(&path);
+            Measured {
+                metrics,
+                limits: p.limits,
+            }
+        });
+        Ok((status, measured))
     }
 
     /// SIGKILLs the payload, reaps it and returns how it ended.
@@ -156,6 +211,9 @@ impl Payloads {
             let _ = p.child.kill();
             if let Err(e) = p.child.wait() {
                 errors.push(format!("reaping payload {}: {e}", p.name));
+            }
+            if let Some((_, path)) = &p.output {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -11,7 +11,7 @@
 //! cgroups newest first. Reports of workers stopped early (StopCgroup,
 //! RemoveCgroup) are kept so the phase's checks still see them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
 use ktstr_protocol::model::{AffinityIntent, AssertResult, WorkSpec};
@@ -22,6 +22,7 @@ use super::group::remove_cgroup_tolerant;
 use super::owner::Owner;
 use super::payload::Payloads;
 use super::workers::{repin, spawn_group, stop};
+use crate::cgroup::DEFAULT_CPU_WEIGHT;
 use crate::checks::CgroupReports;
 use crate::workload::WorkloadHandle;
 
@@ -48,10 +49,14 @@ fn collect(cgroup: &str, groups: Vec<Workers>) -> Option<CgroupReports> {
     if groups.is_empty() {
         return None;
     }
+    for w in &groups {
+        w.handle.request_stop();
+    }
     let reports = groups.into_iter().flat_map(|w| stop(w.handle)).collect();
     Some(CgroupReports {
         cgroup: cgroup.to_string(),
         reports,
+        ancestry_weights: Vec::new(),
     })
 }
 
@@ -63,6 +68,8 @@ pub(crate) struct RunState {
     runner: Vec<Workers>,
     pub(crate) payloads: Payloads,
     finished: Vec<CgroupReports>,
+    /// `cpu.weight` written to live cgroups, by name.
+    weights: BTreeMap<String, u32>,
     /// Failures ops recorded during the current phase.
     pub(crate) result: AssertResult,
 }
@@ -75,6 +82,7 @@ impl RunState {
             runner: Vec::new(),
             payloads: Payloads::default(),
             finished: Vec::new(),
+            weights: BTreeMap::new(),
             result: AssertResult::pass(),
         }
     }
@@ -156,6 +164,35 @@ impl RunState {
         Ok(())
     }
 
+    /// Writes `cpu.weight` of live cgroup `name`.
+    pub(crate) fn set_cpu_weight(&mut self, ctx: &Ctx, name: &str, weight: u32) -> Result<()> {
+        self.require(name, "cpu.weight")?;
+        ctx.cgroups.set_cpu_weight(name, weight)?;
+        self.weights.insert(name.to_string(), weight);
+        Ok(())
+    }
+
+    /// The `cpu.weight` of each cgroup from the top one down to `name`
+    /// (the kernel's default where none was written).
+    fn ancestry_weights(&self, name: &str) -> Vec<u32> {
+        if name.is_empty() {
+            return Vec::new();
+        }
+        let mut path = String::new();
+        name.split('/')
+            .map(|part| {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+                self.weights
+                    .get(&path)
+                    .copied()
+                    .unwrap_or(DEFAULT_CPU_WEIGHT)
+            })
+            .collect()
+    }
+
     /// Stops the cgroup's workers, then removes it.
     pub(crate) fn remove_cgroup(&mut self, ctx: &Ctx, name: &str) -> Result<()> {
         let in_step = self.in_step;
@@ -181,6 +218,7 @@ impl RunState {
         self.stop_workers(ctx, name)?;
         remove_cgroup_tolerant(ctx.cgroups, name)?;
         self.cgroups.retain(|c| c.name != name);
+        self.weights.remove(name);
         Ok(())
     }
 
@@ -194,7 +232,10 @@ impl RunState {
             cg.frozen = false;
         }
         let groups = std::mem::take(&mut cg.workers);
-        let out = collect(name, groups);
+        let mut out = collect(name, groups);
+        if let Some(o) = out.as_mut() {
+            o.ancestry_weights = self.ancestry_weights(name);
+        }
         let n = out.as_ref().map_or(0, |o| o.reports.len());
         self.finished.extend(out);
         Ok(n)
@@ -249,13 +290,17 @@ impl RunState {
         cpus: Option<BTreeSet<usize>>,
     ) -> Result<()> {
         let cg = self.require(name, "SetCpuset")?;
-        match &cpus {
-            Some(c) => ctx.cgroups.set_cpuset(name, c)?,
-            None => ctx.cgroups.clear_cpuset(name)?,
-        }
+        // The new interval opens before the kernel moves anyone: a worker
+        // that finds itself on a new CPU has then already seen the new
+        // interval, and one still on an old CPU early in it is within the
+        // isolation grace.
         let now = ctx.elapsed_ms();
         for w in &mut cg.workers {
             w.handle.note_cpuset(cpus.as_ref(), now);
+        }
+        match &cpus {
+            Some(c) => ctx.cgroups.set_cpuset(name, c)?,
+            None => ctx.cgroups.clear_cpuset(name)?,
         }
         cg.cpuset = cpus;
         Ok(())
@@ -281,16 +326,22 @@ impl RunState {
 
     /// Moves every task of `from` into `to`, and the bookkeeping with them.
     pub(crate) fn move_all(&mut self, ctx: &Ctx, from: &str, to: &str) -> Result<Vec<i32>> {
-        self.require(to, "MoveAllTasks")?;
-        self.require(from, "MoveAllTasks")?;
-        let pids = ctx.cgroups.move_all_tasks(from, to)?;
+        let dest_cpuset = self.require(to, "MoveAllTasks")?.cpuset.clone();
         let mut moved = std::mem::take(&mut self.require(from, "MoveAllTasks")?.workers);
-        let dest = self.require(to, "MoveAllTasks")?;
+        // As for SetCpuset: the interval opens before the move.
         let now = ctx.elapsed_ms();
         for w in &mut moved {
-            w.handle.note_cpuset(dest.cpuset.as_ref(), now);
+            w.handle.note_cpuset(dest_cpuset.as_ref(), now);
         }
-        dest.workers.extend(moved);
+        let pids = match ctx.cgroups.move_all_tasks(from, to) {
+            Ok(p) => p,
+            Err(e) => {
+                // Keep the bookkeeping where the tasks may still be.
+                self.require(from, "MoveAllTasks")?.workers.extend(moved);
+                return Err(e);
+            }
+        };
+        self.require(to, "MoveAllTasks")?.workers.extend(moved);
         Ok(pids)
     }
 
@@ -318,6 +369,20 @@ impl RunState {
     ) -> (Vec<CgroupReports>, Vec<String>) {
         let mut errors = Vec::new();
         self.payloads.kill_owned(owner, &mut errors);
+        // Everything this teardown stops hears it at once (see
+        // `WorkloadHandle::request_stop`).
+        for cg in &self.cgroups {
+            for w in cg
+                .workers
+                .iter()
+                .filter(|w| cg.owner == owner || w.owner == owner)
+            {
+                w.handle.request_stop();
+            }
+        }
+        for w in self.runner.iter().filter(|w| w.owner == owner) {
+            w.handle.request_stop();
+        }
         let mut out = std::mem::take(&mut self.finished);
         for cg in &mut self.cgroups {
             // A cgroup that goes takes every worker inside with it.
@@ -339,8 +404,12 @@ impl RunState {
             .partition(|w| w.owner == owner);
         self.runner = rest;
         out.extend(collect("", mine));
+        for o in out.iter_mut().filter(|o| o.ancestry_weights.is_empty()) {
+            o.ancestry_weights = self.ancestry_weights(&o.cgroup);
+        }
         while let Some(pos) = self.cgroups.iter().rposition(|c| c.owner == owner) {
             let cg = self.cgroups.remove(pos);
+            self.weights.remove(&cg.name);
             match remove_cgroup_tolerant(ctx.cgroups, &cg.name) {
                 Ok(()) => ctx.emit(
                     Some(ktstr_protocol::model::OpKind::RemoveCgroup),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
+use ktstr_protocol::model::{MetricLimit, MetricsFormat};
 
 fn topo() -> TestTopology {
     TestTopology::from_vm_topology(&"1n2l2c1t".parse().unwrap())
@@ -389,6 +390,8 @@ fn payloads_run_wait_kill_and_fail_the_step_on_error() {
         name: "sh".into(),
         binary: "/bin/sh".into(),
         default_args: vec!["-c".into()],
+        metrics: None,
+        limits: Vec::new(),
     };
     let run = Run::new();
     let steps = vec![Step::new(
@@ -431,6 +434,64 @@ fn payloads_run_wait_kill_and_fail_the_step_on_error() {
         Duration::from_millis(10),
     ));
     assert!(e.contains("no running payload \"nope\""), "{e}");
+}
+
+#[test]
+fn payload_metrics_are_read_into_the_result_and_their_limits_judged() {
+    // A stand-in for cyclictest: writes a report where --json= says.
+    let script = r#"echo '{"thread": {"0": {"cycles": 10, "min": 5, "max": 700, "avg": 9.5}}}' > "${1#--json=}""#;
+    let fake = |limits| PayloadSpec {
+        name: "fake_ct".into(),
+        binary: "/bin/sh".into(),
+        default_args: vec!["-c".into(), script.into(), "sh".into()],
+        metrics: Some(MetricsFormat::CyclictestJson),
+        limits,
+    };
+    let go = |spec: PayloadSpec| {
+        Run::new()
+            .go(
+                Backdrop::new(),
+                vec![Step::new(
+                    vec![
+                        Op::run_payload(spec, [] as [&str; 0]),
+                        Op::wait_payload("fake_ct"),
+                    ],
+                    ZERO,
+                )],
+                Duration::from_millis(10),
+            )
+            .unwrap()
+    };
+    let ok = go(fake(vec![MetricLimit::at_most("max_latency_us", 1000.0)]));
+    assert!(ok.passed, "{ok:?}");
+    assert_eq!(ok.payload_metrics.len(), 1);
+    assert_eq!(ok.payload_metrics[0].values["max_latency_us"], 700.0);
+    assert_eq!(ok.payload_metrics[0].values["cycles"], 10.0);
+
+    let over = go(fake(vec![MetricLimit::at_most("max_latency_us", 500.0)]));
+    assert!(!over.passed);
+    assert!(
+        over.details
+            .iter()
+            .any(|d| d.kind == DetailKind::PayloadMetric
+                && d.message
+                    .contains("max_latency_us = 700 exceeds the limit 500")),
+        "{over:?}"
+    );
+
+    // No report at all: the limits cannot be judged, which fails.
+    let silent = go(PayloadSpec {
+        default_args: vec!["-c".into(), "true".into()],
+        ..fake(Vec::new())
+    });
+    assert!(!silent.passed);
+    assert!(
+        silent
+            .details
+            .iter()
+            .any(|d| d.message.contains("fake_ct: no metrics")),
+        "{silent:?}"
+    );
 }
 
 #[test]

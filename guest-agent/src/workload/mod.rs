@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ktstr_protocol::model::{CpusetInterval, WorkSpec, WorkerExit, WorkerReport};
+use ktstr_protocol::model::{CpusetInterval, SchedPolicy, WorkSpec, WorkerExit, WorkerReport};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::unistd::{Pid, write};
 
@@ -49,6 +49,7 @@ struct Worker {
 pub struct WorkloadHandle {
     cgroup: String,
     work_type: String,
+    sched_policy: SchedPolicy,
     workers: Vec<Worker>,
     /// The cpuset interval counter the workers read (shared memory).
     epoch: sys::SharedPage<AtomicU32>,
@@ -110,6 +111,7 @@ impl WorkloadHandle {
         let mut handle = Self {
             cgroup: label.clone(),
             work_type: spec.work_type.name().into(),
+            sched_policy: spec.sched_policy,
             workers: Vec::new(),
             epoch: sys::SharedPage::new().context("mapping the cpuset interval counter")?,
             cpusets: Vec::new(),
@@ -223,6 +225,7 @@ impl WorkloadHandle {
             tid: pid,
             cgroup: self.cgroup.clone(),
             work_type: self.work_type.clone(),
+            sched_policy: self.sched_policy,
             exit,
             ..Default::default()
         }
@@ -248,6 +251,17 @@ impl WorkloadHandle {
         &self.cpusets
     }
 
+    /// Tells every worker to stop and report, without waiting. Stopping
+    /// several groups together lets none of them wait on CPU the others
+    /// still burn (a SCHED_IDLE worker beside busy normal ones would
+    /// otherwise miss its deadline); asking twice is harmless.
+    pub fn request_stop(&self) {
+        for w in &self.workers {
+            // Our own, not yet reaped, child: the pid cannot have been reused.
+            let _ = kill(Pid::from_raw(w.pid), Signal::SIGUSR1);
+        }
+    }
+
     /// Stops every worker and collects its report, giving them
     /// [`STOP_GRACE`] to report; a worker that misses the deadline is
     /// killed and reported as such.
@@ -257,10 +271,7 @@ impl WorkloadHandle {
 
     /// [`Self::stop_and_collect`] with another deadline.
     pub fn stop_and_collect_within(mut self, grace: Duration) -> Vec<WorkerReport> {
-        for w in &self.workers {
-            // Our own, not yet reaped, child: the pid cannot have been reused.
-            let _ = kill(Pid::from_raw(w.pid), Signal::SIGUSR1);
-        }
+        self.request_stop();
         let deadline = Instant::now() + grace;
         let mut reports = Vec::new();
         let workers = std::mem::take(&mut self.workers);

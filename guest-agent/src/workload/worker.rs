@@ -90,6 +90,7 @@ fn run(args: WorkerArgs<'_>) -> i32 {
         tid: std::process::id() as i32,
         cgroup: args.cgroup.to_string(),
         work_type: args.spec.work_type.name().to_string(),
+        sched_policy: args.spec.sched_policy,
         ..Default::default()
     };
     let started = match wait_for_start(args.start) {

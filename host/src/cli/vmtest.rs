@@ -39,7 +39,8 @@ pub struct VmtestArgs {
     /// auto, qemu or kvm.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
-    /// Canned scenario to run, or `all` (see --list).
+    /// Canned scenarios to run: a name, a family (`stress`), `all`, or
+    /// several of those comma-separated (see --list).
     #[arg(long, default_value = "steady")]
     scenario: String,
     /// List the canned scenarios and exit.
@@ -85,16 +86,10 @@ pub struct VmtestArgs {
 pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     let t0 = Instant::now();
     if a.list {
-        for c in scenarios::catalog() {
-            println!("{:<18} {}", c.name, c.about);
-        }
+        print!("{}", scenarios::listing());
         return Ok(true);
     }
-    let chosen: Vec<&Canned> = if a.scenario == "all" {
-        scenarios::catalog().iter().collect()
-    } else {
-        vec![scenarios::find(&a.scenario)?]
-    };
+    let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
     interrupt::install();
     let (backend, why) = select::select(a.backend)?;
     progress.say(&format!("backend: {why}"));
@@ -112,10 +107,40 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         kernel: a.kernel.as_deref(),
     };
     let sched = scheds::resolve(&request, progress)?;
-    let executables: Vec<(String, PathBuf)> = sched
+    let topology = match (a.topology, sched.as_ref().and_then(|s| s.default_topology)) {
+        (Some(t), _) => t,
+        (None, Some(t)) => t.parse()?,
+        (None, None) => DEFAULT_TOPOLOGY.parse()?,
+    };
+    let sched_needs = sched.as_ref().map_or(Needs::NONE, |s| s.needs);
+    // Scenarios that cannot run here are skipped without a boot: unmet
+    // topology needs, no scheduler to detach, a payload the host lacks.
+    let mut slots: Vec<Result<&Canned, RunOutcome>> = Vec::new();
+    let mut executables: Vec<(String, PathBuf)> = sched
         .iter()
         .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
         .collect();
+    for canned in chosen {
+        match canned.skip_reason_with(&topology, &sched_needs, sched.is_some()) {
+            Some(why) => {
+                progress.say(&format!("{}: skipped: {why}", canned.name));
+                slots.push(Err(RunOutcome::skipped(
+                    canned.name,
+                    &topology.to_string(),
+                    why,
+                )));
+            }
+            None => {
+                for p in canned.payloads {
+                    let exe = p.executable();
+                    if !executables.contains(&exe) {
+                        executables.push(exe);
+                    }
+                }
+                slots.push(Ok(canned));
+            }
+        }
+    }
     let prepared = prepare_with(
         a.kernel.as_deref(),
         a.agent.as_deref(),
@@ -127,40 +152,23 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         prepared.kernel.version,
         prepared.kernel.image.display()
     ));
-    let checks = Assert::default_checks().merge(&sched.as_ref().map_or(Assert::NONE, |s| s.checks));
-    let topology = match (a.topology, sched.as_ref().and_then(|s| s.default_topology)) {
-        (Some(t), _) => t,
-        (None, Some(t)) => t.parse()?,
-        (None, None) => DEFAULT_TOPOLOGY.parse()?,
-    };
-    let sched_needs = sched.as_ref().map_or(Needs::NONE, |s| s.needs);
+    let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
     let params = ScenarioParams {
         topology,
         duration: a.duration,
         workers_per_cgroup: a.workers,
     };
-    // Scenarios this topology cannot run are skipped without a boot; the
-    // rest share guests (a fresh one after any failure).
-    let mut slots: Vec<Option<RunOutcome>> = Vec::new();
-    let mut plans = Vec::new();
-    for canned in chosen {
-        if let Some(why) = canned.needs.and(&sched_needs).unmet_by(&topology) {
-            progress.say(&format!("{}: skipped: {why}", canned.name));
-            slots.push(Some(RunOutcome::skipped(
-                canned.name,
-                &topology.to_string(),
-                why,
-            )));
-            continue;
-        }
-        let plan = canned.plan(&params, checks);
-        let needs = plan.needs.and(&sched_needs);
-        plans.push(
+    // The rest share guests (a fresh one after any failure).
+    let plans: Vec<_> = slots
+        .iter()
+        .filter_map(|s| s.as_ref().ok())
+        .map(|canned| {
+            let plan = canned.plan_under(&params, &sched_checks);
+            let needs = plan.needs.and(&sched_needs);
             plan.set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
-                .set_needs(needs),
-        );
-        slots.push(None);
-    }
+                .set_needs(needs)
+        })
+        .collect();
     let mut ran = if plans.is_empty() {
         Vec::new()
     } else {
@@ -184,7 +192,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     .into_iter();
     let mut outcomes = Vec::new();
     for slot in slots {
-        let Some(out) = slot.or_else(|| ran.next()) else {
+        let Some(out) = slot.err().or_else(|| ran.next()) else {
             continue;
         };
         print!("{}", report::table(&out));

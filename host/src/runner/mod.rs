@@ -287,6 +287,15 @@ fn judge(out: &RunOutcome) -> Option<RunFailure> {
     }
 }
 
+/// How long the current stage has been going: since launch while
+/// booting, since the running plan was sent after.
+fn since(s: &Session<'_>, b: &Batch<'_>, launched: Instant) -> Duration {
+    match s.stage {
+        Stage::Booting => launched.elapsed(),
+        _ => b.sent.elapsed(),
+    }
+}
+
 /// The run limit of the plan running now.
 fn run_limit(b: &Batch<'_>) -> Duration {
     b.cfg
@@ -374,7 +383,7 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         if last_note.elapsed() > NOTE_EVERY {
             last_note = Instant::now();
             b.progress()
-                .say(&format!("{}... {}", s.stage, secs(launched.elapsed())));
+                .say(&format!("{}... {}", s.stage, secs(since(&s, b, launched))));
         }
         std::thread::sleep(POLL);
     }

@@ -133,6 +133,8 @@ fn set_check(a: Assert, name: &str, v: CheckValue) -> Result<Assert, String> {
         CheckName::MaxWakeCv => a.max_wake_cv(number(v)?),
         CheckName::MaxMigrationRatio => a.max_migration_ratio(number(v)?),
         CheckName::MinNumaLocality => a.min_numa_locality(number(v)?),
+        CheckName::MaxWeightErrorPct => a.max_weight_error_pct(number(v)?),
+        CheckName::MaxClassInversionPct => a.max_class_inversion_pct(number(v)?),
     })
 }
 
@@ -264,6 +266,35 @@ min_llcs = 2
         assert_eq!(s.checks.not_starved, Check::On(()));
         assert_eq!(s.needs.min_llcs, 2);
         assert_eq!(s.default_topology, "1n2l4c1t");
+    }
+
+    /// The README's example is a declaration that reads.
+    #[test]
+    fn the_readme_example_reads() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let start = readme
+            .find("```toml\nname = \"rusty\"")
+            .expect("the example")
+            + 8;
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let d = tempfile::tempdir().unwrap();
+        let s = load(&write(d.path(), text)).unwrap();
+        assert_eq!(s.name, "rusty");
+        assert_eq!(
+            s.args(&["lowlat", "greedy"]).unwrap(),
+            [
+                "--stats",
+                "0",
+                "--slice-us",
+                "5000",
+                "--greedy-threshold",
+                "1"
+            ]
+        );
+        assert_eq!(s.checks.max_weight_error_pct, Check::Off);
+        assert_eq!((s.needs.min_llcs, s.needs.max_cpus), (2, 64));
     }
 
     #[test]

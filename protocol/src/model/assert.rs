@@ -80,6 +80,12 @@ pub enum CheckName {
     MaxMigrationRatio,
     /// Fraction of a worker's pages on the NUMA nodes of its CPUs.
     MinNumaLocality,
+    /// CPU time of the cgroups of a step against the shares their
+    /// `cpu.weight`s give, percent off.
+    MaxWeightErrorPct,
+    /// Mean CPU share of a lower scheduling class over a higher one's,
+    /// percent.
+    MaxClassInversionPct,
 }
 
 impl CheckName {
@@ -111,6 +117,16 @@ pub struct Assert {
     /// Smallest allowed fraction of a worker's pages on the NUMA nodes of
     /// the CPUs it may run on.
     pub min_numa_locality: Check<f64>,
+    /// Largest allowed error, in percent of the expected share, of each
+    /// cgroup's CPU time against the share its `cpu.weight` (and its
+    /// ancestors') give among the step's cgroups. Only meaningful where the
+    /// cgroups compete for the same CPUs all along.
+    #[serde(default)]
+    pub max_weight_error_pct: Check<f64>,
+    /// How far, in percent, a lower scheduling class's mean CPU share may
+    /// exceed a higher one's (RT over normal and batch over idle).
+    #[serde(default)]
+    pub max_class_inversion_pct: Check<f64>,
 }
 
 impl Assert {
@@ -125,6 +141,8 @@ impl Assert {
         max_wake_cv: Check::Inherit,
         max_migration_ratio: Check::Inherit,
         min_numa_locality: Check::Inherit,
+        max_weight_error_pct: Check::Inherit,
+        max_class_inversion_pct: Check::Inherit,
     };
 
     /// Alias of [`Self::NONE`]: a layer that overrides nothing.
@@ -156,6 +174,34 @@ impl Assert {
             max_wake_cv: later.max_wake_cv.over(self.max_wake_cv),
             max_migration_ratio: later.max_migration_ratio.over(self.max_migration_ratio),
             min_numa_locality: later.min_numa_locality.over(self.min_numa_locality),
+            max_weight_error_pct: later.max_weight_error_pct.over(self.max_weight_error_pct),
+            max_class_inversion_pct: later
+                .max_class_inversion_pct
+                .over(self.max_class_inversion_pct),
+        }
+    }
+
+    /// Only the checks this layer switches off: what a scheduler declares
+    /// meaningless for itself, to lay over a scenario's own layer.
+    pub const fn only_off(&self) -> Assert {
+        const fn off<T: Copy>(c: Check<T>) -> Check<T> {
+            match c {
+                Check::Off => Check::Off,
+                _ => Check::Inherit,
+            }
+        }
+        Assert {
+            not_starved: off(self.not_starved),
+            max_spread_pct: off(self.max_spread_pct),
+            max_gap_ms: off(self.max_gap_ms),
+            isolation: off(self.isolation),
+            max_throughput_spread_pct: off(self.max_throughput_spread_pct),
+            max_wake_p99_us: off(self.max_wake_p99_us),
+            max_wake_cv: off(self.max_wake_cv),
+            max_migration_ratio: off(self.max_migration_ratio),
+            min_numa_locality: off(self.min_numa_locality),
+            max_weight_error_pct: off(self.max_weight_error_pct),
+            max_class_inversion_pct: off(self.max_class_inversion_pct),
         }
     }
 
@@ -178,6 +224,8 @@ impl Assert {
             CheckName::MaxWakeCv => self.max_wake_cv = Check::Off,
             CheckName::MaxMigrationRatio => self.max_migration_ratio = Check::Off,
             CheckName::MinNumaLocality => self.min_numa_locality = Check::Off,
+            CheckName::MaxWeightErrorPct => self.max_weight_error_pct = Check::Off,
+            CheckName::MaxClassInversionPct => self.max_class_inversion_pct = Check::Off,
         }
         self
     }
@@ -204,6 +252,10 @@ impl Assert {
             CheckName::MaxWakeCv => show(self.max_wake_cv, |v| format!("{v}")),
             CheckName::MaxMigrationRatio => show(self.max_migration_ratio, |v| format!("{v}")),
             CheckName::MinNumaLocality => show(self.min_numa_locality, |v| format!("{v}")),
+            CheckName::MaxWeightErrorPct => show(self.max_weight_error_pct, |v| format!("{v}%")),
+            CheckName::MaxClassInversionPct => {
+                show(self.max_class_inversion_pct, |v| format!("{v}%"))
+            }
         }
     }
 
@@ -249,6 +301,16 @@ impl Assert {
 
     pub const fn min_numa_locality(mut self, frac: f64) -> Self {
         self.min_numa_locality = Check::On(frac);
+        self
+    }
+
+    pub const fn max_weight_error_pct(mut self, pct: f64) -> Self {
+        self.max_weight_error_pct = Check::On(pct);
+        self
+    }
+
+    pub const fn max_class_inversion_pct(mut self, pct: f64) -> Self {
+        self.max_class_inversion_pct = Check::On(pct);
         self
     }
 }
@@ -299,5 +361,20 @@ mod tests {
         assert_eq!(a.setting(CheckName::MaxGapMs), Setting::Off);
         assert_eq!(a.setting(CheckName::MaxWakeCv), Setting::Unset);
         assert_eq!(CheckName::MaxWakeP99Us.to_string(), "max_wake_p99_us");
+    }
+
+    #[test]
+    fn only_off_keeps_what_a_layer_switches_off() {
+        let sched = Assert::NONE
+            .max_gap_ms(5000)
+            .switch_off(CheckName::MaxWeightErrorPct);
+        let scenario = Assert::NONE.max_weight_error_pct(20.0);
+        let m = Assert::default_checks()
+            .merge(&sched)
+            .merge(&scenario)
+            .merge(&sched.only_off());
+        assert_eq!(m.max_weight_error_pct, Check::Off);
+        assert_eq!(m.max_gap_ms, Check::On(5000), "thresholds are not re-laid");
+        assert_eq!(sched.only_off().max_gap_ms, Check::Inherit);
     }
 }

@@ -18,6 +18,9 @@ pub struct CgroupDef {
     pub works: Vec<WorkSpec>,
     /// Whether a gauntlet work-type override may replace the work type.
     pub swappable: bool,
+    /// `cpu.weight` to write (1..=10000; the kernel's default is 100).
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
     /// True until the caller shapes the work: the first `work()` call then
     /// replaces the implicit default group instead of adding to it.
     implicit_work: bool,
@@ -31,6 +34,7 @@ impl CgroupDef {
             cpuset: None,
             works: vec![WorkSpec::default()],
             swappable: false,
+            cpu_weight: None,
             implicit_work: true,
         }
     }
@@ -95,6 +99,12 @@ impl CgroupDef {
         self
     }
 
+    /// Sets the cgroup's `cpu.weight` (1..=10000).
+    pub fn cpu_weight(mut self, weight: u32) -> Self {
+        self.cpu_weight = Some(weight);
+        self
+    }
+
     /// Opts into (or out of) gauntlet work-type overrides.
     pub fn swappable(mut self, yes: bool) -> Self {
         self.swappable = yes;
@@ -111,6 +121,14 @@ impl CgroupDef {
                 .any(|c| c.is_empty() || c == "." || c == "..");
         if bad_name {
             return Err(ModelError::CgroupName(self.name.to_string()));
+        }
+        if let Some(w) = self.cpu_weight
+            && !(1..=10_000).contains(&w)
+        {
+            return Err(ModelError::CpuWeight {
+                cgroup: self.name.to_string(),
+                weight: w,
+            });
         }
         if let Some(c) = &self.cpuset {
             c.validate()
@@ -149,6 +167,13 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(CgroupDef::named("a/b").validate().is_ok());
+        assert!(CgroupDef::named("w").cpu_weight(300).validate().is_ok());
+        for bad in [0, 10_001] {
+            assert!(matches!(
+                CgroupDef::named("w").cpu_weight(bad).validate(),
+                Err(ModelError::CpuWeight { weight, .. }) if weight == bad
+            ));
+        }
         for bad in ["", "/abs", "a//b", "../x", "a/."] {
             assert!(CgroupDef::named(bad).validate().is_err(), "{bad}");
         }

@@ -7,6 +7,7 @@
 use thiserror::Error;
 
 use super::assert::Assert;
+use super::metrics::{MetricLimit, MetricsFormat};
 use super::op::{PayloadSpec, SchedulerSpec};
 use super::plan::Needs;
 
@@ -25,12 +26,16 @@ pub fn guest_path(host_path: &str) -> String {
 
 /// A userspace binary a scenario runs in the background
 /// (`Op::run_payload`, `Step::with_payload`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Payload {
     pub name: &'static str,
     /// Its path inside the guest.
     pub binary: &'static str,
     pub default_args: &'static [&'static str],
+    /// Output the agent asks for and parses (see [`MetricsFormat`]).
+    pub metrics: Option<MetricsFormat>,
+    /// Limits on those metrics.
+    pub limits: &'static [MetricLimit],
 }
 
 impl Payload {
@@ -40,7 +45,21 @@ impl Payload {
             name,
             binary,
             default_args: &[],
+            metrics: None,
+            limits: &[],
         }
+    }
+
+    /// Parses its `format` output into the result.
+    pub const fn set_metrics(mut self, format: MetricsFormat) -> Self {
+        self.metrics = Some(format);
+        self
+    }
+
+    /// Replaces the limits on its metrics.
+    pub const fn set_limits(mut self, limits: &'static [MetricLimit]) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Replaces the arguments every run starts with.
@@ -56,6 +75,8 @@ impl From<&Payload> for PayloadSpec {
             name: p.name.into(),
             binary: p.binary.to_string(),
             default_args: p.default_args.iter().map(|a| a.to_string()).collect(),
+            metrics: p.metrics,
+            limits: p.limits.to_vec(),
         }
     }
 }

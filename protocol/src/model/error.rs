@@ -27,6 +27,8 @@ pub enum ModelError {
     CpusetEmpty,
     #[error("cgroup name {0:?} must be a relative path without empty, '.' or '..' parts")]
     CgroupName(String),
+    #[error("cgroup {cgroup}: cpu.weight {weight} is outside 1..=10000")]
+    CpuWeight { cgroup: String, weight: u32 },
     #[error("{policy}: real-time priority must be in 1..=99, got {priority}")]
     RtPriority { policy: String, priority: u32 },
     #[error("{0} names no NUMA node; give it at least one node")]

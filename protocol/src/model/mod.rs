@@ -9,6 +9,7 @@ pub mod cpuset;
 pub mod decl;
 pub mod error;
 pub mod hold;
+pub mod metrics;
 pub mod op;
 pub mod plan;
 pub mod report;
@@ -25,6 +26,7 @@ pub use decl::{
 };
 pub use error::ModelError;
 pub use hold::HoldSpec;
+pub use metrics::{Bound, MetricLimit, MetricsFormat, PayloadMetrics};
 pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
     SchedulerSpec, SpawnPlacement,

@@ -9,6 +9,7 @@ use strum::{EnumDiscriminants, VariantArray};
 
 use super::cgroup::CgroupDef;
 use super::cpuset::CpusetSpec;
+use super::metrics::{MetricLimit, MetricsFormat};
 use super::workload::{AffinityIntent, WorkSpec, WorkType};
 
 /// Where `Op::Spawn` puts its workers.
@@ -51,12 +52,28 @@ impl From<Cow<'static, str>> for SpawnPlacement {
 }
 
 /// A userspace binary the agent can run inside the guest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PayloadSpec {
     pub name: Cow<'static, str>,
     /// Path inside the guest.
     pub binary: String,
     pub default_args: Vec<String>,
+    /// Machine-readable output the agent asks for and parses into the
+    /// result; `None`: only the exit status counts.
+    #[serde(default)]
+    pub metrics: Option<MetricsFormat>,
+    /// Limits on those metrics; a broken one fails the step.
+    #[serde(default)]
+    pub limits: Vec<MetricLimit>,
+}
+
+impl PayloadSpec {
+    /// Replaces the limits on its metrics.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_limits(mut self, limits: Vec<MetricLimit>) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A scheduler binary packed into the guest and how to start it.
@@ -281,6 +298,11 @@ pub enum Op {
         irq: IrqSelector,
         cpu: usize,
     },
+    /// Writes the cgroup's `cpu.weight` (1..=10000).
+    SetCpuWeight {
+        cgroup: Cow<'static, str>,
+        weight: u32,
+    },
 }
 
 impl OpKind {
@@ -396,6 +418,13 @@ impl Op {
     pub fn unfreeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Self {
         Op::UnfreezeCgroup {
             cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn set_cpu_weight(cgroup: impl Into<Cow<'static, str>>, weight: u32) -> Self {
+        Op::SetCpuWeight {
+            cgroup: cgroup.into(),
+            weight,
         }
     }
 

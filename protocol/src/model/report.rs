@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::workload::SchedPolicy;
+
 /// Most wake-latency samples a report carries; workers keep a uniform
 /// reservoir of this size so a report stays a few KiB.
 pub const MAX_WAKE_SAMPLES: usize = 512;
@@ -67,6 +69,9 @@ pub struct WorkerReport {
     pub tid: i32,
     pub cgroup: String,
     pub work_type: String,
+    /// The scheduling policy it was started with.
+    #[serde(default)]
+    pub sched_policy: SchedPolicy,
     /// Units of useful work (type-specific: loop batches, messages, ...).
     pub work_units: u64,
     pub iterations: u64,

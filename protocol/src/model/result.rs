@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::assert::{Assert, CheckName, Setting};
+use super::metrics::PayloadMetrics;
 
 /// What kind of problem a detail reports; displays as the variant name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
@@ -17,6 +18,12 @@ pub enum DetailKind {
     WakeLatency,
     Migration,
     NumaLocality,
+    /// A cgroup's CPU time off the share its `cpu.weight` gives.
+    WeightShare,
+    /// A lower scheduling class got more CPU than a higher one.
+    ClassOrder,
+    /// A payload's metric broke its limit.
+    PayloadMetric,
     /// A check that was asked for had nothing to measure.
     NotMeasured,
     /// A worker ended without a report (killed at the stop deadline, or
@@ -94,6 +101,9 @@ pub struct AssertResult {
     /// Every check that was considered, in [`CheckName`] order.
     #[serde(default)]
     pub checks: Vec<CheckRecord>,
+    /// Figures parsed from payloads' machine-readable output.
+    #[serde(default)]
+    pub payload_metrics: Vec<PayloadMetrics>,
 }
 
 impl Default for AssertResult {
@@ -111,6 +121,7 @@ impl AssertResult {
             details: Vec::new(),
             stats: Vec::new(),
             checks: Vec::new(),
+            payload_metrics: Vec::new(),
         }
     }
 
@@ -181,6 +192,7 @@ impl AssertResult {
         self.skipped &= other.skipped;
         self.details.extend(other.details);
         self.stats.extend(other.stats);
+        self.payload_metrics.extend(other.payload_metrics);
         for r in other.checks {
             self.record_check(r.check, r.state);
         }
@@ -225,7 +237,7 @@ mod tests {
             m.check_state(CheckName::NotStarved),
             Some(CheckState::Ran { .. })
         ));
-        assert_eq!(m.checks.len(), 9, "one record per check");
+        assert_eq!(m.checks.len(), CheckName::ALL.len(), "one record per check");
         assert!(m.checks.windows(2).all(|w| w[0].check < w[1].check));
     }
 }
