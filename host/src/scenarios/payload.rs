@@ -84,25 +84,33 @@ fn run_then_wait(
     )
 }
 
-fn stress_ng_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
-    let args = vec![
+/// A `--cpu` stressor per CPU for the run.
+fn stress_ng_args(p: &ScenarioParams) -> Vec<String> {
+    vec![
         "--cpu".into(),
         p.cpus().to_string(),
         "--timeout".into(),
         secs(p),
-    ];
-    run_then_wait((&STRESS_NG.payload).into(), args, "stress", Vec::new())
+    ]
+}
+
+fn stress_ng_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+    run_then_wait(
+        (&STRESS_NG.payload).into(),
+        stress_ng_args(p),
+        "stress",
+        Vec::new(),
+    )
 }
 
 fn stress_ng_beside_workers(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
-    let args = vec![
-        "--cpu".into(),
-        p.cpus().to_string(),
-        "--timeout".into(),
-        secs(p),
-    ];
     let spin = CgroupDef::named("spin").workers(p.cpus());
-    run_then_wait((&STRESS_NG.payload).into(), args, "stress", vec![spin])
+    run_then_wait(
+        (&STRESS_NG.payload).into(),
+        stress_ng_args(p),
+        "stress",
+        vec![spin],
+    )
 }
 
 fn cyclictest_args(p: &ScenarioParams) -> Vec<String> {
