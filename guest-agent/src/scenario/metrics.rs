@@ -1,4 +1,4 @@
-//! Reading payloads' machine-readable output into [`PayloadMetrics`]: the
+//! Reading payloads' machine-readable output into [`ktstr_protocol::model::PayloadMetrics`]: the
 //! arguments that ask a payload for it, and the parsers for each
 //! [`MetricsFormat`].
 //!
