@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ktstr_protocol::model::{Backdrop, CpusetSpec, HoldSpec, Op, Step, Work};
+use ktstr_protocol::model::{Assert, Backdrop, CpusetSpec, HoldSpec, Op, Step, Work};
 
 use super::canned::{Canned, ScenarioParams, UNEVEN, backdrop, cg, third};
 
@@ -96,6 +96,11 @@ fn sched_reattach(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+/// Workers re-placed every 600 ms land on run queues the balancer has
+/// not evened out yet (EEVDF measured 14.9% in `task_move_loop`, at the
+/// default limit): spread limit 30%, still failed by a parked worker.
+const MOVING: Assert = Assert::NONE.max_spread_pct(30.0);
+
 pub(super) fn entries() -> Vec<Canned> {
     vec![
         Canned::steps(
@@ -107,14 +112,16 @@ pub(super) fn entries() -> Vec<Canned> {
         .set_checks(UNEVEN),
         Canned::steps(
             "cpuset_swap_loop",
-            "two cgroups on disjoint cpusets swapping them every 600 ms",
+            "two cgroups on disjoint cpusets swapping them every 600 ms (spread limit 30%)",
             cpuset_swap_loop,
-        ),
+        )
+        .set_checks(MOVING),
         Canned::steps(
             "task_move_loop",
-            "all workers moved between two cgroups and back every 600 ms",
+            "all workers moved between two cgroups and back every 600 ms (spread limit 30%)",
             task_move_loop,
-        ),
+        )
+        .set_checks(MOVING),
         Canned::steps(
             "cpuset_steps",
             "one cgroup's cpuset stepped through a quarter, all, the upper and the middle half",

@@ -3,7 +3,7 @@
 //! storms, affinity, policy and nice churn, page-fault churn, lock and
 //! cache contention, yield storms.
 
-use ktstr_protocol::model::{Backdrop, CgroupDef, Step, WorkType};
+use ktstr_protocol::model::{Assert, Backdrop, CgroupDef, Step, WorkType};
 
 use super::canned::{Canned, ScenarioParams, UNEVEN, one_step};
 
@@ -79,23 +79,34 @@ fn cache_thrash(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+/// More runnable workers than CPUs on per-CPU run queues: the load
+/// balancer evens out where they sit over seconds, not instantly, so on a
+/// 3 s run under emulation one worker may share a CPU longer than another
+/// (EEVDF measured spreads of 21-23% at 2x where the fixture's single
+/// queue stays under 10%). The spread limit is 30%, which a scheduler
+/// that parks a worker still fails.
+const OVERSUBSCRIBED: Assert = Assert::NONE.max_spread_pct(30.0);
+
 pub(super) fn entries() -> Vec<Canned> {
     vec![
         Canned::steps(
             "oversub_2x",
-            "two cgroups sharing twice as many CpuSpin workers as CPUs",
+            "two cgroups sharing twice as many CpuSpin workers as CPUs (spread limit 30%)",
             oversub_2x,
-        ),
+        )
+        .set_checks(OVERSUBSCRIBED),
         Canned::steps(
             "oversub_4x",
-            "two cgroups sharing four times as many CpuSpin workers as CPUs",
+            "two cgroups sharing four times as many CpuSpin workers as CPUs (spread limit 30%)",
             oversub_4x,
-        ),
+        )
+        .set_checks(OVERSUBSCRIBED),
         Canned::steps(
             "oversub_8x",
-            "two cgroups sharing eight times as many CpuSpin workers as CPUs",
+            "two cgroups sharing eight times as many CpuSpin workers as CPUs (spread limit 30%)",
             oversub_8x,
-        ),
+        )
+        .set_checks(OVERSUBSCRIBED),
         Canned::steps(
             "fork_storm",
             "a ForkExit worker per CPU (fork a child that exits, repeatedly) beside spinners \
@@ -143,8 +154,9 @@ pub(super) fn entries() -> Vec<Canned> {
         .set_checks(UNEVEN),
         Canned::steps(
             "cache_thrash",
-            "twice as many workers as CPUs striding through 4 MiB each",
+            "twice as many workers as CPUs striding through 4 MiB each (spread limit 30%)",
             cache_thrash,
-        ),
+        )
+        .set_checks(OVERSUBSCRIBED),
     ]
 }
