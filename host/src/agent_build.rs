@@ -166,12 +166,67 @@ pub fn build_initramfs(
         check_executable(host)?;
         b.add_executable_with_closure(guest, host)?;
     }
-    Ok(b.build_cached(cache_dir)?)
+    let path = b.build_cached(cache_dir)?;
+    prune_cache(cache_dir, &path, KEEP_INITRAMFS);
+    Ok(path)
+}
+
+/// Packed initramfs files kept in the cache: one per distinct agent,
+/// kernel config and executables, so every rebuild adds one.
+const KEEP_INITRAMFS: usize = 12;
+
+/// Marks `used` as just used and removes all but the `keep` most recently
+/// used initramfs files of `dir`. Best effort: the cache is only a cache,
+/// and a file another run has open stays readable to it.
+fn prune_cache(dir: &Path, used: &Path, keep: usize) {
+    if let Ok(f) = std::fs::File::options().write(true).open(used) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("initramfs-") && name.ends_with(".cpio.gz")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in files.into_iter().skip(keep) {
+        if old != used {
+            let _ = std::fs::remove_file(old);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let mut made = Vec::new();
+        for i in 0..5 {
+            let p = dir.path().join(format!("initramfs-{i}.cpio.gz"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(i))
+                .unwrap();
+            made.push(p);
+        }
+        let other = dir.path().join("vmlinux.h");
+        std::fs::write(&other, b"keep").unwrap();
+        // The oldest one is used again: it stays, with the two newest.
+        prune_cache(dir.path(), &made[0], 3);
+        let left: Vec<bool> = made.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, [true, false, false, true, true]);
+        assert!(other.exists(), "only initramfs files are pruned");
+    }
 
     #[test]
     fn executables_are_checked_before_anything_boots() {
