@@ -194,7 +194,7 @@ fn prune_cache(dir: &Path, used: &Path, keep: usize) {
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, old) in files.into_iter().skip(keep) {
         if old != used {
             let _ = std::fs::remove_file(old);
