@@ -12,6 +12,7 @@
 pub mod detect;
 pub mod kvm;
 pub mod qemu;
+pub mod ram;
 pub mod select;
 
 use std::path::PathBuf;
@@ -150,6 +151,13 @@ pub trait Vm: Send {
     /// brief freeze, for failure reports; `None` where the backend cannot
     /// tell.
     fn vcpu_state(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Guest RAM by guest-physical address, through the host's own
+    /// mapping of it (the ring region refused); `None` where the backend
+    /// cannot reach it.
+    fn guest_ram(&self) -> Option<Arc<dyn ram::PhysMemory>> {
         None
     }
 }

@@ -3,6 +3,7 @@
 //! mapping of machine exits and errors to the trait's; building and running
 //! the machine stay in `machine.rs` and `vcpu.rs`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ktstr_protocol::ShmArg;
@@ -11,6 +12,7 @@ use super::boot;
 use super::error::KvmError;
 use super::layout::SHM_START;
 use super::machine::{Machine, MachineConfig, MachineExit, Running};
+use crate::vm::ram::{Forbidden, PhysMemory, SlotRam};
 use crate::vm::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
 
 /// How long a freeze may wait for every vCPU to park.
@@ -69,9 +71,17 @@ impl Backend for KvmBackend {
         )
         .map_err(KvmError::from)?;
         machine.setup_boot_cpu(&entry)?;
+        let ram = Arc::new(SlotRam::new(
+            machine.memory().clone(),
+            vec![Forbidden {
+                range: SHM_START..SHM_START + spec.shm_size,
+                what: "ring region",
+            }],
+        ));
         let running = machine.start()?;
         Ok(Box::new(KvmVm {
             running,
+            ram,
             exit: None,
         }))
     }
@@ -80,6 +90,8 @@ impl Backend for KvmBackend {
 /// A Linux guest on our VMM.
 pub struct KvmVm {
     running: Running,
+    /// The same regions the vCPUs run on.
+    ram: Arc<SlotRam>,
     exit: Option<VmExit>,
 }
 
@@ -133,6 +145,10 @@ impl Vm for KvmVm {
 
     fn thaw(&mut self) -> Result<(), VmError> {
         Ok(self.running.thaw()?)
+    }
+
+    fn guest_ram(&self) -> Option<Arc<dyn PhysMemory>> {
+        Some(self.ram.clone())
     }
 
     fn vcpu_state(&mut self) -> Option<String> {

@@ -27,6 +27,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::SharedMapping;
+
+use crate::vm::ram::{Forbidden, MappedRam, PhysMemory};
 use ktstr_protocol::{Shm, ShmLayout};
 
 pub use cmdline::Accel;
@@ -186,6 +188,7 @@ impl QemuBackend {
         let args = qemu_args(spec, self.accel, &layout, &files)?;
 
         let mut node0 = None;
+        let mut ram_maps = Vec::new();
         for path in &files.ram {
             let file = OpenOptions::new()
                 .read(true)
@@ -203,8 +206,22 @@ impl QemuBackend {
                 path.display(),
                 layout.node_mib()
             )))?;
+            // The whole node, mapped shared: kernel-memory access reads
+            // what the guest sees. Address space only until touched.
+            let base = ram_maps.len() as u64 * layout.node_bytes;
+            ram_maps.push((
+                base,
+                Arc::new(SharedMapping::map_fd(&file, 0, layout.node_bytes as usize)?),
+            ));
             node0.get_or_insert(file);
         }
+        let ram = Arc::new(MappedRam::new(
+            ram_maps,
+            vec![Forbidden {
+                range: layout.shm_addr..layout.shm_addr + layout.shm_size,
+                what: "ring region",
+            }],
+        ));
         let node0 = node0.ok_or_else(|| VmError::Setup("no NUMA nodes".into()))?;
         let mapping = SharedMapping::map_fd(&node0, layout.shm_addr, layout.shm_size as usize)?;
         drop(node0);
@@ -239,6 +256,7 @@ impl QemuBackend {
         }
         Ok(QemuVm {
             shm,
+            ram,
             qmp: Some(qmp),
             exit: None,
             killed: false,
@@ -369,6 +387,8 @@ impl Drop for Owned {
 /// removes its work directory and RAM files.
 pub struct QemuVm {
     shm: ShmHandle,
+    /// Every node's RAM file, mapped at its guest-physical base.
+    ram: Arc<MappedRam>,
     qmp: Option<Qmp>,
     exit: Option<VmExit>,
     killed: bool,
@@ -499,6 +519,10 @@ impl Vm for QemuVm {
 
     fn thaw(&mut self) -> Result<(), VmError> {
         self.qmp_mut()?.execute("cont").map(drop)
+    }
+
+    fn guest_ram(&self) -> Option<Arc<dyn PhysMemory>> {
+        Some(self.ram.clone())
     }
 }
 
