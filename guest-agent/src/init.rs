@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use ktstr_protocol::PROTOCOL_VERSION;
 use ktstr_protocol::layout::agent_state;
 use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, LogLevel};
-use ktstr_protocol::model::FaultInjection;
+use ktstr_protocol::model::{FaultInjection, KernelAccess, KernelReply, KernelRequest};
 use ktstr_protocol::ring::{Consumer, Producer};
 use ktstr_protocol::{SharedMapping, Shm};
 use nix::fcntl::OFlag;
@@ -47,6 +47,10 @@ pub struct Channel<'a> {
     tx: Producer<'a>,
     rx: Consumer<'a>,
     buf: Vec<u8>,
+    /// The host has this guest's kernel info (sent once per guest).
+    kernel_info_sent: bool,
+    /// The id of the next kernel request.
+    next_request: u32,
 }
 
 impl<'a> Channel<'a> {
@@ -56,6 +60,8 @@ impl<'a> Channel<'a> {
             tx: shm.g2h_producer()?,
             rx: shm.h2g_consumer()?,
             buf: Vec::new(),
+            kernel_info_sent: false,
+            next_request: 1,
         })
     }
 
@@ -73,6 +79,53 @@ impl MessageSink for Channel<'_> {
             .send_msg("guest message", &msg, Some(Instant::now() + SEND_DEADLINE))?;
         self.shm.g2h_doorbell().fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    fn kernel(&mut self, cold: bool, accesses: Vec<KernelAccess>) -> Result<KernelReply> {
+        if !self.kernel_info_sent {
+            let info = crate::kernel_info::gather(&kernel_release())
+                .context("gathering what the host needs to reach kernel memory")?;
+            self.send(GuestMsg::KernelInfo(Box::new(info)))?;
+            self.kernel_info_sent = true;
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        self.send(GuestMsg::KernelRequest(KernelRequest {
+            id,
+            cold,
+            accesses,
+        }))?;
+        let deadline = Instant::now() + KERNEL_REPLY_DEADLINE;
+        match self.recv(deadline)? {
+            Some(HostMsg::KernelReply(r)) if r.id == id => Ok(r),
+            Some(HostMsg::KernelReply(r)) => {
+                bail!(
+                    "the host answered kernel request {} while {id} was asked",
+                    r.id
+                )
+            }
+            Some(HostMsg::Abort { reason }) => {
+                bail!("host aborted during kernel request {id}: {reason}")
+            }
+            Some(other) => bail!(
+                "the host sent {} while kernel request {id} waited for its answer",
+                host_msg_name(&other)
+            ),
+            None => bail!("no answer to kernel request {id} within {KERNEL_REPLY_DEADLINE:?}"),
+        }
+    }
+}
+
+/// How long a kernel request may wait for the host (it freezes the guest,
+/// which under emulation can take a while).
+const KERNEL_REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
+fn host_msg_name(m: &HostMsg) -> &'static str {
+    match m {
+        HostMsg::Plan(_) => "a plan",
+        HostMsg::Finish => "Finish",
+        HostMsg::KernelReply(_) => "a kernel reply",
+        HostMsg::Abort { .. } => "Abort",
     }
 }
 
@@ -262,6 +315,15 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             }
             Some(HostMsg::Abort { reason }) => {
                 return Err(("plan".into(), anyhow!("host aborted: {reason}")));
+            }
+            Some(other @ HostMsg::KernelReply(_)) => {
+                return Err((
+                    "plan".into(),
+                    anyhow!(
+                        "the host sent {} when a plan was due",
+                        host_msg_name(&other)
+                    ),
+                ));
             }
             None => {
                 return Err((

@@ -30,6 +30,7 @@ pub mod checks;
 pub mod scheduler;
 pub mod scenario;
 pub mod plan_runner;
+pub mod kernel_info;
 pub mod init;
 
 pub use ktstr_protocol as protocol;

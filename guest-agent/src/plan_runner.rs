@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use ktstr_protocol::message::{GuestMsg, Verdict};
 use ktstr_protocol::model::DetailKind;
-use ktstr_protocol::model::{AssertResult, Backdrop, Plan, Shape};
+use ktstr_protocol::model::{
+    AccessResult, AssertResult, Backdrop, KernelAccess, KernelReply, Plan, Shape,
+};
 
 use crate::cgroup::CgroupOps;
 use crate::scenario::{
-    Ctx, FactoryRegistry, ScenarioEvent, ScenarioFn, ScenarioObserver, ScenarioRegistry, Step,
-    step_from_wire, validate_sequence,
+    Ctx, FactoryRegistry, KernelLink, ScenarioEvent, ScenarioFn, ScenarioObserver,
+    ScenarioRegistry, Step, step_from_wire, validate_sequence,
 };
 use crate::scheduler::{SchedulerConfig, SchedulerDied, SchedulerManager};
 use crate::topology::TestTopology;
@@ -27,6 +29,12 @@ use crate::topology::TestTopology;
 /// Where the engine sends its messages.
 pub trait MessageSink {
     fn send(&mut self, msg: GuestMsg) -> Result<()>;
+
+    /// Asks the host for kernel-memory accesses and waits for its answer.
+    fn kernel(&mut self, cold: bool, accesses: Vec<KernelAccess>) -> Result<KernelReply> {
+        let _ = (cold, accesses);
+        anyhow::bail!("this agent has no host to do kernel-memory accesses")
+    }
 }
 
 /// Everything a plan run needs from the agent.
@@ -100,6 +108,15 @@ impl ScenarioObserver for Forwarder<'_> {
         if let Err(e) = self.sink.borrow_mut().send(msg) {
             *self.failed.borrow_mut() = Some(e);
         }
+    }
+}
+
+impl KernelLink for Forwarder<'_> {
+    fn request(&self, cold: bool, accesses: Vec<KernelAccess>) -> Result<Vec<AccessResult>> {
+        let reply = self.sink.borrow_mut().kernel(cold, accesses)?;
+        reply
+            .results
+            .map_err(|why| anyhow::anyhow!("the host could not do the accesses: {why}"))
     }
 }
 
@@ -209,6 +226,7 @@ impl<'a> PlanRunner<'a> {
             .assert(plan.assert)
             .current_step(Arc::new(AtomicU16::new(0)))
             .observer(&forwarder)
+            .kernel(&forwarder)
             .scheduler(&sched)
             .build();
         if let Some(spec) = &plan.scheduler {

@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod agent_build;
 pub mod prepare;
 pub mod vm;
+pub mod kmem;
 pub mod skip;
 pub mod scenarios;
 pub mod scheds;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ktstr_protocol::MsgError;
 use ktstr_protocol::message::{AgentError, Hello, StimulusEvent, Verdict};
-use ktstr_protocol::model::{AssertDetail, SchedulerSpec, WorkerReport};
+use ktstr_protocol::model::{AssertDetail, KernelValue, SchedulerSpec, WorkerReport};
 use serde::{Serialize, Serializer};
 
 use crate::vm::{VmError, VmExit};
@@ -119,6 +119,8 @@ pub enum RunFailure {
     RingCorrupt(MsgError),
     /// The plan could not be sent.
     SendPlan(MsgError),
+    /// A message other than the plan could not be sent.
+    Send { what: &'static str, error: MsgError },
     /// The guest sees another topology than the one requested.
     TopologyMismatch { want: String, diff: Vec<String> },
     /// The agent reported an error (the first one).
@@ -141,6 +143,7 @@ impl RunFailure {
             RunFailure::RingOpen { .. } => "ring_open",
             RunFailure::RingCorrupt(_) => "ring_corrupt",
             RunFailure::SendPlan(_) => "send_plan",
+            RunFailure::Send { .. } => "send",
             RunFailure::TopologyMismatch { .. } => "topology_mismatch",
             RunFailure::Agent(_) => "agent_error",
             RunFailure::NoVerdict => "no_verdict",
@@ -180,6 +183,7 @@ impl fmt::Display for RunFailure {
             ),
             RunFailure::RingCorrupt(e) => write!(f, "the guest->host ring is corrupt: {e}"),
             RunFailure::SendPlan(e) => write!(f, "sending the plan: {e}"),
+            RunFailure::Send { what, error } => write!(f, "sending the {what}: {error}"),
             RunFailure::TopologyMismatch { want, diff } => write!(
                 f,
                 "the guest's topology differs from the requested {want}:\n  {}",
@@ -241,6 +245,50 @@ pub struct RunOutcome {
     pub timings: Timings,
     /// Console tail, kept when the run failed.
     pub console_tail: Option<String>,
+    /// Host-side kernel-memory access during this plan, when there was any.
+    pub kernel: Option<KernelAccessLog>,
+}
+
+/// What the host did in the guest kernel's memory for one plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KernelAccessLog {
+    /// Runtime address of `_text` (KASLR applied) and its offset from the
+    /// link address.
+    pub text_va: u64,
+    pub kaslr_offset: i64,
+    /// Physical address of `_text`.
+    pub text_pa: u64,
+    pub page_offset_base: u64,
+    pub paging_levels: u8,
+    /// The guest's `/proc/version` and CONFIG_HZ.
+    pub proc_version: String,
+    pub hz: u32,
+    /// Requests served, freezes taken for them, and the longest freeze.
+    pub requests: u32,
+    pub freezes: u32,
+    pub max_frozen_us: u64,
+    /// Every read, in order.
+    pub reads: Vec<KernelRead>,
+    /// Accesses that failed, with why.
+    pub errors: Vec<String>,
+}
+
+/// One value the host read for a scenario.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelRead {
+    /// The step that asked (the agent's `current_step` word).
+    pub step: u16,
+    pub tag: String,
+    pub target: String,
+    pub cold: bool,
+    pub value: KernelValue,
+}
+
+impl KernelAccessLog {
+    /// The value of the first read tagged `tag`.
+    pub fn read(&self, tag: &str) -> Option<&KernelValue> {
+        self.reads.iter().find(|r| r.tag == tag).map(|r| &r.value)
+    }
 }
 
 impl RunOutcome {

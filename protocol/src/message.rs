@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AssertResult, ObservedTopology, OpKind, Plan, WorkerReport};
+use crate::model::{
+    AssertResult, KernelInfo, KernelReply, KernelRequest, ObservedTopology, OpKind, Plan,
+    WorkerReport,
+};
 
 /// The agent's first message: who it is and what machine it sees.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +98,10 @@ pub enum GuestMsg {
         text: String,
     },
     Error(AgentError),
+    /// What the host needs to reach this kernel's memory (once).
+    KernelInfo(Box<KernelInfo>),
+    /// Reads and writes of kernel memory for the host to do.
+    KernelRequest(KernelRequest),
     /// Last message before power-off.
     Done,
 }
@@ -105,6 +112,8 @@ pub enum HostMsg {
     Plan(Box<Plan>),
     /// No more plans: say Done and power off.
     Finish,
+    /// The answer to a `KernelRequest`.
+    KernelReply(KernelReply),
     /// Stop what you are doing, report, and power off.
     Abort {
         reason: String,

@@ -1,12 +1,14 @@
 //! Applies one [`Op`] to a running scenario and reports it as a stimulus
-//! event. Ops that need the host (snapshots, kernel memory, BPF maps) or
-//! IRQ steering are refused by name: skipping them
-//! would let a scenario pass without the stimulus it asked for.
+//! event; kernel-memory ops go to the host ([`kernel_ops`]). Ops this
+//! agent cannot do yet (snapshots, BPF maps, IRQ steering) are refused by
+//! name: skipping them would let a scenario pass without the stimulus it
+//! asked for.
 
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::{AssertResult, CgroupDef, DetailKind, Op, OpKind, SpawnPlacement};
 
 use super::ctx::Ctx;
+use super::kernel_ops;
 use super::payload::{Measured, describe};
 use super::state::RunState;
 use super::workers::{effective_work_type, resolve_num_workers};
@@ -16,14 +18,7 @@ use crate::sysfs::format_cpu_list;
 pub fn is_supported(kind: OpKind) -> bool {
     !matches!(
         kind,
-        OpKind::CaptureSnapshot
-            | OpKind::WatchSnapshot
-            | OpKind::WriteKernelHot
-            | OpKind::WriteKernelCold
-            | OpKind::ReadKernelHot
-            | OpKind::ReadKernelCold
-            | OpKind::PinBpfMap
-            | OpKind::SteerIrq
+        OpKind::CaptureSnapshot | OpKind::WatchSnapshot | OpKind::PinBpfMap | OpKind::SteerIrq
     )
 }
 
@@ -111,9 +106,34 @@ fn record_metrics(result: &mut AssertResult, name: &str, m: Measured) {
     }
 }
 
+/// Applies `ops` in order; adjacent cold kernel ops go to the host as one
+/// request (one freeze).
+pub(crate) fn apply_ops(ctx: &Ctx, st: &mut RunState, ops: &[Op]) -> Result<()> {
+    let mut i = 0;
+    while i < ops.len() {
+        let n = kernel_ops::cold_run(&ops[i..]);
+        if n > 0 {
+            let accesses = ops[i..i + n]
+                .iter()
+                .filter_map(kernel_ops::accesses)
+                .flat_map(|(_, a)| a)
+                .collect();
+            kernel_ops::run(ctx, true, accesses)?;
+            i += n;
+        } else {
+            apply_op(ctx, st, &ops[i])?;
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Applies `op` and emits its stimulus event.
 pub(crate) fn apply_op(ctx: &Ctx, st: &mut RunState, op: &Op) -> Result<()> {
     let kind = op.kind();
+    if let Some((cold, accesses)) = kernel_ops::accesses(op) {
+        return kernel_ops::run(ctx, cold, accesses);
+    }
     let detail = match op {
         Op::AddCgroup { name } => {
             st.add_cgroup(ctx, name, st.op_owner())?;

@@ -7,13 +7,16 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use ktstr_protocol::message::StimulusEvent;
 use ktstr_protocol::model::{
-    Assert, AssertResult, CgroupDef, CpusetSpec, HoldSpec, OpKind, WorkType, WorkerReport,
+    AccessResult, Assert, AssertResult, CgroupDef, CpusetSpec, HoldSpec, KernelAccess, KernelValue,
+    OpKind, WorkType, WorkerReport,
 };
 
 use crate::cgroup::CgroupOps;
@@ -61,6 +64,12 @@ impl<F: Fn(ScenarioEvent)> ScenarioObserver for F {
     }
 }
 
+/// How kernel-memory ops reach the host, which does the accesses (cold
+/// ones inside one freeze) and answers one result per access.
+pub trait KernelLink {
+    fn request(&self, cold: bool, accesses: Vec<KernelAccess>) -> Result<Vec<AccessResult>>;
+}
+
 /// The runtime context of a scenario.
 pub struct Ctx<'a> {
     /// Cgroup operations; a trait object so tests can pass an in-memory double.
@@ -89,6 +98,10 @@ pub struct Ctx<'a> {
     /// Starts, watches and stops sched_ext schedulers (scheduler ops,
     /// liveness during holds).
     scheduler: Option<&'a RefCell<SchedulerManager>>,
+    /// The host, for kernel-memory ops.
+    kernel: Option<&'a dyn KernelLink>,
+    /// Values kernel reads brought back, by tag (latest wins).
+    kernel_values: RefCell<BTreeMap<String, KernelValue>>,
     started: Instant,
 }
 
@@ -127,6 +140,8 @@ impl<'a> Ctx<'a> {
                 current_step: Arc::new(AtomicU16::new(0)),
                 observer: None,
                 scheduler: None,
+                kernel: None,
+                kernel_values: RefCell::new(BTreeMap::new()),
                 started: Instant::now(),
             },
         }
@@ -212,6 +227,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Asks the host for `accesses` (inside one freeze when `cold`).
+    pub fn kernel_request(
+        &self,
+        cold: bool,
+        accesses: Vec<KernelAccess>,
+    ) -> Result<Vec<AccessResult>> {
+        match self.kernel {
+            Some(k) => k.request(cold, accesses),
+            None => anyhow::bail!(
+                "kernel-memory ops need the host, and this context has no link to one (they run \
+                 in a VM started by ktstr)"
+            ),
+        }
+    }
+
+    /// The value the latest kernel read tagged `tag` brought back.
+    pub fn kernel_value(&self, tag: &str) -> Option<KernelValue> {
+        self.kernel_values.borrow().get(tag).cloned()
+    }
+
+    pub(crate) fn remember_kernel_value(&self, tag: &str, value: KernelValue) {
+        self.kernel_values
+            .borrow_mut()
+            .insert(tag.to_string(), value);
+    }
+
     /// Publishes the phase before anything of that phase happens.
     pub(crate) fn publish_step(&self, step: u16) {
         self.current_step.store(step, Ordering::Release);
@@ -284,6 +325,13 @@ impl<'a> CtxBuilder<'a> {
     #[must_use = "builder methods consume self; bind the result"]
     pub fn current_step(mut self, cs: Arc<AtomicU16>) -> Self {
         self.ctx.current_step = cs;
+        self
+    }
+
+    /// The host link kernel-memory ops go through.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn kernel(mut self, k: &'a dyn KernelLink) -> Self {
+        self.ctx.kernel = Some(k);
         self
     }
 

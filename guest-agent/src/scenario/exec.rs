@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ktstr_protocol::model::{Assert, AssertResult, Backdrop, CgroupDef, DetailKind, HoldSpec, Op};
 
-use super::apply::{apply_op, is_supported, setup_def, unsupported};
+use super::apply::{apply_ops, is_supported, setup_def, unsupported};
 use super::ctx::{Ctx, ScenarioEvent};
 use super::owner::Owner;
 use super::process_alive;
@@ -156,9 +156,7 @@ fn run_phases(
     st: &mut RunState,
 ) -> Result<AssertResult> {
     st.in_step = false;
-    for op in &backdrop.ops {
-        apply_op(ctx, st, op).context("Backdrop op")?;
-    }
+    apply_ops(ctx, st, &backdrop.ops).context("Backdrop op")?;
     for def in &backdrop.cgroups {
         setup_def(ctx, st, def).context("Backdrop cgroup")?;
     }
@@ -260,9 +258,7 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
             let deadline = started + ctx.duration;
             let mut next = Instant::now();
             loop {
-                for op in &step.ops {
-                    apply_op(ctx, st, op)?;
-                }
+                apply_ops(ctx, st, &step.ops)?;
                 next += interval;
                 if next >= deadline {
                     hold_until(ctx, deadline);
@@ -275,9 +271,7 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
         }
         hold => {
             // Ops first, so a step can create parents its defs nest under.
-            for op in &step.ops {
-                apply_op(ctx, st, op)?;
-            }
+            apply_ops(ctx, st, &step.ops)?;
             apply_setup(st)?;
             hold_until(ctx, Instant::now() + hold.resolve(ctx.duration));
             Ok(())

@@ -20,6 +20,7 @@ pub mod ctx;
 pub mod custom;
 pub mod exec;
 pub mod group;
+mod kernel_ops;
 mod metrics;
 pub mod named;
 pub mod ops;
@@ -35,7 +36,7 @@ mod tests;
 
 pub use affinity::{ResolvedAffinity, resolve_affinity_for_cgroup, set_pid_affinity};
 pub use apply::is_supported as op_is_supported;
-pub use ctx::{Ctx, CtxBuilder, ScenarioEvent, ScenarioObserver};
+pub use ctx::{Ctx, CtxBuilder, KernelLink, ScenarioEvent, ScenarioObserver};
 pub use custom::{
     WorkloadConfig, collect_all, collect_with_cpusets, dfl_wl, setup_cgroups, spawn_diverse,
 };

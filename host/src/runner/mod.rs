@@ -11,6 +11,8 @@
 //! and writes the ring only through typed messages; the outcome's shape
 //! lives in [`crate::outcome`], its formatting in [`crate::report`].
 
+mod kernel;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,14 @@ struct Session<'v> {
     tx: Producer<'v>,
     buf: Vec<u8>,
     stage: Stage,
+    /// The agent's phase word.
+    step: &'v std::sync::atomic::AtomicU32,
+}
+
+impl Session<'_> {
+    fn current_step(&self) -> u32 {
+        self.step.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Boots `cfg.spec` with `backend`, runs the (first) plan, and reports.
@@ -151,6 +161,8 @@ struct Batch<'c> {
     hello: Option<(HelloSummary, u64, u64)>,
     /// When the running plan was sent.
     sent: Instant,
+    /// The guest kernel, for kernel-memory requests.
+    desk: kernel::KernelDesk,
 }
 
 impl Batch<'_> {
@@ -199,6 +211,7 @@ fn run_batch(
         outs: Vec::new(),
         hello: None,
         sent: Instant::now(),
+        desk: kernel::KernelDesk::default(),
     };
     let result = drive(vm.as_mut(), backend, &mut b);
     if b.outs.is_empty() {
@@ -317,6 +330,7 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         tx: shm.h2g_producer().map_err(open("host->guest"))?,
         buf: Vec::new(),
         stage: Stage::Booting,
+        step: shm.current_step(),
     };
     let launched = Instant::now();
     let mut last_note = Instant::now();
@@ -348,30 +362,16 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
                 }
             }
         }
-        // Drain everything the guest has published.
-        loop {
-            let msg =
-                match s
-                    .rx
-                    .recv_msg::<GuestMsg>("guest message", &mut s.buf, Some(Instant::now()))
-                {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) if e.is_fatal() => return Err(RunFailure::RingCorrupt(e)),
-                    Err(e) => {
-                        tracing::warn!("bad frame from the guest: {e}");
-                        if let Some(out) = b.outs.last_mut() {
-                            out.logs.push(format!("bad frame from the guest: {e}"));
-                        }
-                        continue;
-                    }
-                };
-            if let Flow::Done = handle(msg, backend, b, &mut s)? {
-                return Ok(());
-            }
+        if drain(vm, backend, b, &mut s)? {
+            return Ok(());
         }
         match vm.try_wait() {
             Ok(Some(exit)) => {
+                // What the guest published just before it went is still in
+                // the ring: read it before calling the end early.
+                if drain(vm, backend, b, &mut s)? {
+                    return Ok(());
+                }
                 return Err(RunFailure::VmEnded {
                     exit,
                     stage: s.stage,
@@ -386,6 +386,35 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
                 .say(&format!("{}... {}", s.stage, secs(since(&s, b, launched))));
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Handles everything the guest has published; `true` once it said Done.
+fn drain(
+    vm: &mut dyn Vm,
+    backend: &dyn Backend,
+    b: &mut Batch<'_>,
+    s: &mut Session<'_>,
+) -> Result<bool, RunFailure> {
+    loop {
+        let msg = match s
+            .rx
+            .recv_msg::<GuestMsg>("guest message", &mut s.buf, Some(Instant::now()))
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(false),
+            Err(e) if e.is_fatal() => return Err(RunFailure::RingCorrupt(e)),
+            Err(e) => {
+                tracing::warn!("bad frame from the guest: {e}");
+                if let Some(out) = b.outs.last_mut() {
+                    out.logs.push(format!("bad frame from the guest: {e}"));
+                }
+                continue;
+            }
+        };
+        if let Flow::Done = handle(msg, vm, backend, b, s)? {
+            return Ok(true);
+        }
     }
 }
 
@@ -418,6 +447,7 @@ fn send_plan(
 /// passing verdict, Finish after the last.
 fn handle(
     msg: GuestMsg,
+    vm: &mut dyn Vm,
     backend: &dyn Backend,
     b: &mut Batch<'_>,
     s: &mut Session<'_>,
@@ -526,6 +556,22 @@ fn handle(
         GuestMsg::Error(e) => {
             progress.say(&format!("agent error in {}: {}", e.stage, e.message));
             out.agent_errors.push(e);
+        }
+        GuestMsg::KernelInfo(info) => b.desk.info(*info),
+        GuestMsg::KernelRequest(req) => {
+            let step = s.current_step() as u16;
+            let mut log = b.out().kernel.take();
+            let reply = b.desk.serve(vm, &req, step, &mut log);
+            b.out().kernel = log;
+            s.tx.send_msg(
+                "kernel reply",
+                &HostMsg::KernelReply(reply),
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+            .map_err(|error| RunFailure::Send {
+                what: "kernel reply",
+                error,
+            })?;
         }
     }
     Ok(Flow::Continue)

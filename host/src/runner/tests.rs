@@ -278,7 +278,9 @@ fn failed_checks_and_agent_errors_are_judged() {
     let out = run(&FakeBackend::new(failing), cfg()).unwrap();
     assert!(!out.passed);
     assert!(
-        matches!(&out.failure, Some(RunFailure::ChecksFailed(d)) if d[0].kind == DetailKind::Starved)
+        matches!(&out.failure, Some(RunFailure::ChecksFailed(d)) if d[0].kind == DetailKind::Starved),
+        "{:?}",
+        out.failure
     );
     assert_eq!(out.console_tail.as_deref(), Some("fake console"));
 

@@ -196,7 +196,7 @@ impl VecRam {
 impl PhysMemory for VecRam {
     fn ranges(&self) -> Vec<Range<u64>> {
         let size = self.bytes.read().map_or(0, |b| b.len()) as u64;
-        vec![self.base..self.base + size]
+        std::iter::once(self.base..self.base + size).collect()
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), RamError> {

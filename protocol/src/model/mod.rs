@@ -9,6 +9,7 @@ pub mod cpuset;
 pub mod decl;
 pub mod error;
 pub mod hold;
+pub mod kernel;
 pub mod metrics;
 pub mod op;
 pub mod plan;
@@ -26,6 +27,7 @@ pub use decl::{
 };
 pub use error::ModelError;
 pub use hold::HoldSpec;
+pub use kernel::{AccessResult, KernelAccess, KernelInfo, KernelReply, KernelRequest};
 pub use metrics::{Bound, MetricLimit, MetricsFormat, PayloadMetrics};
 pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,

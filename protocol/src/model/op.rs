@@ -126,6 +126,16 @@ pub enum KernelTarget {
     },
     /// A kernel virtual address.
     Addr(u64),
+    /// `field` (a dotted member path in the variable's BTF type; empty:
+    /// the whole variable) of CPU `cpu`'s copy of per-CPU `symbol`.
+    PerCpu {
+        symbol: Cow<'static, str>,
+        cpu: u32,
+        field: Cow<'static, str>,
+    },
+    /// `field` (a dotted member path of `task_struct`) of the process
+    /// whose pid is `pid` (thread-group leaders, found on the task list).
+    TaskField { pid: i32, field: Cow<'static, str> },
 }
 
 impl KernelTarget {
@@ -133,6 +143,44 @@ impl KernelTarget {
         KernelTarget::Symbol {
             name: name.into(),
             offset: 0,
+        }
+    }
+
+    /// `field` of CPU `cpu`'s copy of per-CPU variable `symbol`.
+    pub fn per_cpu(
+        symbol: impl Into<Cow<'static, str>>,
+        cpu: u32,
+        field: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        KernelTarget::PerCpu {
+            symbol: symbol.into(),
+            cpu,
+            field: field.into(),
+        }
+    }
+
+    /// `field` of the `task_struct` of process `pid`.
+    pub fn task_field(pid: i32, field: impl Into<Cow<'static, str>>) -> Self {
+        KernelTarget::TaskField {
+            pid,
+            field: field.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelTarget::Symbol { name, offset: 0 } => write!(f, "{name}"),
+            KernelTarget::Symbol { name, offset } => write!(f, "{name}+{offset:#x}"),
+            KernelTarget::Addr(a) => write!(f, "{a:#x}"),
+            KernelTarget::PerCpu { symbol, cpu, field } if field.is_empty() => {
+                write!(f, "{symbol}[cpu {cpu}]")
+            }
+            KernelTarget::PerCpu { symbol, cpu, field } => {
+                write!(f, "{symbol}[cpu {cpu}].{field}")
+            }
+            KernelTarget::TaskField { pid, field } => write!(f, "task {pid}.{field}"),
         }
     }
 }
@@ -143,6 +191,33 @@ pub enum KernelValue {
     U32(u32),
     U64(u64),
     Bytes(Vec<u8>),
+    /// OR these bits into the u32 there (read, modify, write in one
+    /// access).
+    OrU32(u32),
+}
+
+impl std::fmt::Display for KernelValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelValue::U32(v) => write!(f, "{v} ({v:#x})"),
+            KernelValue::U64(v) => write!(f, "{v} ({v:#x})"),
+            KernelValue::OrU32(v) => write!(f, "|= {v:#x}"),
+            KernelValue::Bytes(b) => {
+                let text: String = b
+                    .iter()
+                    .take(64)
+                    .map(|&c| {
+                        if (0x20..0x7f).contains(&c) {
+                            c as char
+                        } else {
+                            '.'
+                        }
+                    })
+                    .collect();
+                write!(f, "{} bytes {text:?}", b.len())
+            }
+        }
+    }
 }
 
 /// How much to read from kernel memory.

@@ -1,0 +1,17 @@
+//! Guest kernel memory from the host: symbols (the guest's kallsyms),
+//! where the kernel sits (KASLR, direct map, page tables), struct layouts
+//! (the guest's BTF), and reads and writes of kernel variables, per-CPU
+//! data and task fields.
+//!
+//! Works on any [`crate::vm::ram::PhysMemory`]; freezing the guest around
+//! an access is the caller's business (the runner's), as is getting the
+//! guest's kallsyms. Everything read from the guest is hostile input.
+
+pub mod btf;
+pub mod error;
+pub mod kernel;
+pub mod symbols;
+pub mod translate;
+
+pub use error::KmemError;
+pub use kernel::Kernel;
