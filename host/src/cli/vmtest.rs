@@ -80,6 +80,10 @@ pub struct VmtestArgs {
     /// Show the kernel's boot messages on the console log (not `quiet`).
     #[arg(long)]
     kernel_console: bool,
+    /// Boot with `nokaslr`: the kernel at its link address (KASLR is on
+    /// by default, as on the machines schedulers ship to).
+    #[arg(long)]
+    no_kaslr: bool,
 }
 
 /// Runs the command; `Ok(false)` when a scenario failed.
@@ -181,6 +185,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
             spec.memory_mib = m;
         }
         spec.verbose = a.kernel_console;
+        spec.kaslr = !a.no_kaslr;
         let cfg = RunConfig {
             run_timeout: a.timeout,
             t0,

@@ -39,6 +39,9 @@ pub struct VmSpec {
     pub cmdline_extra: Vec<String>,
     /// Full kernel console output instead of `quiet`.
     pub verbose: bool,
+    /// Kernel address-space randomization (the kernel's default); off adds
+    /// `nokaslr`.
+    pub kaslr: bool,
 }
 
 impl VmSpec {
@@ -53,6 +56,7 @@ impl VmSpec {
             shm_size: DEFAULT_REGION,
             cmdline_extra: Vec::new(),
             verbose: false,
+            kaslr: true,
         }
     }
 }

@@ -20,14 +20,13 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The kernel command line for a KVM guest: serial console, no PCI (there
 /// is no PCI host bridge), reboot through the keyboard controller, panic
-/// ends the VM, and the ring's place.
+/// ends the VM, KASLR unless the spec turns it off, and the ring's place.
 pub fn kernel_cmdline(spec: &VmSpec) -> String {
     let mut words = vec![
         "console=ttyS0".to_string(),
         "reboot=k".into(),
         "panic=-1".into(),
         "pci=off".into(),
-        "nokaslr".into(),
         "tsc=reliable".into(),
         "no_timer_check".into(),
         ShmArg {
@@ -36,6 +35,9 @@ pub fn kernel_cmdline(spec: &VmSpec) -> String {
         }
         .to_string(),
     ];
+    if !spec.kaslr {
+        words.push("nokaslr".into());
+    }
     if !spec.verbose {
         words.push("quiet".into());
         words.push("loglevel=3".into());

@@ -99,15 +99,18 @@ fn mem_size(bytes: u64) -> String {
     }
 }
 
-/// The guest kernel command line: console on the first serial port, no
-/// KASLR (the kernel lands where [`super::layout::kernel_end`] expects it),
-/// panic and reboot turn into a QEMU exit (`-no-reboot`), the region
+/// The guest kernel command line: console on the first serial port, KASLR
+/// unless the spec turns it off (the decompressor keeps clear of `memmap=`
+/// regions and the initrd, so the ring stays whole), panic and reboot turn into a QEMU exit (`-no-reboot`), the region
 /// reserved with `memmap=SIZE$ADDR` and announced with `ktstr.shm=`, then
 /// the spec's extra words.
 pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout) -> String {
-    let mut words: Vec<String> = ["console=ttyS0", "nokaslr", "panic=-1", "reboot=k"]
+    let mut words: Vec<String> = ["console=ttyS0", "panic=-1", "reboot=k"]
         .map(String::from)
         .into();
+    if !spec.kaslr {
+        words.push("nokaslr".into());
+    }
     if !spec.verbose {
         words.push("quiet".into());
         words.push("loglevel=3".into());
@@ -279,7 +282,7 @@ mod tests {
             "-initrd",
             "/k/initrd.cpio",
             "-append",
-            "console=ttyS0 nokaslr panic=-1 reboot=k quiet loglevel=3 \
+            "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 \
              memmap=16M$0x10000000 ktstr.shm=0x10000000,0x1000000",
         ];
         assert_eq!(args, expected);
@@ -290,6 +293,7 @@ mod tests {
     fn two_nodes_four_llcs_smt() {
         let mut s = spec("2n4l2c2t", 1024);
         s.verbose = true;
+        s.kaslr = false;
         s.cmdline_extra = vec!["foo=1".into(), "bar".into()];
         let l = MemoryLayout::plan(1024, 2, 16 * MIB, 0x400_0000, 0).unwrap();
         assert_eq!(l.node_bytes, 512 * MIB);
@@ -327,7 +331,7 @@ mod tests {
         assert_eq!(l.shm_addr % (2 * MIB), 0);
         assert_eq!(
             values(&args, "-append"),
-            ["console=ttyS0 nokaslr panic=-1 reboot=k \
+            ["console=ttyS0 panic=-1 reboot=k nokaslr \
               memmap=16M$0x10000000 ktstr.shm=0x10000000,0x1000000 foo=1 bar"]
         );
     }

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! 0 .. 16 MiB          firmware, boot_params, command line, real-mode setup
-//! 16 MiB .. kernel_end decompressed kernel (nokaslr: at pref_address)
+//! 16 MiB .. kernel_end decompression buffer (the kernel runs here with
+//!                      nokaslr; with KASLR it moves to a random free spot,
+//!                      never into `memmap=` regions or the initrd)
 //! shm_addr             the ring region: node 0's size / 2, 2 MiB aligned
 //! .. top - initrd      free guest RAM
 //! top of low RAM       initrd (QEMU puts it as high as it fits), then ACPI

@@ -1,0 +1,235 @@
+//! End to end: the host reads and writes the guest kernel's memory with
+//! KASLR on (QEMU TCG here; `e2e_kvm_nested.rs` covers our VMM). One guest
+//! runs three plans (reads with a hold between them, a per-CPU runqueue
+//! read under load, sysctl writes read back through /proc/sys); a second
+//! boot shows the kernel moved.
+//!
+//! Needs QEMU and the default kernel; without them each test prints
+//! `SKIP: <reason>`.
+
+mod common;
+
+use common::{prepared, run_all};
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ktstr_host::outcome::{KernelAccessLog, RunOutcome};
+use ktstr_protocol::model::{
+    AffinityIntent, Assert, HoldSpec, KernelTarget, KernelValue, KernelValueWidth, Op, Plan, Step,
+    Work, WorkType,
+};
+
+const TOPOLOGY: &str = "1n1l2c1t";
+/// Bytes of `linux_banner` read; the banner is shorter and NUL-terminated.
+const BANNER_BYTES: usize = 512;
+/// The hold between the second and third `jiffies_64` reads.
+const HOLD: Duration = Duration::from_millis(500);
+
+fn jiffies(tag: &'static str) -> Op {
+    Op::read_kernel_cold(
+        tag,
+        KernelTarget::symbol("jiffies_64"),
+        KernelValueWidth::u64(),
+    )
+}
+
+/// Reads the banner and `jiffies_64` twice in one step (one freeze), holds
+/// 500 ms, reads `jiffies_64` again.
+fn reads_plan() -> Plan {
+    let steps = vec![
+        Step::new(
+            vec![
+                Op::read_kernel_cold(
+                    "banner",
+                    KernelTarget::symbol("linux_banner"),
+                    KernelValueWidth::bytes(BANNER_BYTES),
+                ),
+                jiffies("j0"),
+                jiffies("j1"),
+            ],
+            HoldSpec::fixed(HOLD),
+        ),
+        Step::with_op(jiffies("j2"), HoldSpec::fixed(Duration::ZERO)),
+    ];
+    Plan::new("kmem_reads", steps, Duration::from_secs(1)).set_assert(Assert::NONE)
+}
+
+/// Three spinning workers pinned to CPU 1, then CPU 1's `rq.nr_running`.
+fn runqueue_plan() -> Plan {
+    let pinned = Work::default()
+        .workers(3)
+        .work_type(WorkType::CpuSpin)
+        .affinity(AffinityIntent::Exact(BTreeSet::from([1])));
+    let steps = vec![
+        Step::new(
+            vec![Op::add_cgroup("pinned"), Op::spawn("pinned", pinned)],
+            HoldSpec::fixed(Duration::from_secs(1)),
+        ),
+        Step::with_op(
+            Op::read_kernel_cold(
+                "nr_running",
+                KernelTarget::per_cpu("runqueues", 1, "nr_running"),
+                KernelValueWidth::u32(),
+            ),
+            HoldSpec::fixed(Duration::from_millis(200)),
+        ),
+    ];
+    Plan::new("kmem_runqueue", steps, Duration::from_secs(2))
+        .set_assert(Assert::NONE.check_not_starved())
+}
+
+fn kernel_log<'a>(out: &'a RunOutcome) -> &'a KernelAccessLog {
+    assert!(
+        out.passed,
+        "{} failed: {}\nconsole:\n{}",
+        out.scenario,
+        out.failure_text(),
+        out.console_tail.clone().unwrap_or_default()
+    );
+    let log = out
+        .kernel
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: no kernel accesses logged", out.scenario));
+    assert!(log.errors.is_empty(), "{}: {:?}", out.scenario, log.errors);
+    log
+}
+
+fn u64_read(log: &KernelAccessLog, tag: &str) -> u64 {
+    match log.read(tag) {
+        Some(KernelValue::U64(v)) => *v,
+        other => panic!("{tag}: expected a u64, got {other:?}"),
+    }
+}
+
+/// When the agent reported the read tagged `tag`, in ms since the plan
+/// started (guest clock, which stands still while the guest is frozen).
+fn read_at_ms(out: &RunOutcome, tag: &str) -> u64 {
+    let prefix = format!("read {tag}:");
+    out.events
+        .iter()
+        .find(|e| e.detail.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no event for read {tag}"))
+        .elapsed_ms
+}
+
+fn check_reads(out: &RunOutcome) {
+    let log = kernel_log(out);
+    assert!(log.hz > 0, "CONFIG_HZ from the guest");
+    // The banner the kernel prints is /proc/version's text.
+    let Some(KernelValue::Bytes(banner)) = log.read("banner") else {
+        panic!("banner: {:?}", log.read("banner"))
+    };
+    let end = banner
+        .iter()
+        .position(|&b| b == 0)
+        .expect("a NUL in 512 bytes");
+    let banner = String::from_utf8_lossy(&banner[..end]);
+    assert_eq!(
+        banner.trim_end(),
+        log.proc_version.trim_end(),
+        "linux_banner read cold vs the guest's /proc/version"
+    );
+    // Two reads in one freeze see the same tick.
+    let (j0, j1, j2) = (
+        u64_read(log, "j0"),
+        u64_read(log, "j1"),
+        u64_read(log, "j2"),
+    );
+    assert_eq!(j0, j1, "jiffies_64 moved inside one freeze");
+    // Across the hold: HZ/2 ticks at least, and as many as the guest's own
+    // clock says passed between the reads (emulated guests run late, so
+    // the hold's wall time may stretch; the guest clock stretches with it).
+    let hz = u64::from(log.hz);
+    let ticks = j2 - j1;
+    let guest_ms = read_at_ms(out, "j2") - read_at_ms(out, "j1");
+    let want = hz * guest_ms / 1000;
+    let slack = (hz / 20).max(3);
+    eprintln!(
+        "jiffies: {ticks} ticks across the {} ms hold; the guest clock says {guest_ms} ms, \
+         {want} ticks at HZ={hz}",
+        HOLD.as_millis()
+    );
+    assert!(
+        ticks + 2 >= hz * HOLD.as_millis() as u64 / 1000,
+        "{ticks} ticks in a {} ms hold at HZ={hz}",
+        HOLD.as_millis()
+    );
+    assert!(
+        ticks.abs_diff(want) <= slack,
+        "{ticks} ticks, but {guest_ms} ms passed on the guest clock ({want} ticks at HZ={hz})"
+    );
+    assert_eq!(log.freezes, 2, "one freeze per step: {log:?}");
+    assert_ne!(log.text_va, 0);
+    assert!(log.paging_levels == 4 || log.paging_levels == 5, "{log:?}");
+}
+
+fn check_runqueue(out: &RunOutcome) {
+    let log = kernel_log(out);
+    let Some(KernelValue::U32(n)) = log.read("nr_running") else {
+        panic!("nr_running: {:?}", log.read("nr_running"))
+    };
+    eprintln!("CPU 1 runqueue: nr_running {n} with 3 spinners pinned there");
+    assert!(*n >= 3, "CPU 1 nr_running {n} with 3 spinners pinned there");
+}
+
+fn check_sysctl(out: &RunOutcome) {
+    let log = kernel_log(out);
+    assert_eq!(log.requests, 1, "both writes in one request: {log:?}");
+    assert_eq!(log.freezes, 1, "two adjacent cold writes take one freeze");
+    for var in ["vm_swappiness", "dirty_background_ratio"] {
+        assert!(
+            out.events
+                .iter()
+                .any(|e| e.detail.contains("/proc/sys/") && e.detail.contains(var)),
+            "{var} was read back"
+        );
+    }
+}
+
+#[test]
+fn host_reads_and_writes_guest_kernel_memory_with_kaslr() {
+    let Some(p) = prepared() else { return };
+    let plans = vec![
+        reads_plan(),
+        runqueue_plan(),
+        Plan::custom(
+            "kmem_sysctl",
+            "kmem_sysctl_roundtrip",
+            Duration::from_secs(1),
+        )
+        .set_assert(Assert::NONE),
+    ];
+    let outs = run_all(p, TOPOLOGY, plans);
+    assert_eq!(outs.len(), 3);
+    check_reads(&outs[0]);
+    check_runqueue(&outs[1]);
+    check_sysctl(&outs[2]);
+    let first = kernel_log(&outs[0]).text_va;
+
+    // KASLR: another boot puts the kernel elsewhere. One in a few hundred
+    // boots draws the same slot, so a match gets one more boot.
+    let mut seen = vec![first];
+    for _ in 0..2 {
+        let again = run_all(p, TOPOLOGY, vec![reads_plan()]);
+        let log = kernel_log(&again[0]);
+        eprintln!(
+            "boot {}: _text at {:#x} (KASLR offset {:#x}), physical {:#x}",
+            seen.len() + 1,
+            log.text_va,
+            log.kaslr_offset,
+            log.text_pa
+        );
+        check_reads(&again[0]);
+        if !seen.contains(&log.text_va) {
+            seen.push(log.text_va);
+            break;
+        }
+        seen.push(log.text_va);
+    }
+    let distinct: BTreeSet<_> = seen.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "every boot put _text at {first:#x}: KASLR is off"
+    );
+}
