@@ -79,7 +79,7 @@ fn runqueue_plan() -> Plan {
         .set_assert(Assert::NONE.check_not_starved())
 }
 
-fn kernel_log<'a>(out: &'a RunOutcome) -> &'a KernelAccessLog {
+fn kernel_log(out: &RunOutcome) -> &KernelAccessLog {
     assert!(
         out.passed,
         "{} failed: {}\nconsole:\n{}",

@@ -18,7 +18,103 @@ use ktstr_host::agent_build::{build_static, workspace_root};
 use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::nested::launch::{self, GUEST_BIN, NestedOutcome, NestedRequest};
 use ktstr_host::progress::Progress;
-use ktstr_protocol::model::Topology;
+use ktstr_protocol::model::{
+    HoldSpec, KernelTarget, KernelValue, KernelValueWidth, Op, Plan, Step, Topology,
+};
+
+/// What `vm_swappiness` and `dirty_background_ratio` are set to from the
+/// host (no kernel default).
+const SWAPPINESS: u32 = 23;
+const DIRTY_BG: u32 = 7;
+
+fn read(tag: &'static str, symbol: &'static str, width: KernelValueWidth) -> Op {
+    Op::read_kernel_cold(tag, KernelTarget::symbol(symbol), width)
+}
+
+/// The read/write subset of `e2e_kmem.rs` on our VMM: after the workers'
+/// step, the banner and `jiffies_64` twice in one freeze, a 500 ms hold,
+/// then two sysctl variables written and read back and `jiffies_64` again,
+/// all in one freeze.
+fn with_kernel_ops(mut plan: Plan) -> Plan {
+    let u64w = KernelValueWidth::u64();
+    let u32w = KernelValueWidth::u32();
+    plan.steps.push(Step::new(
+        vec![
+            read("banner", "linux_banner", KernelValueWidth::bytes(512)),
+            read("j0", "jiffies_64", u64w),
+            read("j1", "jiffies_64", u64w),
+        ],
+        HoldSpec::fixed(Duration::from_millis(500)),
+    ));
+    plan.steps.push(Step::new(
+        vec![
+            Op::write_kernel_cold(
+                KernelTarget::symbol("vm_swappiness"),
+                KernelValue::U32(SWAPPINESS),
+            ),
+            Op::write_kernel_cold(
+                KernelTarget::symbol("dirty_background_ratio"),
+                KernelValue::U32(DIRTY_BG),
+            ),
+            read("swappiness", "vm_swappiness", u32w),
+            read("dirty_bg", "dirty_background_ratio", u32w),
+            read("j2", "jiffies_64", u64w),
+        ],
+        HoldSpec::fixed(Duration::ZERO),
+    ));
+    plan
+}
+
+/// The value of the read tagged `tag` in the L2 outcome's kernel log.
+fn kernel_read<'a>(kernel: &'a serde_json::Value, tag: &str) -> &'a serde_json::Value {
+    kernel["reads"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["tag"] == tag))
+        .map(|r| &r["value"])
+        .unwrap_or_else(|| panic!("no read tagged {tag} in {kernel}"))
+}
+
+/// Checks the kernel-memory part of the L2 outcome.
+fn check_kernel_ops(out: &serde_json::Value) {
+    let k = &out["kernel"];
+    assert_eq!(k["errors"], serde_json::json!([]), "{k}");
+    // Two steps with cold ops, each folded into one freeze through our
+    // rendezvous.
+    assert_eq!(k["freezes"], 2, "{k}");
+    assert_eq!(k["requests"], 2, "{k}");
+    let banner: Vec<u8> = kernel_read(k, "banner")["Bytes"]
+        .as_array()
+        .expect("banner bytes")
+        .iter()
+        .map(|b| b.as_u64().unwrap_or(0) as u8)
+        .collect();
+    let end = banner.iter().position(|&b| b == 0).expect("a NUL");
+    assert_eq!(
+        String::from_utf8_lossy(&banner[..end]).trim_end(),
+        k["proc_version"].as_str().unwrap_or("").trim_end(),
+        "linux_banner vs /proc/version"
+    );
+    let u = |tag, kind| kernel_read(k, tag)[kind].as_u64().expect(tag);
+    assert_eq!(
+        u("j0", "U64"),
+        u("j1", "U64"),
+        "jiffies_64 moved in a freeze"
+    );
+    let hz = k["hz"].as_u64().expect("hz");
+    let ticks = u("j2", "U64") - u("j1", "U64");
+    assert!(
+        ticks + 2 >= hz / 2,
+        "{ticks} ticks over a 500 ms hold at HZ={hz}"
+    );
+    assert_eq!(u("swappiness", "U32"), u64::from(SWAPPINESS));
+    assert_eq!(u("dirty_bg", "U32"), u64::from(DIRTY_BG));
+    // KASLR on our VMM: the decompressor moved the kernel, virtually or
+    // physically (both staying put is a one in many thousands draw).
+    assert!(
+        k["kaslr_offset"] != 0 || k["text_pa"] != 0x100_0000,
+        "KASLR left the kernel at its link and load addresses: {k}"
+    );
+}
 
 #[test]
 fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
@@ -39,7 +135,7 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
     let guest_bin = build_static(&workspace_root(), "ktstr-host", GUEST_BIN)
         .expect("building the static L1 program");
     let topology: Topology = "2n2l1c1t".parse().unwrap();
-    let plan = steady(1, 2, 2);
+    let plan = with_kernel_ops(steady(1, 2, 2));
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let run = launch::run(&NestedRequest {
         kernel: &p.kernel.image,
@@ -101,6 +197,7 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
         "SLIT distances"
     );
     assert_eq!(out["vm_exit"], "shutdown", "L2 powered itself off");
+    check_kernel_ops(&out);
     let reports = out["reports"].as_array().expect("reports");
     assert_eq!(reports.len(), 1, "one cgroup's reports");
     let workers = reports[0]["reports"].as_array().expect("worker reports");

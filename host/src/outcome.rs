@@ -121,6 +121,8 @@ pub enum RunFailure {
     SendPlan(MsgError),
     /// A message other than the plan could not be sent.
     Send { what: &'static str, error: MsgError },
+    /// The guest could not be thawed after a cold kernel access.
+    Thaw(Arc<VmError>),
     /// The guest sees another topology than the one requested.
     TopologyMismatch { want: String, diff: Vec<String> },
     /// The agent reported an error (the first one).
@@ -144,6 +146,7 @@ impl RunFailure {
             RunFailure::RingCorrupt(_) => "ring_corrupt",
             RunFailure::SendPlan(_) => "send_plan",
             RunFailure::Send { .. } => "send",
+            RunFailure::Thaw(_) => "thaw",
             RunFailure::TopologyMismatch { .. } => "topology_mismatch",
             RunFailure::Agent(_) => "agent_error",
             RunFailure::NoVerdict => "no_verdict",
@@ -184,6 +187,11 @@ impl fmt::Display for RunFailure {
             RunFailure::RingCorrupt(e) => write!(f, "the guest->host ring is corrupt: {e}"),
             RunFailure::SendPlan(e) => write!(f, "sending the plan: {e}"),
             RunFailure::Send { what, error } => write!(f, "sending the {what}: {error}"),
+            RunFailure::Thaw(e) => write!(
+                f,
+                "thawing the guest after a cold kernel access: {}",
+                crate::errors::chain(&**e)
+            ),
             RunFailure::TopologyMismatch { want, diff } => write!(
                 f,
                 "the guest's topology differs from the requested {want}:\n  {}",
@@ -267,10 +275,30 @@ pub struct KernelAccessLog {
     pub requests: u32,
     pub freezes: u32,
     pub max_frozen_us: u64,
+    /// When each request arrived and how long serving it took, in order
+    /// (the first [`MAX_SERVED_RECORDS`]).
+    pub served: Vec<ServedRequest>,
     /// Every read, in order.
     pub reads: Vec<KernelRead>,
     /// Accesses that failed, with why.
     pub errors: Vec<String>,
+}
+
+/// Most per-request records a plan's log keeps; later requests still
+/// count in `requests` and `freezes`.
+pub const MAX_SERVED_RECORDS: usize = 100_000;
+
+/// One kernel request as the host saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServedRequest {
+    /// When the host took it off the ring, in µs since the plan was sent.
+    pub at_us: u64,
+    /// From taking it off the ring to the reply being in the ring (a cold
+    /// request's reply goes in before the thaw).
+    pub service_us: u64,
+    /// How long the guest was frozen for it, freeze call to thaw return
+    /// (0 for a hot request).
+    pub frozen_us: u64,
 }
 
 /// One value the host read for a scenario.
@@ -285,6 +313,13 @@ pub struct KernelRead {
 }
 
 impl KernelAccessLog {
+    /// Keeps `r` unless [`MAX_SERVED_RECORDS`] are kept already.
+    pub fn record(&mut self, r: ServedRequest) {
+        if self.served.len() < MAX_SERVED_RECORDS {
+            self.served.push(r);
+        }
+    }
+
     /// The value of the first read tagged `tag`.
     pub fn read(&self, tag: &str) -> Option<&KernelValue> {
         self.reads.iter().find(|r| r.tag == tag).map(|r| &r.value)

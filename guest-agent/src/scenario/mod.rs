@@ -21,6 +21,7 @@ pub mod custom;
 pub mod exec;
 pub mod group;
 mod kernel_ops;
+mod kmem_probes;
 mod metrics;
 pub mod named;
 pub mod ops;

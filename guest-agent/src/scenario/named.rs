@@ -8,16 +8,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use std::time::Duration;
-
-use ktstr_protocol::model::{
-    Assert, AssertResult, CpusetSpec, DetailKind, HoldSpec, KernelTarget, KernelValue, Op, Work,
-};
+use ktstr_protocol::model::{Assert, AssertResult, CpusetSpec, HoldSpec, Op, Work};
 
 use super::ctx::Ctx;
 use super::custom::{collect_all, dfl_wl, setup_cgroups, spawn_diverse};
 use super::exec::{execute_defs, execute_steps_with};
 use super::group::CgroupGroup;
+use super::kmem_probes::{kmem_read_loop, kmem_sysctl_roundtrip};
 use super::step::Step;
 
 /// A custom scenario.
@@ -43,6 +40,7 @@ impl ScenarioRegistry {
             .register("custom_defs", custom_defs)
             .register("custom_steps_with", custom_steps_with)
             .register("kmem_sysctl_roundtrip", kmem_sysctl_roundtrip)
+            .register("kmem_read_loop", kmem_read_loop)
     }
 
     /// Adds or replaces the scenario called `name`.
@@ -114,59 +112,6 @@ fn custom_steps_with(ctx: &Ctx) -> Result<AssertResult> {
     execute_steps_with(ctx, steps, Some(&assertions))
 }
 
-/// Sysctls behind plain `int` kernel variables, as (kernel symbol, file
-/// under /proc/sys).
-const SYSCTL_VARS: [(&str, &str); 2] = [
-    ("vm_swappiness", "vm/swappiness"),
-    ("dirty_background_ratio", "vm/dirty_background_ratio"),
-];
-
-/// Writes two sysctl-backed kernel variables from the host in one step
-/// (two adjacent cold writes, so one freeze), then reads them back the
-/// ordinary way, through /proc/sys; fails when the kernel does not show
-/// the values written. The old values are put back afterwards.
-fn kmem_sysctl_roundtrip(ctx: &Ctx) -> Result<AssertResult> {
-    let proc_sys = |file: &str| format!("/proc/sys/{file}");
-    let read = |file: &str| -> Result<u32> {
-        let path = proc_sys(file);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
-        text.trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{path} holds {:?}: {e}", text.trim()))
-    };
-    let mut old = Vec::new();
-    for (_, file) in SYSCTL_VARS {
-        old.push(read(file)?);
-    }
-    // Values no default has, each different from what is there now.
-    let wanted: Vec<u32> = old.iter().map(|&v| if v == 23 { 24 } else { 23 }).collect();
-    let writes = SYSCTL_VARS.iter().zip(&wanted).map(|((symbol, _), &v)| {
-        Op::write_kernel_cold(KernelTarget::symbol(*symbol), KernelValue::U32(v))
-    });
-    let steps = vec![Step::new(writes.collect(), HoldSpec::fixed(Duration::ZERO))];
-    let mut result = execute_steps_with(ctx, steps, Some(&Assert::NONE))?;
-    for (((symbol, file), &want), &before) in SYSCTL_VARS.iter().zip(&wanted).zip(&old) {
-        let seen = read(file)?;
-        ctx.emit(
-            None,
-            format!("/proc/sys/{file} reads {seen} after the host wrote {want} to {symbol}"),
-        );
-        if seen != want {
-            result.push_failure(
-                DetailKind::Error,
-                format!(
-                    "the host wrote {want} to {symbol}, but /proc/sys/{file} reads {seen} \
-                     (it was {before})"
-                ),
-            );
-        }
-        std::fs::write(proc_sys(file), before.to_string())
-            .map_err(|e| anyhow::anyhow!("restoring {}: {e}", proc_sys(file)))?;
-    }
-    Ok(result)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +124,8 @@ mod tests {
             "custom_diverse",
             "custom_defs",
             "custom_steps_with",
+            "kmem_sysctl_roundtrip",
+            "kmem_read_loop",
         ] {
             reg.get(name).unwrap();
         }

@@ -276,7 +276,7 @@ fn find_task(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
@@ -294,8 +294,9 @@ mod tests {
     }
 
     /// A guest with 2 CPUs whose per-CPU `runqueues` (the tiny BTF's
-    /// `struct rq`) live at 16 and 17 MiB, and a banner in the image.
-    fn guest() -> (VecRam, Kernel) {
+    /// `struct rq`) live at 16 and 17 MiB, a banner in the image and
+    /// `jiffies_64` = 77: its RAM and the kernel info its agent would send.
+    pub(crate) fn test_guest() -> (VecRam, KernelInfo) {
         let ram = VecRam::new(0, vec![0; (64 * MIB) as usize], Vec::new());
         let btf = super::super::btf::tests::tiny_btf();
         let v = |off: u64| TEXT_VA + off;
@@ -329,14 +330,18 @@ mod tests {
         }
         ram.write(TEXT_PA + 0x10_0000, &btf).unwrap();
         ram.write(TEXT_PA + 0x6000, &77u64.to_le_bytes()).unwrap();
-        let k = Kernel::new(KernelInfo {
+        let info = KernelInfo {
             kallsyms_gz: gz(&text),
             text_pa: TEXT_PA,
             proc_version: "Linux version 7.3.4".into(),
             hz: 250,
-        })
-        .unwrap();
-        (ram, k)
+        };
+        (ram, info)
+    }
+
+    fn guest() -> (VecRam, Kernel) {
+        let (ram, info) = test_guest();
+        (ram, Kernel::new(info).unwrap())
     }
 
     fn read(tag: &'static str, target: KernelTarget, width: KernelValueWidth) -> KernelAccess {

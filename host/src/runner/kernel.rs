@@ -1,7 +1,10 @@
 //! Serving the agent's kernel-memory requests during a run: keeps the
 //! guest's [`Kernel`] (from the `KernelInfo` it sent), freezes the VM for a
-//! cold request, does the accesses through the VM's guest RAM, thaws, and
-//! answers; every read and every failure is logged in the plan's outcome.
+//! cold request and does the accesses through the VM's guest RAM
+//! ([`KernelDesk::serve`]); the runner puts the reply in the ring and only
+//! then thaws ([`KernelDesk::thaw`]), so the guest finds its answer the
+//! moment it runs again. Every read and every failure is logged in the
+//! plan's outcome.
 
 use std::time::Instant;
 
@@ -9,7 +12,14 @@ use ktstr_protocol::model::{KernelAccess, KernelInfo, KernelReply, KernelRequest
 
 use crate::kmem::Kernel;
 use crate::outcome::{KernelAccessLog, KernelRead};
-use crate::vm::Vm;
+use crate::vm::{Vm, VmError};
+
+/// A served request: the reply, and when the freeze began while the VM is
+/// still frozen for it.
+pub(super) struct Served {
+    pub(super) reply: KernelReply,
+    pub(super) frozen_since: Option<Instant>,
+}
 
 /// The guest kernel as this VM's requests find it.
 #[derive(Default)]
@@ -25,14 +35,47 @@ impl KernelDesk {
         self.kernel = Some(Kernel::new(info).map_err(|e| format!("the guest's kernel info: {e}")));
     }
 
-    /// Does `req` (inside one freeze when cold) and logs it in `log`.
+    /// Does `req` (inside one freeze when cold) and logs it in `log`. A
+    /// cold request leaves the VM frozen (`frozen_since`): the caller sends
+    /// the reply, then calls [`Self::thaw`].
     pub(super) fn serve(
         &mut self,
         vm: &mut dyn Vm,
         req: &KernelRequest,
         step: u16,
         log: &mut Option<KernelAccessLog>,
-    ) -> KernelReply {
+    ) -> Served {
+        let (reply, frozen_since) = self.serve_frozen(vm, req, step, log);
+        Served {
+            reply,
+            frozen_since,
+        }
+    }
+
+    /// Thaws the VM if `served` left it frozen; records how long it was.
+    pub(super) fn thaw(
+        vm: &mut dyn Vm,
+        frozen_since: Option<Instant>,
+        log: &mut Option<KernelAccessLog>,
+    ) -> Result<u64, VmError> {
+        let Some(since) = frozen_since else {
+            return Ok(0);
+        };
+        vm.thaw()?;
+        let us = since.elapsed().as_micros() as u64;
+        if let Some(log) = log.as_mut() {
+            log.max_frozen_us = log.max_frozen_us.max(us);
+        }
+        Ok(us)
+    }
+
+    fn serve_frozen(
+        &mut self,
+        vm: &mut dyn Vm,
+        req: &KernelRequest,
+        step: u16,
+        log: &mut Option<KernelAccessLog>,
+    ) -> (KernelReply, Option<Instant>) {
         let mut reply = KernelReply {
             id: req.id,
             results: Err(String::new()),
@@ -43,16 +86,16 @@ impl KernelDesk {
             Some(Ok(k)) => k,
             Some(Err(why)) => {
                 reply.results = Err(why.clone());
-                return reply;
+                return (reply, None);
             }
             None => {
                 reply.results = Err("the agent sent no kernel info before its request".into());
-                return reply;
+                return (reply, None);
             }
         };
         let Some(ram) = vm.guest_ram() else {
             reply.results = Err("this backend gives no access to guest RAM".into());
-            return reply;
+            return (reply, None);
         };
         let log = log.get_or_insert_with(|| KernelAccessLog {
             proc_version: kernel.proc_version().to_string(),
@@ -60,24 +103,22 @@ impl KernelDesk {
             ..Default::default()
         });
         log.requests += 1;
+        // Frozen time runs from asking for the freeze to the thaw's return.
+        let frozen = Instant::now();
         if req.cold {
             if let Err(e) = vm.freeze() {
                 reply.results = Err(format!("freezing the guest: {e}"));
-                return reply;
+                return (reply, None);
             }
             reply.freezes = 1;
         }
-        let frozen = Instant::now();
         let results = kernel.execute(ram.as_ref(), &req.accesses);
+        // The reply can only tell the time up to now; the log gets the whole
+        // freeze once thawed.
         if req.cold {
             reply.frozen_us = frozen.elapsed().as_micros() as u64;
-            if let Err(e) = vm.thaw() {
-                reply.results = Err(format!("thawing the guest: {e}"));
-                return reply;
-            }
         }
         log.freezes += reply.freezes;
-        log.max_frozen_us = log.max_frozen_us.max(reply.frozen_us);
         if let Ok(l) = kernel.layout(ram.as_ref()) {
             log.text_va = l.text_va;
             log.kaslr_offset = l.kaslr_offset();
@@ -101,6 +142,6 @@ impl KernelDesk {
             }
         }
         reply.results = Ok(results);
-        reply
+        (reply, req.cold.then_some(frozen))
     }
 }

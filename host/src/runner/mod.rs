@@ -21,7 +21,9 @@ use ktstr_protocol::model::{DetailKind, HoldSpec, Plan, Topology};
 use ktstr_protocol::{Consumer, Producer};
 
 use crate::interrupt;
-use crate::outcome::{HelloSummary, RunFailure, RunOutcome, Stage, StepRecord, StepReports, secs};
+use crate::outcome::{
+    HelloSummary, RunFailure, RunOutcome, ServedRequest, Stage, StepRecord, StepReports, secs,
+};
 use crate::progress::Progress;
 use crate::vm::{Backend, Vm, VmError, VmExit, VmSpec};
 
@@ -35,8 +37,13 @@ const POWEROFF_WAIT: Duration = Duration::from_secs(20);
 const CONSOLE_TAIL: usize = 4000;
 /// How often a long wait prints a progress line.
 const NOTE_EVERY: Duration = Duration::from_secs(15);
-/// Pause between polls of the ring and the VM.
+/// Longest pause between polls of the ring and the VM, once the guest
+/// has been quiet a while.
 const POLL: Duration = Duration::from_millis(5);
+/// First pause after the guest published something: it often has more to
+/// say soon (a step's next kernel request waits on our reply), so polls
+/// start this close and double back out to [`POLL`].
+const POLL_BUSY: Duration = Duration::from_micros(50);
 
 /// What to run where.
 pub struct RunConfig {
@@ -102,6 +109,8 @@ struct Session<'v> {
     stage: Stage,
     /// The agent's phase word.
     step: &'v std::sync::atomic::AtomicU32,
+    /// Messages handled so far (a change means the guest is busy).
+    handled: u64,
 }
 
 impl Session<'_> {
@@ -331,7 +340,10 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         buf: Vec::new(),
         stage: Stage::Booting,
         step: shm.current_step(),
+        handled: 0,
     };
+    let mut pause = POLL;
+    let mut handled_before = 0;
     let launched = Instant::now();
     let mut last_note = Instant::now();
     loop {
@@ -385,7 +397,13 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
             b.progress()
                 .say(&format!("{}... {}", s.stage, secs(since(&s, b, launched))));
         }
-        std::thread::sleep(POLL);
+        pause = if s.handled != handled_before {
+            POLL_BUSY
+        } else {
+            (pause * 2).min(POLL)
+        };
+        handled_before = s.handled;
+        std::thread::sleep(pause);
     }
 }
 
@@ -412,6 +430,7 @@ fn drain(
                 continue;
             }
         };
+        s.handled += 1;
         if let Flow::Done = handle(msg, vm, backend, b, s)? {
             return Ok(true);
         }
@@ -559,16 +578,29 @@ fn handle(
         }
         GuestMsg::KernelInfo(info) => b.desk.info(*info),
         GuestMsg::KernelRequest(req) => {
+            let arrived = Instant::now();
             let step = s.current_step() as u16;
             let mut log = b.out().kernel.take();
-            let reply = b.desk.serve(vm, &req, step, &mut log);
-            b.out().kernel = log;
-            s.tx.send_msg(
+            let served = b.desk.serve(vm, &req, step, &mut log);
+            // The reply goes into the ring while the guest is still frozen,
+            // so it is there the moment the guest runs again.
+            let sent = s.tx.send_msg(
                 "kernel reply",
-                &HostMsg::KernelReply(reply),
+                &HostMsg::KernelReply(served.reply),
                 Some(Instant::now() + Duration::from_secs(10)),
-            )
-            .map_err(|error| RunFailure::Send {
+            );
+            let service_us = arrived.elapsed().as_micros() as u64;
+            let thawed = kernel::KernelDesk::thaw(vm, served.frozen_since, &mut log);
+            if let (Some(log), Ok(frozen_us)) = (log.as_mut(), &thawed) {
+                log.record(ServedRequest {
+                    at_us: arrived.saturating_duration_since(b.sent).as_micros() as u64,
+                    service_us,
+                    frozen_us: *frozen_us,
+                });
+            }
+            b.out().kernel = log;
+            thawed.map_err(|e| RunFailure::Thaw(Arc::new(e)))?;
+            sent.map_err(|error| RunFailure::Send {
                 what: "kernel reply",
                 error,
             })?;

@@ -12,7 +12,9 @@ use ktstr_protocol::model::{AssertResult, DetailKind, ObservedTopology, Step, Wo
 use ktstr_protocol::{PROTOCOL_VERSION, SharedMapping, Shm, ShmLayout};
 
 use super::*;
+use crate::kmem::kernel::tests::test_guest;
 use crate::vm::ShmHandle;
+use crate::vm::ram::PhysMemory;
 
 /// What the fake guest does once its ring is up.
 type Script = fn(&mut FakeGuest<'_>);
@@ -80,6 +82,11 @@ fn two_cpus() -> ObservedTopology {
 struct FakeVm {
     mapping: Arc<SharedMapping>,
     layout: ShmLayout,
+    /// Guest RAM for kernel requests, when the test gives one.
+    ram: Option<Arc<dyn PhysMemory>>,
+    /// Freeze and thaw calls, in order ("freeze", "thaw").
+    calls: Arc<Mutex<Vec<&'static str>>>,
+    thaw_fails: bool,
     guest: Option<JoinHandle<()>>,
     /// The exit the VM reports once the guest script returned.
     exit_when_done: VmExit,
@@ -120,10 +127,18 @@ impl Vm for FakeVm {
         "fake console".into()
     }
     fn freeze(&mut self) -> Result<(), VmError> {
+        self.calls.lock().unwrap().push("freeze");
         Ok(())
     }
     fn thaw(&mut self) -> Result<(), VmError> {
+        self.calls.lock().unwrap().push("thaw");
+        if self.thaw_fails {
+            return Err(VmError::Setup("the monitor went away".into()));
+        }
         Ok(())
+    }
+    fn guest_ram(&self) -> Option<Arc<dyn PhysMemory>> {
+        self.ram.clone()
     }
 }
 
@@ -134,6 +149,9 @@ struct FakeBackend {
     /// Plans the fake guest received.
     plans: Arc<Mutex<Vec<Plan>>>,
     launches: Arc<std::sync::atomic::AtomicUsize>,
+    ram: Option<Arc<dyn PhysMemory>>,
+    calls: Arc<Mutex<Vec<&'static str>>>,
+    thaw_fails: bool,
 }
 
 impl FakeBackend {
@@ -144,6 +162,9 @@ impl FakeBackend {
             killed: Arc::new(AtomicBool::new(false)),
             plans: Arc::new(Mutex::new(Vec::new())),
             launches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            ram: None,
+            calls: Arc::new(Mutex::new(Vec::new())),
+            thaw_fails: false,
         }
     }
 }
@@ -182,6 +203,9 @@ impl Backend for FakeBackend {
             guest: Some(guest),
             exit_when_done: self.exit_when_done.clone(),
             killed: self.killed.clone(),
+            ram: self.ram.clone(),
+            calls: self.calls.clone(),
+            thaw_fails: self.thaw_fails,
         }))
     }
 }
@@ -447,4 +471,74 @@ fn plans_share_a_guest_until_one_fails() {
             .all(|o| o.hello.is_some() && o.vm_exit == "shutdown")
     );
     assert!(matches!(outs[1].failure, Some(RunFailure::ChecksFailed(_))));
+}
+
+/// A cold request is served inside one freeze, its values come back and
+/// are logged with their timing; a thaw that fails ends the run with why.
+#[test]
+fn kernel_requests_are_served_inside_one_freeze() {
+    use ktstr_protocol::model::{
+        KernelAccess, KernelRequest, KernelTarget, KernelValue, KernelValueWidth,
+    };
+    fn reads(g: &mut FakeGuest<'_>) {
+        g.hello(two_cpus());
+        g.plan();
+        g.send(GuestMsg::KernelInfo(Box::new(test_guest().1)));
+        let read = |tag: &'static str| KernelAccess::Read {
+            tag: tag.into(),
+            target: KernelTarget::symbol("jiffies_64"),
+            width: KernelValueWidth::u64(),
+        };
+        g.send(GuestMsg::KernelRequest(KernelRequest {
+            id: 1,
+            cold: true,
+            accesses: vec![
+                read("a"),
+                KernelAccess::Write {
+                    target: KernelTarget::symbol("jiffies_64"),
+                    value: KernelValue::U64(90),
+                },
+                read("b"),
+            ],
+        }));
+        let deadline = Some(Instant::now() + Duration::from_secs(5));
+        match g.rx.recv_msg::<HostMsg>("host", &mut g.buf, deadline) {
+            Ok(Some(HostMsg::KernelReply(r))) => {
+                assert_eq!(r.id, 1);
+                assert_eq!(r.freezes, 1);
+                let values = r.results.expect("results");
+                assert_eq!(values[0], Ok(Some(KernelValue::U64(77))));
+                assert_eq!(values[2], Ok(Some(KernelValue::U64(90))));
+            }
+            // No reply: the test looks at the outcome.
+            _ => return,
+        }
+        g.verdict(true);
+        g.send(GuestMsg::Done);
+    }
+    let mut backend = FakeBackend::new(reads);
+    backend.ram = Some(Arc::new(test_guest().0));
+    let out = run(&backend, cfg()).unwrap();
+    assert!(out.passed, "{}", out.failure_text());
+    let log = out.kernel.expect("kernel log");
+    assert_eq!((log.requests, log.freezes), (1, 1));
+    assert_eq!(log.read("a"), Some(&KernelValue::U64(77)));
+    assert_eq!(log.read("b"), Some(&KernelValue::U64(90)));
+    assert_eq!(log.served.len(), 1);
+    assert_eq!(*backend.calls.lock().unwrap(), ["freeze", "thaw"]);
+
+    let mut backend = FakeBackend::new(reads);
+    backend.ram = Some(Arc::new(test_guest().0));
+    backend.thaw_fails = true;
+    let out = run(&backend, cfg()).unwrap();
+    assert!(
+        matches!(out.failure, Some(RunFailure::Thaw(_))),
+        "{:?}",
+        out.failure
+    );
+    assert!(
+        out.failure_text().contains("the monitor went away"),
+        "{}",
+        out.failure_text()
+    );
 }

@@ -1,0 +1,122 @@
+//! Cold kernel reads from a step, whole round trip: the agent's
+//! `kmem_read_loop` scenario sends one cold read of `jiffies_64` after
+//! another (request over the ring, freeze, read, thaw, reply), and the
+//! host's log says when each request came off the ring; the gap between
+//! two arrivals is one full round trip as the host's clock sees it (the
+//! guest's clock stands still while it is frozen, so it cannot time this).
+//! Prints median, p99 and max of the round trip and of the two parts the
+//! host measures on its own (service: off the ring to reply in the ring;
+//! frozen: freeze to thaw).
+//!
+//! Run: `cargo bench -p ktstr-host --bench kmem` (`KTSTR_BENCH_SECS`,
+//! default 10, sets how long the loop runs; `KTSTR_BENCH_BACKEND` =
+//! auto|qemu|kvm).
+
+use std::time::{Duration, Instant};
+
+use ktstr_host::outcome::ServedRequest;
+use ktstr_host::prepare::{PrepareError, prepare_with};
+use ktstr_host::progress::Progress;
+use ktstr_host::runner::{self, RunConfig};
+use ktstr_host::vm::VmSpec;
+use ktstr_host::vm::select::{self, BackendChoice};
+use ktstr_protocol::model::{Assert, Plan};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median, p99 and max of `v` in ms, as one table row.
+fn row(what: &str, mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)] as f64 / 1000.0;
+    format!(
+        "| {what} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        at(50),
+        at(99),
+        v[v.len() - 1] as f64 / 1000.0
+    )
+}
+
+fn main() {
+    let secs: u64 = env_or("KTSTR_BENCH_SECS", 10);
+    let choice: BackendChoice = env_or("KTSTR_BENCH_BACKEND", BackendChoice::Auto);
+    let progress = Progress::new(|m| eprintln!("kmem bench: {m}"));
+    let prepared = match prepare_with(None, None, &[], &progress) {
+        Ok(p) => p,
+        Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
+            println!("SKIP: no kernel can be fetched here: {e}");
+            return;
+        }
+        Err(PrepareError::Setup(e)) => {
+            println!("SKIP: QEMU is not available: {e}");
+            return;
+        }
+        Err(e) => panic!("preparing the run: {e}"),
+    };
+    let (backend, why) = match select::select(choice) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("SKIP: {e}");
+            return;
+        }
+    };
+    let topology = "1n1l2c1t";
+    let spec = VmSpec::new(
+        prepared.kernel.image.clone(),
+        prepared.initramfs.clone(),
+        topology.parse().expect("a topology"),
+    );
+    let plan = Plan::custom(
+        "kmem_read_loop",
+        "kmem_read_loop",
+        Duration::from_secs(secs),
+    )
+    .set_assert(Assert::NONE);
+    let t0 = Instant::now();
+    let out = runner::run(
+        backend.as_ref(),
+        RunConfig {
+            progress: progress.clone(),
+            ..RunConfig::new(spec, plan)
+        },
+    )
+    .expect("launching the VM");
+    assert!(out.passed, "the read loop failed: {}", out.failure_text());
+    let log = out.kernel.expect("kernel accesses were logged");
+    assert!(log.errors.is_empty(), "{:?}", log.errors);
+    // The first request also waited for the kernel info; leave it out.
+    let served: &[ServedRequest] = log.served.get(1..).unwrap_or_default();
+    assert!(served.len() >= 10, "only {} requests", served.len());
+    let round_trips: Vec<u64> = served
+        .windows(2)
+        .map(|w| w[1].at_us.saturating_sub(w[0].at_us))
+        .collect();
+    println!(
+        "cold u64 reads from a step: {} requests in {secs} s on {topology}, backend {why}, \
+         kernel {} ({:.0} s in all)",
+        served.len(),
+        out.hello.map(|h| h.kernel_release).unwrap_or_default(),
+        t0.elapsed().as_secs_f64()
+    );
+    println!("| | median | p99 | max |");
+    println!("| --- | --- | --- | --- |");
+    println!("{}", row("round trip (arrival to arrival)", round_trips));
+    println!(
+        "{}",
+        row(
+            "host service (off the ring to reply sent)",
+            served.iter().map(|s| s.service_us).collect()
+        )
+    );
+    println!(
+        "{}",
+        row(
+            "frozen (freeze to thaw)",
+            served.iter().map(|s| s.frozen_us).collect()
+        )
+    );
+}
