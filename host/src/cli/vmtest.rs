@@ -11,6 +11,7 @@ use ktstr_protocol::model::{Assert, Needs, Topology};
 
 use super::duration::parse_duration;
 use crate::interrupt;
+use crate::kmem::Vmlinux;
 use crate::outcome::RunOutcome;
 use crate::prepare::prepare_with;
 use crate::progress::Progress;
@@ -80,6 +81,11 @@ pub struct VmtestArgs {
     /// Show the kernel's boot messages on the console log (not `quiet`).
     #[arg(long)]
     kernel_console: bool,
+    /// The guest kernel's vmlinux (an ELF with its symbol table): symbols
+    /// and BTF for kernel-memory ops where the guest's kallsyms or memory
+    /// lack them. Default: `--kernel` itself when that is an ELF.
+    #[arg(long)]
+    vmlinux: Option<PathBuf>,
     /// Boot with `nokaslr`: the kernel at its link address (KASLR is on
     /// by default, as on the machines schedulers ship to).
     #[arg(long)]
@@ -94,6 +100,15 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         return Ok(true);
     }
     let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
+    // A vmlinux that cannot be used fails now, before anything is built.
+    let given_vmlinux = match a.vmlinux.as_deref() {
+        Some(path) => {
+            let v = Vmlinux::read(path)?;
+            progress.say(&format!("vmlinux {}: {} symbols", path.display(), v.len()));
+            Some(std::sync::Arc::new(v))
+        }
+        None => None,
+    };
     interrupt::install();
     let (backend, why) = select::select(a.backend)?;
     progress.say(&format!("backend: {why}"));
@@ -186,7 +201,9 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         }
         spec.verbose = a.kernel_console;
         spec.kaslr = !a.no_kaslr;
+        let vmlinux = given_vmlinux.or_else(|| image_vmlinux(&prepared.kernel.image, progress));
         let cfg = RunConfig {
+            vmlinux,
             run_timeout: a.timeout,
             t0,
             progress: progress.clone(),
@@ -218,4 +235,30 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         progress.say(&format!("result written to {}", path.display()));
     }
     Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.passed))
+}
+
+/// The boot image as a vmlinux for kernel-memory symbols, when it is an
+/// ELF with a symbol table (a bzImage is not; nothing is said then).
+fn image_vmlinux(image: &std::path::Path, progress: &Progress) -> Option<std::sync::Arc<Vmlinux>> {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(image)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .ok()?;
+    if &magic != b"\x7fELF" {
+        return None;
+    }
+    match Vmlinux::read(image) {
+        Ok(v) => {
+            progress.say(&format!(
+                "kernel-memory symbols also from {} ({} symbols)",
+                image.display(),
+                v.len()
+            ));
+            Some(std::sync::Arc::new(v))
+        }
+        Err(e) => {
+            progress.say(&format!("not using {} for symbols: {e}", image.display()));
+            None
+        }
+    }
 }

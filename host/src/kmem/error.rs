@@ -34,6 +34,8 @@ pub enum KmemError {
     NoTask { pid: i32, scanned: usize },
     #[error("the task list did not come back to init_task within {limit} entries")]
     TaskListLoop { limit: usize },
+    #[error("vmlinux: {0}")]
+    Vmlinux(String),
     #[error("{0}")]
     Invalid(String),
 }

@@ -1,10 +1,14 @@
 //! One guest kernel as the host reaches it: its symbols and layout (from
-//! the [`KernelInfo`] the agent sent and the guest's own variables), its
-//! BTF (read out of guest memory between `__start_BTF` and `__stop_BTF`),
+//! the [`KernelInfo`] the agent sent and the guest's own variables, plus a
+//! matching [`Vmlinux`]'s symbols the guest's kallsyms lacks), its BTF (the
+//! vmlinux's `.BTF` when given, else read out of guest memory between
+//! `__start_BTF` and `__stop_BTF`),
 //! and the accesses of a [`ktstr_protocol::model::KernelRequest`] resolved and done in order.
 //!
 //! Layout and BTF are found on first use and kept; a failure to find them
 //! is reported per access and retried next time.
+
+use std::sync::Arc;
 
 use ktstr_protocol::model::{
     AccessResult, KernelAccess, KernelInfo, KernelTarget, KernelValue, KernelValueWidth,
@@ -14,7 +18,12 @@ use super::btf::Types;
 use super::error::KmemError;
 use super::symbols::{MAX_BLOB, Symbols, gunzip};
 use super::translate::{AddressSpace, KernelLayout};
+use super::vmlinux::Vmlinux;
 use crate::vm::ram::PhysMemory;
+
+/// Where the kernel image mapping starts (`__START_KERNEL_map`); link
+/// addresses below it are not in the image.
+const KERNEL_IMAGE_MAP: u64 = 0xffff_ffff_8000_0000;
 
 /// Most entries walked on the task list before calling it a loop.
 const TASK_LIMIT: usize = 1 << 16;
@@ -28,6 +37,7 @@ pub struct Kernel {
     info: KernelInfo,
     layout: Option<KernelLayout>,
     types: Option<Types>,
+    vmlinux: Option<Arc<Vmlinux>>,
 }
 
 /// Where a target is, and how big its BTF field is (when it has one).
@@ -39,10 +49,33 @@ struct Located {
 impl Kernel {
     /// Parses what the agent sent; the kallsyms text is checked here.
     pub fn new(info: KernelInfo) -> Result<Self, KmemError> {
+        Self::with_vmlinux(info, None)
+    }
+
+    /// [`Self::new`], with the symbols `vmlinux` has and the guest's
+    /// kallsyms lacks added at their KASLR-moved addresses, and its BTF;
+    /// refused when the vmlinux is not the guest's kernel.
+    pub fn with_vmlinux(
+        info: KernelInfo,
+        vmlinux: Option<Arc<Vmlinux>>,
+    ) -> Result<Self, KmemError> {
         let text = gunzip("kallsyms", &info.kallsyms_gz)?;
         let text =
             String::from_utf8(text).map_err(|_| KmemError::Kallsyms("not UTF-8 text".into()))?;
-        let syms = Symbols::parse(&text)?;
+        let mut syms = Symbols::parse(&text)?;
+        if let Some(v) = &vmlinux {
+            let offset = v.offset_against(&syms)?;
+            for (name, link) in v.symbols() {
+                // Zero-based per-CPU symbols (older x86-64 kernels) are
+                // offsets, not image addresses: KASLR does not move them.
+                let run = if link >= KERNEL_IMAGE_MAP {
+                    link.wrapping_add(offset)
+                } else {
+                    link
+                };
+                syms.add_missing(name, run);
+            }
+        }
         Ok(Self {
             syms,
             info: KernelInfo {
@@ -51,6 +84,7 @@ impl Kernel {
             },
             layout: None,
             types: None,
+            vmlinux,
         })
     }
 
@@ -76,9 +110,21 @@ impl Kernel {
         Ok(l)
     }
 
-    /// The BTF, read from guest memory on first use.
+    /// The BTF, from the vmlinux or read from guest memory, on first use.
     fn types(&mut self, space: &AddressSpace<'_>) -> Result<&Types, KmemError> {
+        if self.types.is_none()
+            && let Some(btf) = self.vmlinux.as_ref().and_then(|v| v.btf())
+        {
+            self.types = Some(Types::parse(btf)?);
+        }
         if self.types.is_none() {
+            if !self.syms.has("__start_BTF") {
+                return Err(KmemError::Btf(
+                    "the guest kernel has no BTF in memory (no __start_BTF: built without \
+                     CONFIG_DEBUG_INFO_BTF?); pass its vmlinux, with a .BTF section, with --vmlinux"
+                        .into(),
+                ));
+            }
             let start = self.syms.addr("__start_BTF")?;
             let stop = self.syms.addr("__stop_BTF")?;
             let len = stop
@@ -350,6 +396,86 @@ pub(crate) mod tests {
             target,
             width,
         }
+    }
+
+    /// A guest whose kallsyms lacks data symbols and BTF markers (no
+    /// CONFIG_KALLSYMS_ALL) reached through a vmlinux with them; a vmlinux
+    /// of another build is refused.
+    #[test]
+    fn a_vmlinux_fills_in_symbols_and_btf() {
+        use crate::kmem::vmlinux::tests::{LINK_TEXT, elf};
+        let (ram, info) = test_guest();
+        let text = String::from_utf8(gunzip("k", &info.kallsyms_gz).unwrap()).unwrap();
+        let keep = ["_text", "_end", "page_offset_base", "init_top_pgt"];
+        let short: String = text
+            .lines()
+            .filter(|l| keep.iter().any(|k| l.ends_with(&format!(" {k}"))))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let short_info = KernelInfo {
+            kallsyms_gz: gz(&short),
+            ..info.clone()
+        };
+        // Link addresses: the guest's minus its KASLR offset.
+        let link = |run: u64| run - TEXT_VA + LINK_TEXT;
+        let btf = super::super::btf::tests::tiny_btf();
+        let syms = [
+            ("_text", link(TEXT_VA), true),
+            ("jiffies_64", link(TEXT_VA + 0x6000), false),
+            ("nr_cpu_ids", link(TEXT_VA + 0x4000), false),
+            ("__per_cpu_offset", link(TEXT_VA + 0x5000), false),
+            ("runqueues", 0x100, false),
+            ("linux_banner", link(TEXT_VA + 0x3000), false),
+        ];
+        let v = Arc::new(Vmlinux::parse("vmlinux", &elf(&syms, Some(&btf))).unwrap());
+        let mut k = Kernel::with_vmlinux(short_info.clone(), Some(v)).unwrap();
+        let out = k.execute(
+            &ram,
+            &[
+                read(
+                    "j",
+                    KernelTarget::symbol("jiffies_64"),
+                    KernelValueWidth::U64,
+                ),
+                read(
+                    "nr1",
+                    KernelTarget::per_cpu("runqueues", 1, "nr_running"),
+                    KernelValueWidth::U32,
+                ),
+            ],
+        );
+        assert_eq!(out[0], Ok(Some(KernelValue::U64(77))));
+        assert_eq!(out[1], Ok(Some(KernelValue::U32(4))));
+        // Without the vmlinux the same guest has neither.
+        let mut bare = Kernel::new(short_info.clone()).unwrap();
+        let out = bare.execute(
+            &ram,
+            &[read(
+                "j",
+                KernelTarget::symbol("jiffies_64"),
+                KernelValueWidth::U64,
+            )],
+        );
+        assert!(
+            out[0].as_ref().unwrap_err().contains("jiffies_64"),
+            "{out:?}"
+        );
+        // A vmlinux whose banner sits elsewhere is another kernel.
+        let mut other = syms;
+        other[5].1 += 0x40;
+        let v = Arc::new(Vmlinux::parse("other", &elf(&other, None)).unwrap());
+        let with_banner = KernelInfo {
+            kallsyms_gz: gz(&format!(
+                "{short}{:016x} D linux_banner\n",
+                TEXT_VA + 0x3000
+            )),
+            ..info
+        };
+        let e = Kernel::with_vmlinux(with_banner, Some(v))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("not the kernel the guest runs"), "{e}");
     }
 
     #[test]

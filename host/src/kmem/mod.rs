@@ -1,4 +1,5 @@
-//! Guest kernel memory from the host: symbols (the guest's kallsyms),
+//! Guest kernel memory from the host: symbols (the guest's kallsyms, plus
+//! a vmlinux's symbol table when the user gives one),
 //! where the kernel sits (KASLR, direct map, page tables), struct layouts
 //! (the guest's BTF), and reads and writes of kernel variables, per-CPU
 //! data and task fields.
@@ -12,6 +13,8 @@ pub mod error;
 pub mod kernel;
 pub mod symbols;
 pub mod translate;
+pub mod vmlinux;
 
 pub use error::KmemError;
 pub use kernel::Kernel;
+pub use vmlinux::Vmlinux;

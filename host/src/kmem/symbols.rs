@@ -84,6 +84,16 @@ impl Symbols {
             .ok_or_else(|| KmemError::NoSymbol(name.to_string()))
     }
 
+    /// Adds `name` at `addr` unless the guest's text already names it;
+    /// `true` when added.
+    pub fn add_missing(&mut self, name: &str, addr: u64) -> bool {
+        if self.by_name.contains_key(name) {
+            return false;
+        }
+        self.by_name.insert(name.to_string(), addr);
+        true
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }

@@ -6,11 +6,12 @@
 //! moment it runs again. Every read and every failure is logged in the
 //! plan's outcome.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ktstr_protocol::model::{KernelAccess, KernelInfo, KernelReply, KernelRequest};
 
-use crate::kmem::Kernel;
+use crate::kmem::{Kernel, Vmlinux};
 use crate::outcome::{KernelAccessLog, KernelRead};
 use crate::vm::{Vm, VmError};
 
@@ -30,9 +31,12 @@ pub(super) struct KernelDesk {
 }
 
 impl KernelDesk {
-    /// Takes the agent's kernel info (once per guest).
-    pub(super) fn info(&mut self, info: KernelInfo) {
-        self.kernel = Some(Kernel::new(info).map_err(|e| format!("the guest's kernel info: {e}")));
+    /// Takes the agent's kernel info (once per guest), with the user's
+    /// vmlinux when there is one.
+    pub(super) fn info(&mut self, info: KernelInfo, vmlinux: Option<Arc<Vmlinux>>) {
+        self.kernel = Some(
+            Kernel::with_vmlinux(info, vmlinux).map_err(|e| format!("the guest's kernel: {e}")),
+        );
     }
 
     /// Does `req` (inside one freeze when cold) and logs it in `log`. A

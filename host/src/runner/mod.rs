@@ -21,6 +21,7 @@ use ktstr_protocol::model::{DetailKind, HoldSpec, Plan, Topology};
 use ktstr_protocol::{Consumer, Producer};
 
 use crate::interrupt;
+use crate::kmem::Vmlinux;
 use crate::outcome::{
     HelloSummary, RunFailure, RunOutcome, ServedRequest, Stage, StepRecord, StepReports, secs,
 };
@@ -59,6 +60,9 @@ pub struct RunConfig {
     /// Progress lines (each plan's are prefixed with its name when there
     /// are several).
     pub progress: Progress,
+    /// The guest kernel's vmlinux, for symbols and BTF its kallsyms and
+    /// memory lack.
+    pub vmlinux: Option<Arc<Vmlinux>>,
 }
 
 impl RunConfig {
@@ -77,6 +81,7 @@ impl RunConfig {
             run_timeout: None,
             t0: Instant::now(),
             progress: Progress::silent(),
+            vmlinux: None,
         }
     }
 }
@@ -576,7 +581,7 @@ fn handle(
             progress.say(&format!("agent error in {}: {}", e.stage, e.message));
             out.agent_errors.push(e);
         }
-        GuestMsg::KernelInfo(info) => b.desk.info(*info),
+        GuestMsg::KernelInfo(info) => b.desk.info(*info, b.cfg.vmlinux.clone()),
         GuestMsg::KernelRequest(req) => {
             let arrived = Instant::now();
             let step = s.current_step() as u16;
