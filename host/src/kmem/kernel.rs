@@ -329,8 +329,8 @@ pub(crate) mod tests {
     use crate::vm::ram::VecRam;
 
     const MIB: u64 = 1 << 20;
-    const TEXT_VA: u64 = 0xffff_ffff_9a00_0000;
-    const TEXT_PA: u64 = 0x0200_0000;
+    pub(crate) const TEXT_VA: u64 = 0xffff_ffff_9a00_0000;
+    pub(crate) const TEXT_PA: u64 = 0x0200_0000;
     const POB: u64 = 0xffff_9000_0000_0000;
 
     fn gz(text: &str) -> Vec<u8> {

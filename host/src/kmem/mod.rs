@@ -15,6 +15,9 @@ pub mod symbols;
 pub mod translate;
 pub mod vmlinux;
 
+#[cfg(test)]
+mod hostile_tests;
+
 pub use error::KmemError;
 pub use kernel::Kernel;
 pub use vmlinux::Vmlinux;
