@@ -1,12 +1,13 @@
-//! Cold kernel reads from a step, whole round trip: the agent's
-//! `kmem_read_loop` scenario sends one cold read of `jiffies_64` after
-//! another (request over the ring, freeze, read, thaw, reply), and the
-//! host's log says when each request came off the ring; the gap between
-//! two arrivals is one full round trip as the host's clock sees it (the
-//! guest's clock stands still while it is frozen, so it cannot time this).
-//! Prints median, p99 and max of the round trip and of the two parts the
-//! host measures on its own (service: off the ring to reply in the ring;
-//! frozen: freeze to thaw).
+//! Kernel reads from a step, whole round trip: the agent's
+//! `kmem_read_loop_hot` and then `kmem_read_loop` scenarios, in one guest,
+//! send one read of `jiffies_64` after another (hot: request over the
+//! ring, read, reply; cold: with a freeze and thaw around the read), and
+//! the host's log says when each request came off the ring; the gap
+//! between two arrivals is one full round trip as the host's clock sees it
+//! (the guest's clock stands still while it is frozen, so it cannot time
+//! this). Prints median, p99 and max of the round trip and of the parts
+//! the host measures on its own (service: off the ring to reply in the
+//! ring; frozen: freeze to thaw), and the cold/hot ratio of medians.
 //!
 //! Run: `cargo bench -p ktstr-host --bench kmem` (`KTSTR_BENCH_SECS`,
 //! default 10, sets how long the loop runs; `KTSTR_BENCH_BACKEND` =
@@ -29,15 +30,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Median, p99 and max of `v` in ms, as one table row.
+/// Median, p99 and max of `v` (µs), as one table row.
 fn row(what: &str, mut v: Vec<u64>) -> String {
     v.sort_unstable();
-    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)] as f64 / 1000.0;
+    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
     format!(
-        "| {what} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        "| {what} | {} µs | {} µs | {} µs |",
         at(50),
         at(99),
-        v[v.len() - 1] as f64 / 1000.0
+        v[v.len() - 1]
     )
 }
 
@@ -70,53 +71,91 @@ fn main() {
         prepared.initramfs.clone(),
         topology.parse().expect("a topology"),
     );
-    let plan = Plan::custom(
-        "kmem_read_loop",
-        "kmem_read_loop",
-        Duration::from_secs(secs),
-    )
-    .set_assert(Assert::NONE);
+    // Hot reads first (the ring and the agent alone), then cold ones, in
+    // one guest: the difference is what the freeze costs.
+    let plan =
+        |name: &str| Plan::custom(name, name, Duration::from_secs(secs)).set_assert(Assert::NONE);
     let t0 = Instant::now();
-    let out = runner::run(
+    let outs = runner::run_all(
         backend.as_ref(),
         RunConfig {
             progress: progress.clone(),
-            ..RunConfig::new(spec, plan)
+            ..RunConfig::many(
+                spec,
+                vec![plan("kmem_read_loop_hot"), plan("kmem_read_loop")],
+            )
         },
     )
     .expect("launching the VM");
-    assert!(out.passed, "the read loop failed: {}", out.failure_text());
-    let log = out.kernel.expect("kernel accesses were logged");
-    assert!(log.errors.is_empty(), "{:?}", log.errors);
-    // The first request also waited for the kernel info; leave it out.
-    let served: &[ServedRequest] = log.served.get(1..).unwrap_or_default();
-    assert!(served.len() >= 10, "only {} requests", served.len());
-    let round_trips: Vec<u64> = served
-        .windows(2)
-        .map(|w| w[1].at_us.saturating_sub(w[0].at_us))
-        .collect();
+    let kernel = outs
+        .first()
+        .and_then(|o| o.hello.as_ref())
+        .map(|h| h.kernel_release.clone())
+        .unwrap_or_default();
     println!(
-        "cold u64 reads from a step: {} requests in {secs} s on {topology}, backend {why}, \
-         kernel {} ({:.0} s in all)",
-        served.len(),
-        out.hello.map(|h| h.kernel_release).unwrap_or_default(),
+        "u64 reads of jiffies_64 from a step, {secs} s each, on {topology}, backend {why}, \
+         kernel {kernel} ({:.0} s in all)",
         t0.elapsed().as_secs_f64()
     );
     println!("| | median | p99 | max |");
     println!("| --- | --- | --- | --- |");
-    println!("{}", row("round trip (arrival to arrival)", round_trips));
-    println!(
-        "{}",
-        row(
-            "host service (off the ring to reply sent)",
-            served.iter().map(|s| s.service_us).collect()
-        )
-    );
-    println!(
-        "{}",
-        row(
-            "frozen (freeze to thaw)",
-            served.iter().map(|s| s.frozen_us).collect()
-        )
-    );
+    let mut medians = Vec::new();
+    for out in &outs {
+        assert!(
+            out.passed,
+            "{} failed: {}",
+            out.scenario,
+            out.failure_text()
+        );
+        let log = out.kernel.as_ref().expect("kernel accesses were logged");
+        assert!(log.errors.is_empty(), "{:?}", log.errors);
+        // The first request also waited for the kernel info; leave it out.
+        let served: &[ServedRequest] = log.served.get(1..).unwrap_or_default();
+        assert!(served.len() >= 10, "only {} requests", served.len());
+        let how = if out.scenario.ends_with("hot") {
+            "hot"
+        } else {
+            "cold"
+        };
+        let round_trips: Vec<u64> = served
+            .windows(2)
+            .map(|w| w[1].at_us.saturating_sub(w[0].at_us))
+            .collect();
+        let mut sorted = round_trips.clone();
+        sorted.sort_unstable();
+        medians.push(sorted[sorted.len() / 2]);
+        println!(
+            "{}",
+            row(
+                &format!(
+                    "{how}: round trip, arrival to arrival ({} reads)",
+                    served.len()
+                ),
+                round_trips
+            )
+        );
+        println!(
+            "{}",
+            row(
+                &format!("{how}: host service, off the ring to reply sent"),
+                served.iter().map(|s| s.service_us).collect()
+            )
+        );
+        if how == "cold" {
+            println!(
+                "{}",
+                row(
+                    "cold: frozen, freeze call to thaw return",
+                    served.iter().map(|s| s.frozen_us).collect()
+                )
+            );
+        }
+    }
+    if let [hot, cold] = medians[..] {
+        println!(
+            "cold/hot round trip, medians: {:.2}x ({} us more for the freeze)",
+            cold as f64 / hot.max(1) as f64,
+            cold.saturating_sub(hot)
+        );
+    }
 }

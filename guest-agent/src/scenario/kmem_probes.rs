@@ -72,23 +72,36 @@ pub(crate) fn kmem_sysctl_roundtrip(ctx: &Ctx) -> Result<AssertResult> {
 const READ_LOOP_MAX: u64 = 100_000;
 
 /// Cold reads of `jiffies_64`, one request (so one freeze) each, back to
-/// back for the scenario's duration; fails when the counter ever goes
-/// backwards or a read fails. The host's log times each request, so the
-/// gaps between arrivals are whole round trips from a step.
+/// back for the scenario's duration: see [`read_loop`].
 pub(crate) fn kmem_read_loop(ctx: &Ctx) -> Result<AssertResult> {
+    read_loop(ctx, true)
+}
+
+/// [`kmem_read_loop`] with hot reads (no freeze): the ring's share of the
+/// round trip, for comparison.
+pub(crate) fn kmem_read_loop_hot(ctx: &Ctx) -> Result<AssertResult> {
+    read_loop(ctx, false)
+}
+
+/// Reads of `jiffies_64`, one request each, back to back for the
+/// scenario's duration; fails when the counter ever goes backwards or a
+/// read fails. The host's log times each request, so the gaps between
+/// arrivals are whole round trips from a step.
+fn read_loop(ctx: &Ctx, cold: bool) -> Result<AssertResult> {
     let access = KernelAccess::Read {
         tag: "jiffies".into(),
         target: KernelTarget::symbol("jiffies_64"),
         width: KernelValueWidth::u64(),
     };
+    let how = if cold { "cold" } else { "hot" };
     let t0 = Instant::now();
     let (mut n, mut last) = (0u64, 0u64);
     let mut result = AssertResult::pass();
     while t0.elapsed() < ctx.duration && n < READ_LOOP_MAX {
-        let value = match ctx.kernel_request(true, vec![access.clone()])?.pop() {
+        let value = match ctx.kernel_request(cold, vec![access.clone()])?.pop() {
             Some(Ok(Some(KernelValue::U64(v)))) => v,
-            Some(Err(e)) => bail!("cold read {n} of jiffies_64: {e}"),
-            other => bail!("cold read {n} of jiffies_64 came back as {other:?}"),
+            Some(Err(e)) => bail!("{how} read {n} of jiffies_64: {e}"),
+            other => bail!("{how} read {n} of jiffies_64 came back as {other:?}"),
         };
         if value < last {
             result.push_failure(
@@ -102,7 +115,7 @@ pub(crate) fn kmem_read_loop(ctx: &Ctx) -> Result<AssertResult> {
     ctx.emit(
         None,
         format!(
-            "{n} cold reads of jiffies_64 in {} ms, last {last}",
+            "{n} {how} reads of jiffies_64 in {} ms, last {last}",
             t0.elapsed().as_millis()
         ),
     );

@@ -14,7 +14,7 @@ use super::ctx::Ctx;
 use super::custom::{collect_all, dfl_wl, setup_cgroups, spawn_diverse};
 use super::exec::{execute_defs, execute_steps_with};
 use super::group::CgroupGroup;
-use super::kmem_probes::{kmem_read_loop, kmem_sysctl_roundtrip};
+use super::kmem_probes::{kmem_read_loop, kmem_read_loop_hot, kmem_sysctl_roundtrip};
 use super::step::Step;
 
 /// A custom scenario.
@@ -41,6 +41,7 @@ impl ScenarioRegistry {
             .register("custom_steps_with", custom_steps_with)
             .register("kmem_sysctl_roundtrip", kmem_sysctl_roundtrip)
             .register("kmem_read_loop", kmem_read_loop)
+            .register("kmem_read_loop_hot", kmem_read_loop_hot)
     }
 
     /// Adds or replaces the scenario called `name`.
@@ -126,6 +127,7 @@ mod tests {
             "custom_steps_with",
             "kmem_sysctl_roundtrip",
             "kmem_read_loop",
+            "kmem_read_loop_hot",
         ] {
             reg.get(name).unwrap();
         }

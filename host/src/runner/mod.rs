@@ -509,7 +509,11 @@ fn handle(
         return Ok(Flow::Continue);
     }
     let progress = b.progress();
-    let steps = b.plan().steps.len();
+    // A custom scenario's steps are its own business: no count to show.
+    let of_steps = match b.plan().steps.len() {
+        0 => String::new(),
+        n => format!("/{n}"),
+    };
     let out = b.out();
     match msg {
         GuestMsg::Hello(_) | GuestMsg::Done => {}
@@ -521,7 +525,7 @@ fn handle(
             scheduler,
         } => {
             progress.say(&format!(
-                "step {step}/{steps} started ({label}, scheduler {scheduler})"
+                "step {step}{of_steps} started ({label}, scheduler {scheduler})"
             ));
             out.steps.push(StepRecord {
                 step,
@@ -538,7 +542,7 @@ fn handle(
             scheduler,
         } => {
             progress.say(&format!(
-                "step {step}/{steps} {}",
+                "step {step}{of_steps} {}",
                 if result.passed { "passed" } else { "FAILED" }
             ));
             if let Some(r) = out.steps.iter_mut().rev().find(|r| r.step == step) {
