@@ -2,14 +2,14 @@
 //! KASLR on (QEMU TCG here; `e2e_kvm_nested.rs` covers our VMM). One guest
 //! runs three plans (reads with a hold between them, a per-CPU runqueue
 //! read under load, sysctl writes read back through /proc/sys); a second
-//! boot shows the kernel moved.
+//! boot shows the kernel moved, and one with `nokaslr` that it did not.
 //!
 //! Needs QEMU and the default kernel; without them each test prints
 //! `SKIP: <reason>`.
 
 mod common;
 
-use common::{prepared, run_all};
+use common::{prepared, run_all, run_all_with};
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -50,7 +50,18 @@ fn reads_plan() -> Plan {
             ],
             HoldSpec::fixed(HOLD),
         ),
-        Step::with_op(jiffies("j2"), HoldSpec::fixed(Duration::ZERO)),
+        Step::new(
+            vec![
+                jiffies("j2"),
+                // A hot read, against the running guest, after the cold one.
+                Op::read_kernel_hot(
+                    "j3",
+                    KernelTarget::symbol("jiffies_64"),
+                    KernelValueWidth::u64(),
+                ),
+            ],
+            HoldSpec::fixed(Duration::ZERO),
+        ),
     ];
     Plan::new("kmem_reads", steps, Duration::from_secs(1)).set_assert(Assert::NONE)
 }
@@ -159,7 +170,13 @@ fn check_reads(out: &RunOutcome) {
         ticks.abs_diff(want) <= slack,
         "{ticks} ticks, but {guest_ms} ms passed on the guest clock ({want} ticks at HZ={hz})"
     );
+    let j3 = u64_read(log, "j3");
+    assert!(
+        (j2..j2 + hz).contains(&j3),
+        "the hot read {j3} is not just after the cold one {j2}"
+    );
     assert_eq!(log.freezes, 2, "one freeze per step: {log:?}");
+    assert_eq!(log.requests, 3, "two cold requests and a hot one");
     assert_ne!(log.text_va, 0);
     assert!(log.paging_levels == 4 || log.paging_levels == 5, "{log:?}");
 }
@@ -232,4 +249,17 @@ fn host_reads_and_writes_guest_kernel_memory_with_kaslr() {
         distinct.len() > 1,
         "every boot put _text at {first:#x}: KASLR is off"
     );
+
+    // With --no-kaslr the kernel stays at its link address.
+    let fixed = run_all_with(p, TOPOLOGY, vec![reads_plan()], |s| s.kaslr = false);
+    let log = kernel_log(&fixed[0]);
+    check_reads(&fixed[0]);
+    assert_eq!(
+        (log.text_va, log.kaslr_offset),
+        (LINK_TEXT_VA, 0),
+        "nokaslr: {log:?}"
+    );
 }
+
+/// Where `_text` is linked on x86-64.
+const LINK_TEXT_VA: u64 = 0xffff_ffff_8100_0000;

@@ -152,14 +152,25 @@ pub fn run_on(
 /// while its plans pass), one VM at a time, and checks that nothing
 /// outlived them.
 pub fn run_all(p: &Prepared, topo: &str, plans: Vec<Plan>) -> Vec<RunOutcome> {
+    run_all_with(p, topo, plans, |_| {})
+}
+
+/// [`run_all`] on a spec `tweak` changed first.
+pub fn run_all_with(
+    p: &Prepared,
+    topo: &str,
+    plans: Vec<Plan>,
+    tweak: impl FnOnce(&mut VmSpec),
+) -> Vec<RunOutcome> {
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (backend, why) = select::select(BackendChoice::Auto).expect("a backend");
     eprintln!("{} plans on {topo}: backend {why}", plans.len());
-    let spec = VmSpec::new(
+    let mut spec = VmSpec::new(
         p.kernel.image.clone(),
         p.initramfs.clone(),
         topo.parse().expect("a valid topology"),
     );
+    tweak(&mut spec);
     let tag = topo.to_string();
     let cfg = RunConfig {
         progress: Progress::new(move |m| eprintln!("{tag}: {m}")),
