@@ -104,9 +104,9 @@ impl Vmlinux {
     }
 
     /// The KASLR offset of the guest whose kallsyms is `guest`: runtime
-    /// `_text` minus link `_text`, after checking that the symbols of
-    /// `MATCH_SYMBOLS` (`start_kernel`, `_etext`, `linux_banner`) both have sit at that offset too (else this is
-    /// another kernel).
+    /// `_text` minus link `_text`, after checking that `start_kernel`,
+    /// `_etext` and `linux_banner`, where both have them, sit at that
+    /// offset too (else this is another kernel).
     pub fn offset_against(&self, guest: &Symbols) -> Result<u64, KmemError> {
         let link_text = self.addr("_text").unwrap_or_default();
         let offset = guest.addr("_text")?.wrapping_sub(link_text);
