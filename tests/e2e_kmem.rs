@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use ktstr_host::outcome::{KernelAccessLog, RunOutcome};
 use ktstr_protocol::model::{
-    AffinityIntent, Assert, HoldSpec, KernelTarget, KernelValue, KernelValueWidth, Op, Plan, Step,
-    Work, WorkType,
+    AffinityIntent, Assert, Backdrop, CheckName, CheckState, DetailKind, HoldSpec, KernelTarget,
+    KernelValue, KernelValueWidth, Op, Plan, Step, Work, WorkType,
 };
 
 const TOPOLOGY: &str = "1n1l2c1t";
@@ -74,20 +74,32 @@ fn runqueue_plan() -> Plan {
         .affinity(AffinityIntent::Exact(BTreeSet::from([1])));
     let steps = vec![
         Step::new(
-            vec![Op::add_cgroup("pinned"), Op::spawn("pinned", pinned)],
+            vec![
+                Op::add_cgroup("pinned"),
+                Op::spawn("pinned", pinned),
+                Op::capture_snapshot("spawned"),
+            ],
             HoldSpec::fixed(Duration::from_secs(1)),
         ),
-        Step::with_op(
-            Op::read_kernel_cold(
-                "nr_running",
-                KernelTarget::per_cpu("runqueues", 1, "nr_running"),
-                KernelValueWidth::u32(),
-            ),
+        // The read and the capture fold into one freeze: they see the
+        // same runqueue.
+        Step::new(
+            vec![
+                Op::read_kernel_cold(
+                    "nr_running",
+                    KernelTarget::per_cpu("runqueues", 1, "nr_running"),
+                    KernelValueWidth::u32(),
+                ),
+                Op::capture_snapshot("loaded"),
+            ],
             HoldSpec::fixed(Duration::from_millis(200)),
         ),
     ];
+    // The monitor's imbalance check is on with a limit three pinned
+    // spinners break (3 tasks on CPU 1, none on CPU 0): this plan fails.
     Plan::new("kmem_runqueue", steps, Duration::from_secs(2))
-        .set_assert(Assert::NONE.check_not_starved())
+        .set_backdrop(Backdrop::new().push_op(Op::capture_snapshot("baseline")))
+        .set_assert(Assert::NONE.check_not_starved().max_imbalance_ratio(2.0))
 }
 
 fn kernel_log(out: &RunOutcome) -> &KernelAccessLog {
@@ -98,6 +110,11 @@ fn kernel_log(out: &RunOutcome) -> &KernelAccessLog {
         out.failure_text(),
         out.console_tail.clone().unwrap_or_default()
     );
+    accesses(out)
+}
+
+/// The kernel log of `out`, passed or not, without failed accesses.
+fn accesses(out: &RunOutcome) -> &KernelAccessLog {
     let log = out
         .kernel
         .as_ref()
@@ -182,12 +199,76 @@ fn check_reads(out: &RunOutcome) {
 }
 
 fn check_runqueue(out: &RunOutcome) {
-    let log = kernel_log(out);
+    let log = accesses(out);
     let Some(KernelValue::U32(n)) = log.read("nr_running") else {
         panic!("nr_running: {:?}", log.read("nr_running"))
     };
     eprintln!("CPU 1 runqueue: nr_running {n} with 3 spinners pinned there");
     assert!(*n >= 3, "CPU 1 nr_running {n} with 3 spinners pinned there");
+    // The monitor saw the same pile-up and failed the imbalance check,
+    // naming the CPU; nothing else failed.
+    assert!(
+        !out.passed,
+        "the imbalance check let 3 pinned spinners pass"
+    );
+    let details = &out.verdict.as_ref().expect("a verdict").result.details;
+    assert!(
+        details
+            .iter()
+            .all(|d| d.kind == DetailKind::Imbalance && d.message.contains("CPU 1 has 3")),
+        "{details:?}"
+    );
+    assert!(!details.is_empty());
+    let m = out.monitor.as_ref().expect("a monitor log");
+    assert!(
+        m.checks
+            .iter()
+            .any(|(c, s)| *c == CheckName::MaxImbalanceRatio
+                && matches!(s, CheckState::Ran { .. })),
+        "{:?}",
+        m.checks
+    );
+    // Samples are stamped with the step running, in order, and see the
+    // spinners on CPU 1 once they run.
+    let steps: Vec<u16> = m.samples.iter().map(|s| s.step).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    assert!(steps.contains(&1) && steps.contains(&2), "{steps:?}");
+    let times: Vec<u64> = m.samples.iter().map(|s| s.at_ms).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        m.samples
+            .iter()
+            .any(|s| s.cpus.get(1).is_some_and(|c| c.nr_running >= 3)),
+        "no sample saw 3 tasks on CPU 1"
+    );
+    eprintln!("monitor: {} samples, peaks {:?}", m.samples.len(), m.peaks);
+    // Captures: baseline, step 1, step 2, in order, each with every CPU
+    // and every vCPU's registers; the one in the read's freeze agrees
+    // with it.
+    let caps: Vec<(&str, u16)> = out
+        .captures
+        .iter()
+        .map(|c| (c.name.as_str(), c.step))
+        .collect();
+    assert_eq!(
+        caps,
+        [("baseline", 0), ("spawned", 1), ("loaded", 2)],
+        "{:?}",
+        out.captures
+    );
+    assert!(out.captures.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    for c in &out.captures {
+        let sample = c
+            .sample
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: {:?}", c.name, c.error));
+        assert_eq!(sample.cpus.len(), 2, "{}", c.name);
+        assert_eq!(c.registers.len(), 2, "{}: {:?}", c.name, c.registers);
+    }
+    assert_eq!(
+        out.captures[2].sample.as_ref().unwrap().cpus[1].nr_running,
+        *n
+    );
 }
 
 fn check_sysctl(out: &RunOutcome) {
@@ -207,21 +288,23 @@ fn check_sysctl(out: &RunOutcome) {
 #[test]
 fn host_reads_and_writes_guest_kernel_memory_with_kaslr() {
     let Some(p) = prepared() else { return };
+    // The runqueue plan fails on purpose (the monitor's imbalance check),
+    // so it runs last in the shared guest.
     let plans = vec![
         reads_plan(),
-        runqueue_plan(),
         Plan::custom(
             "kmem_sysctl",
             "kmem_sysctl_roundtrip",
             Duration::from_secs(1),
         )
         .set_assert(Assert::NONE),
+        runqueue_plan(),
     ];
     let outs = run_all(p, TOPOLOGY, plans);
     assert_eq!(outs.len(), 3);
     check_reads(&outs[0]);
-    check_runqueue(&outs[1]);
-    check_sysctl(&outs[2]);
+    check_sysctl(&outs[1]);
+    check_runqueue(&outs[2]);
     let first = kernel_log(&outs[0]).text_va;
 
     // KASLR: another boot puts the kernel elsewhere. One in a few hundred

@@ -372,3 +372,69 @@ fn the_stall_family_fails_under_the_stall_flag_naming_the_stall() {
         );
     }
 }
+
+/// The host monitor's stall check under the stall family's first
+/// scenario: it passes with the fixture as is, and under the `stall` flag
+/// it ends the run within a second of the stall's start, well before the
+/// fixture's 3 s watchdog, with a capture of the moment.
+#[test]
+fn the_monitor_catches_a_stall_within_a_second_and_passes_without_one() {
+    let Some(f) = fixture() else { return };
+    let decl = scheds::fixture_decl();
+    let stalling = scheds::spec_for(&f.binary, None, decl.args(&["stall"]).unwrap());
+    let params = catalog_params(Duration::from_secs(6));
+    let c = scenarios::catalog()
+        .iter()
+        .find(|c| c.family == scenarios::Family::Stall)
+        .expect("a stall scenario");
+    let watched = |sched: SchedulerSpec| {
+        let mut plan = c
+            .plan_under(&params, &decl.checks)
+            .set_scheduler(Some(sched));
+        plan.assert = plan.assert.merge(&Assert::NONE.fail_on_stall());
+        plan
+    };
+    let outs = common::run_all(
+        &f.prepared,
+        TOPOLOGY,
+        vec![watched(spec(f, &[])), watched(stalling)],
+    );
+    let calm = &outs[0];
+    assert!(calm.passed, "{}", calm.failure_text());
+    let m = calm.monitor.as_ref().expect("monitored");
+    assert!(m.samples.len() >= 20, "{} samples", m.samples.len());
+    assert!(
+        m.checks
+            .iter()
+            .any(|(c, s)| *c == CheckName::FailOnStall && matches!(s, CheckState::Ran { .. }))
+    );
+    let stalled = &outs[1];
+    let Some(ktstr_host::outcome::RunFailure::Stall(finding)) = &stalled.failure else {
+        panic!(
+            "expected the monitor's stall, got {}",
+            stalled.failure_text()
+        )
+    };
+    eprintln!("monitor stall: {finding:?}");
+    // The waiting task's age says when the stall began for it.
+    if let Some(ms) = finding
+        .message
+        .split("runnable for ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        assert!(ms < 1000, "caught {ms} ms after the stall began");
+    }
+    let at_stall = stalled
+        .captures
+        .iter()
+        .find(|c| c.name == "stall")
+        .expect("a capture at the stall");
+    let sample = at_stall
+        .sample
+        .as_ref()
+        .expect("scheduler state at the stall");
+    let scx = sample.scx.as_ref().expect("sched_ext was loaded");
+    assert!(scx.ops.starts_with("ktstr_fifo"), "{scx:?}");
+}

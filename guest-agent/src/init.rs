@@ -81,13 +81,18 @@ impl MessageSink for Channel<'_> {
         Ok(())
     }
 
-    fn kernel(&mut self, cold: bool, accesses: Vec<KernelAccess>) -> Result<KernelReply> {
+    fn announce_kernel(&mut self) -> Result<()> {
         if !self.kernel_info_sent {
             let info = crate::kernel_info::gather(&kernel_release())
                 .context("gathering what the host needs to reach kernel memory")?;
             self.send(GuestMsg::KernelInfo(Box::new(info)))?;
             self.kernel_info_sent = true;
         }
+        Ok(())
+    }
+
+    fn kernel(&mut self, cold: bool, accesses: Vec<KernelAccess>) -> Result<KernelReply> {
+        self.announce_kernel()?;
         let id = self.next_request;
         self.next_request += 1;
         self.send(GuestMsg::KernelRequest(KernelRequest {

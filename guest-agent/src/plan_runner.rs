@@ -30,6 +30,12 @@ use crate::topology::TestTopology;
 pub trait MessageSink {
     fn send(&mut self, msg: GuestMsg) -> Result<()>;
 
+    /// Sends the host what it needs to reach kernel memory, once, ahead of
+    /// any request (the host monitor reads the runqueues from the start).
+    fn announce_kernel(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Asks the host for kernel-memory accesses and waits for its answer.
     fn kernel(&mut self, cold: bool, accesses: Vec<KernelAccess>) -> Result<KernelReply> {
         let _ = (cold, accesses);
@@ -212,6 +218,11 @@ impl<'a> PlanRunner<'a> {
                 result: AssertResult::skip(format!("{}: {why}", plan.name)),
                 elapsed_ms: 0,
             });
+        }
+        if plan.monitoring().is_some() {
+            self.sink
+                .announce_kernel()
+                .context("telling the host where the kernel is, for its monitor")?;
         }
         let forwarder = Forwarder {
             sink: RefCell::new(&mut *self.sink),

@@ -27,6 +27,7 @@ pub mod agent_build;
 pub mod prepare;
 pub mod vm;
 pub mod kmem;
+pub mod monitor;
 pub mod skip;
 pub mod scenarios;
 pub mod scheds;

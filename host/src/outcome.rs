@@ -123,6 +123,8 @@ pub enum RunFailure {
     Send { what: &'static str, error: MsgError },
     /// The guest could not be thawed after a cold kernel access.
     Thaw(Arc<VmError>),
+    /// The host monitor saw a CPU stall (the run ends right then).
+    Stall(crate::monitor::Finding),
     /// The guest sees another topology than the one requested.
     TopologyMismatch { want: String, diff: Vec<String> },
     /// The agent reported an error (the first one).
@@ -147,6 +149,7 @@ impl RunFailure {
             RunFailure::SendPlan(_) => "send_plan",
             RunFailure::Send { .. } => "send",
             RunFailure::Thaw(_) => "thaw",
+            RunFailure::Stall(_) => "stall",
             RunFailure::TopologyMismatch { .. } => "topology_mismatch",
             RunFailure::Agent(_) => "agent_error",
             RunFailure::NoVerdict => "no_verdict",
@@ -191,6 +194,11 @@ impl fmt::Display for RunFailure {
                 f,
                 "thawing the guest after a cold kernel access: {}",
                 crate::errors::chain(&**e)
+            ),
+            RunFailure::Stall(s) => write!(
+                f,
+                "the host monitor caught a stall in step {} at {} ms: {}",
+                s.step, s.at_ms, s.message
             ),
             RunFailure::TopologyMismatch { want, diff } => write!(
                 f,
@@ -255,6 +263,10 @@ pub struct RunOutcome {
     pub console_tail: Option<String>,
     /// Host-side kernel-memory access during this plan, when there was any.
     pub kernel: Option<KernelAccessLog>,
+    /// The host monitor's samples and findings, when the plan asked for it.
+    pub monitor: Option<crate::monitor::MonitorLog>,
+    /// Snapshots taken during this plan (ops, and the state at a stall).
+    pub captures: Vec<crate::monitor::Capture>,
 }
 
 /// What the host did in the guest kernel's memory for one plan.

@@ -113,6 +113,12 @@ pub fn table(out: &RunOutcome) -> String {
             let _ = writeln!(s, "{}", metrics_line(m));
         }
     }
+    if let Some(m) = &out.monitor {
+        s.push_str(&monitor_lines(m));
+    }
+    for c in &out.captures {
+        let _ = writeln!(s, "{}", capture_line(c));
+    }
     let t = &out.timings;
     let secs =
         |ms: Option<u64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
@@ -172,6 +178,69 @@ pub fn json(out: &RunOutcome) -> serde_json::Result<String> {
 /// Several outcomes as a pretty JSON array.
 pub fn json_all(outcomes: &[RunOutcome]) -> serde_json::Result<String> {
     serde_json::to_string_pretty(outcomes)
+}
+
+/// The monitor's per-step peaks, one line each.
+fn monitor_lines(m: &crate::monitor::MonitorLog) -> String {
+    let mut s = format!(
+        "monitor: every {} ms, {} samples",
+        m.interval_ms,
+        m.samples.len()
+    );
+    if m.read_errors > 0 {
+        let _ = write!(
+            s,
+            ", {} unreadable ({})",
+            m.read_errors,
+            m.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    s.push('\n');
+    for p in &m.peaks {
+        let _ = write!(
+            s,
+            "  step {}: {} samples, peak imbalance {:.1}",
+            p.step, p.samples, p.max_imbalance
+        );
+        if let Some(d) = p.max_local_dsq {
+            let _ = write!(s, ", peak local DSQ {d}");
+        }
+        if let Some(w) = p.max_wait_ms {
+            let _ = write!(s, ", longest wait {w} ms");
+        }
+        let _ = writeln!(s, ", stalls {}", p.stalls);
+    }
+    s
+}
+
+/// One capture: its stamps and each CPU's runnable tasks.
+fn capture_line(c: &crate::monitor::Capture) -> String {
+    let mut s = format!(
+        "capture {} ({:?}, step {}, {} ms): ",
+        c.name, c.trigger, c.step, c.at_ms
+    );
+    match (&c.sample, &c.error) {
+        (Some(sample), _) => {
+            let nr: Vec<String> = sample
+                .cpus
+                .iter()
+                .map(|cpu| cpu.nr_running.to_string())
+                .collect();
+            let _ = write!(s, "nr_running per CPU [{}]", nr.join(", "));
+            if let Some(scx) = &sample.scx {
+                let _ = write!(
+                    s,
+                    ", sched_ext {} (exit {})",
+                    scx.ops,
+                    scx.exit_kind_name.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        (None, Some(e)) => s.push_str(e),
+        (None, None) => s.push('-'),
+    }
+    let _ = write!(s, ", {} vCPUs' registers", c.registers.len());
+    s
 }
 
 #[cfg(test)]

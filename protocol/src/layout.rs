@@ -18,7 +18,7 @@ use crate::error::ShmError;
 
 /// Bumped whenever a layout, frame or message changes incompatibly; the
 /// header and the agent's Hello both carry it.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// `b"KTSTRSHM"` read as a little-endian u64.
 pub const SHM_MAGIC: u64 = u64::from_le_bytes(*b"KTSTRSHM");

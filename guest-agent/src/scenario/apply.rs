@@ -18,7 +18,7 @@ use crate::sysfs::format_cpu_list;
 pub fn is_supported(kind: OpKind) -> bool {
     !matches!(
         kind,
-        OpKind::CaptureSnapshot | OpKind::WatchSnapshot | OpKind::PinBpfMap | OpKind::SteerIrq
+        OpKind::WatchSnapshot | OpKind::PinBpfMap | OpKind::SteerIrq
     )
 }
 

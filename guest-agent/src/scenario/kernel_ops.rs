@@ -1,5 +1,5 @@
-//! Kernel-memory ops (`ReadKernelHot/Cold`, `WriteKernelHot/Cold`) as
-//! requests to the host, which does the accesses. Adjacent cold ops of a
+//! Kernel-memory ops (`ReadKernelHot/Cold`, `WriteKernelHot/Cold`,
+//! `CaptureSnapshot`) as requests to the host, which does the accesses. Adjacent cold ops of a
 //! step, reads and writes alike, fold into one request and so one freeze
 //! (in their order, so folding never reorders a read around a write); a
 //! hot op is its own request against the running guest.
@@ -37,6 +37,10 @@ pub(crate) fn accesses(op: &Op) -> Option<(bool, Vec<KernelAccess>)> {
         Op::WriteKernelHot { writes: w } => Some((false, writes(w))),
         Op::ReadKernelCold { tag, target, width } => Some((true, read(tag, target, width))),
         Op::ReadKernelHot { tag, target, width } => Some((false, read(tag, target, width))),
+        // A capture freezes the guest too, so it folds with cold ops.
+        Op::CaptureSnapshot { name } => {
+            Some((true, vec![KernelAccess::Capture { name: name.clone() }]))
+        }
         _ => None,
     }
 }
@@ -86,6 +90,10 @@ pub(crate) fn run(ctx: &Ctx, cold: bool, accesses: Vec<KernelAccess>) -> Result<
             (KernelAccess::Write { target, .. }, Err(e)) => {
                 bail!("writing {target} in kernel memory: {e}")
             }
+            (KernelAccess::Capture { name }, Ok(_)) => {
+                ctx.emit(Some(OpKind::CaptureSnapshot), format!("captured {name}"));
+            }
+            (KernelAccess::Capture { name }, Err(e)) => bail!("capturing {name}: {e}"),
         }
     }
     if cold && n > 1 {

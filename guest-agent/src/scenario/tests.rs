@@ -295,13 +295,13 @@ fn intake_rejects_bad_holds_and_unsupported_ops_before_anything_runs() {
     let e = err_text(run.go(
         Backdrop::new(),
         vec![Step::new(
-            vec![Op::add_cgroup("a"), Op::capture_snapshot("s")],
+            vec![Op::add_cgroup("a"), Op::watch_snapshot("jiffies_64")],
             ZERO,
         )],
         Duration::from_millis(10),
     ));
     assert!(
-        e.contains("not supported by this agent yet: CaptureSnapshot"),
+        e.contains("not supported by this agent yet: WatchSnapshot"),
         "{e}"
     );
     let e = err_text(run.go(Backdrop::new(), vec![], Duration::from_millis(10)));

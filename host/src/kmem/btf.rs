@@ -152,6 +152,39 @@ impl Types {
             .unwrap_or_else(|| format!("<anonymous {}>", ty.name()))
     }
 
+    /// The named, byte-aligned members of struct or union `ty` (directly in
+    /// it), with their offsets and sizes: for rendering a whole struct
+    /// (event counters, say) field by field.
+    pub fn members(&self, ty: &Type) -> Result<Vec<(String, Field)>, KmemError> {
+        let (Type::Struct(s) | Type::Union(s)) = self.peel(ty.clone())? else {
+            return Err(KmemError::Btf(format!(
+                "{} is not a struct or union",
+                self.type_name(ty)
+            )));
+        };
+        let mut out = Vec::new();
+        for m in &s.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            if name.is_empty()
+                || m.bit_offset() % 8 != 0
+                || m.bitfield_size().is_some_and(|b| b != 0)
+            {
+                continue;
+            }
+            let mty = self.btf.resolve_chained_type(m).map_err(Self::err)?;
+            let size = self.size(&mty)?;
+            out.push((
+                name,
+                Field {
+                    offset: u64::from(m.bit_offset() / 8),
+                    size,
+                    ty: mty,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// `member` directly in `ty`, or inside one of its anonymous members.
     fn find(&self, ty: &Type, member: &str, depth: u32) -> Result<Option<Field>, KmemError> {
         let (Type::Struct(s) | Type::Union(s)) = self.peel(ty.clone())? else {
@@ -187,6 +220,25 @@ impl Types {
             }
         }
         Ok(None)
+    }
+
+    /// The name of `value` in enum `enum_name` (`scx_exit_kind`), if the
+    /// BTF has that enum and value.
+    pub fn enum_name(&self, enum_name: &str, value: u64) -> Option<String> {
+        let found = self.btf.resolve_types_by_name(enum_name).ok()?;
+        found.into_iter().find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| u64::from(m.val()) == value)
+                .and_then(|m| self.btf.resolve_name(m).ok()),
+            Type::Enum64(e) => e
+                .members
+                .iter()
+                .find(|m| m.val() == value)
+                .and_then(|m| self.btf.resolve_name(m).ok()),
+            _ => None,
+        })
     }
 
     /// The member at dotted `path` (`"a.b"`) inside `ty`; an empty path is

@@ -12,6 +12,7 @@ use std::time::Instant;
 use ktstr_protocol::model::{KernelAccess, KernelInfo, KernelReply, KernelRequest};
 
 use crate::kmem::{Kernel, Vmlinux};
+use crate::monitor::{Capture, SchedReader, Trigger};
 use crate::outcome::{KernelAccessLog, KernelRead};
 use crate::vm::{Vm, VmError};
 
@@ -22,9 +23,19 @@ pub(super) struct Served {
     pub(super) frozen_since: Option<Instant>,
 }
 
+/// When something happened in the running plan: the step and ms since
+/// the plan was sent, frozen time left out.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Stamp {
+    pub(super) step: u16,
+    pub(super) at_ms: u64,
+}
+
 /// The guest kernel as this VM's requests find it.
 #[derive(Default)]
 pub(super) struct KernelDesk {
+    /// Reads scheduler state for captures.
+    reader: SchedReader,
     /// `None` until the agent sends its kernel info; `Err` when that info
     /// could not be used (every request then gets why).
     kernel: Option<Result<Kernel, String>>,
@@ -39,6 +50,31 @@ impl KernelDesk {
         );
     }
 
+    /// Freezes the guest, captures it under `name`, thaws; `None` when the
+    /// kernel is not known yet or the guest cannot be frozen.
+    pub(super) fn capture_now(
+        &mut self,
+        vm: &mut dyn Vm,
+        name: &str,
+        trigger: Trigger,
+        at: Stamp,
+    ) -> Option<Capture> {
+        let ram = vm.guest_ram()?;
+        let kernel = self.kernel.as_mut()?.as_mut().ok()?;
+        vm.freeze().ok()?;
+        let regs = vm.frozen_registers().unwrap_or_default();
+        let c = self
+            .reader
+            .capture(kernel, ram.as_ref(), name, trigger, at.step, at.at_ms, regs);
+        let _ = vm.thaw();
+        Some(c)
+    }
+
+    /// The guest kernel, once its info arrived and could be used.
+    pub(super) fn kernel_mut(&mut self) -> Option<&mut Kernel> {
+        self.kernel.as_mut().and_then(|k| k.as_mut().ok())
+    }
+
     /// Does `req` (inside one freeze when cold) and logs it in `log`. A
     /// cold request leaves the VM frozen (`frozen_since`): the caller sends
     /// the reply, then calls [`Self::thaw`].
@@ -46,10 +82,11 @@ impl KernelDesk {
         &mut self,
         vm: &mut dyn Vm,
         req: &KernelRequest,
-        step: u16,
+        at: Stamp,
         log: &mut Option<KernelAccessLog>,
+        captures: &mut Vec<Capture>,
     ) -> Served {
-        let (reply, frozen_since) = self.serve_frozen(vm, req, step, log);
+        let (reply, frozen_since) = self.serve_frozen(vm, req, at, log, captures);
         Served {
             reply,
             frozen_since,
@@ -77,9 +114,11 @@ impl KernelDesk {
         &mut self,
         vm: &mut dyn Vm,
         req: &KernelRequest,
-        step: u16,
+        at: Stamp,
         log: &mut Option<KernelAccessLog>,
+        captures: &mut Vec<Capture>,
     ) -> (KernelReply, Option<Instant>) {
+        let step = at.step;
         let mut reply = KernelReply {
             id: req.id,
             results: Err(String::new()),
@@ -116,7 +155,43 @@ impl KernelDesk {
             }
             reply.freezes = 1;
         }
-        let results = kernel.execute(ram.as_ref(), &req.accesses);
+        // Accesses in order; captures are taken here, the rest by the
+        // kernel in runs between them.
+        let mut results = Vec::with_capacity(req.accesses.len());
+        let mut rest = req.accesses.as_slice();
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .take_while(|a| !matches!(a, KernelAccess::Capture { .. }))
+                .count();
+            if plain > 0 {
+                results.extend(kernel.execute(ram.as_ref(), &rest[..plain]));
+                rest = &rest[plain..];
+                continue;
+            }
+            if let KernelAccess::Capture { name } = &rest[0] {
+                if !req.cold {
+                    results.push(Err(format!("capture {name:?} asked for without a freeze")));
+                } else {
+                    let regs = vm.frozen_registers().unwrap_or_default();
+                    let c = self.reader.capture(
+                        kernel,
+                        ram.as_ref(),
+                        name,
+                        Trigger::Op,
+                        at.step,
+                        at.at_ms,
+                        regs,
+                    );
+                    results.push(match &c.error {
+                        Some(e) => Err(format!("capture {name:?}: {e}")),
+                        None => Ok(None),
+                    });
+                    captures.push(c);
+                }
+            }
+            rest = &rest[1..];
+        }
         // The reply can only tell the time up to now; the log gets the whole
         // freeze once thawed.
         if req.cold {

@@ -16,12 +16,13 @@ mod kernel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel};
+use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel, Verdict};
 use ktstr_protocol::model::{DetailKind, HoldSpec, Plan, Topology};
 use ktstr_protocol::{Consumer, Producer};
 
 use crate::interrupt;
 use crate::kmem::Vmlinux;
+use crate::monitor::{Monitor, Trigger};
 use crate::outcome::{
     HelloSummary, RunFailure, RunOutcome, ServedRequest, Stage, StepRecord, StepReports, secs,
 };
@@ -177,6 +178,10 @@ struct Batch<'c> {
     sent: Instant,
     /// The guest kernel, for kernel-memory requests.
     desk: kernel::KernelDesk,
+    /// The running plan's host monitor, if it asked for one.
+    monitor: Option<Monitor>,
+    /// Time the guest spent frozen since the running plan was sent.
+    frozen: Duration,
 }
 
 impl Batch<'_> {
@@ -226,8 +231,15 @@ fn run_batch(
         hello: None,
         sent: Instant::now(),
         desk: kernel::KernelDesk::default(),
+        monitor: None,
+        frozen: Duration::ZERO,
     };
     let result = drive(vm.as_mut(), backend, &mut b);
+    if let Some(m) = b.monitor.take()
+        && !b.outs.is_empty()
+    {
+        b.out().monitor = Some(m.finish());
+    }
     if b.outs.is_empty() {
         // The guest never got a plan: the failure belongs to the first.
         b.outs.push(fresh_outcome(backend, cfg, &cfg.plans[first]));
@@ -382,6 +394,7 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         if drain(vm, backend, b, &mut s)? {
             return Ok(());
         }
+        watch(vm, b, &s)?;
         match vm.try_wait() {
             Ok(Some(exit)) => {
                 // What the guest published just before it went is still in
@@ -408,8 +421,48 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
             (pause * 2).min(POLL)
         };
         handled_before = s.handled;
-        std::thread::sleep(pause);
+        let until_sample = b.monitor.as_ref().map_or(pause, Monitor::until_due);
+        std::thread::sleep(pause.min(until_sample));
     }
+}
+
+/// Takes a monitor sample when one is due and the guest's kernel is known;
+/// a stall ends the run.
+fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunFailure> {
+    let at = stamp(b, s);
+    let Some(m) = b.monitor.as_mut().filter(|m| m.due()) else {
+        return Ok(());
+    };
+    let (Some(kernel), Some(ram)) = (b.desk.kernel_mut(), vm.guest_ram()) else {
+        return Ok(());
+    };
+    let Some(stall) = m.sample(kernel, ram.as_ref(), at.step, at.at_ms) else {
+        return Ok(());
+    };
+    // The state at the failure, for the result.
+    if let Some(c) = b.desk.capture_now(vm, "stall", Trigger::Stall, at) {
+        b.out().captures.push(c);
+    }
+    Err(RunFailure::Stall(stall))
+}
+
+/// Now, in the running plan's terms.
+fn stamp(b: &Batch<'_>, s: &Session<'_>) -> kernel::Stamp {
+    kernel::Stamp {
+        step: s.current_step() as u16,
+        at_ms: b.sent.elapsed().saturating_sub(b.frozen).as_millis() as u64,
+    }
+}
+
+/// Adds the monitor's checks and breaches to the agent's verdict.
+fn fold_monitor(v: &mut Verdict, log: &crate::monitor::MonitorLog) {
+    for (check, state) in &log.checks {
+        v.result.record_check(*check, state.clone());
+    }
+    for d in log.failures() {
+        v.result.push_failure(d.kind, d.message);
+    }
+    v.passed &= v.result.passed;
 }
 
 /// Handles everything the guest has published; `true` once it said Done.
@@ -456,6 +509,8 @@ fn send_plan(
 ) -> Result<(), RunFailure> {
     let plan = &b.cfg.plans[index];
     b.outs.push(fresh_outcome(backend, b.cfg, plan));
+    b.monitor = Monitor::for_plan(plan);
+    b.frozen = Duration::ZERO;
     b.sent = Instant::now();
     s.tx.send_msg(
         "plan",
@@ -560,9 +615,15 @@ fn handle(
             cgroup,
             reports,
         }),
-        GuestMsg::Verdict(v) => {
+        GuestMsg::Verdict(mut v) => {
             out.timings.verdict_ms = Some(t);
+            if let Some(m) = b.monitor.take() {
+                let log = m.finish();
+                fold_monitor(&mut v, &log);
+                b.out().monitor = Some(log);
+            }
             let passed = v.passed;
+            let out = b.out();
             out.verdict = Some(v);
             let next = b.current() + 1;
             if passed && next < b.cfg.plans.len() {
@@ -588,9 +649,11 @@ fn handle(
         GuestMsg::KernelInfo(info) => b.desk.info(*info, b.cfg.vmlinux.clone()),
         GuestMsg::KernelRequest(req) => {
             let arrived = Instant::now();
-            let step = s.current_step() as u16;
+            let at = stamp(b, s);
             let mut log = b.out().kernel.take();
-            let served = b.desk.serve(vm, &req, step, &mut log);
+            let mut captures = std::mem::take(&mut b.out().captures);
+            let served = b.desk.serve(vm, &req, at, &mut log, &mut captures);
+            b.out().captures = captures;
             // The reply goes into the ring while the guest is still frozen,
             // so it is there the moment the guest runs again.
             let sent = s.tx.send_msg(
@@ -600,6 +663,9 @@ fn handle(
             );
             let service_us = arrived.elapsed().as_micros() as u64;
             let thawed = kernel::KernelDesk::thaw(vm, served.frozen_since, &mut log);
+            if let Ok(us) = &thawed {
+                b.frozen += Duration::from_micros(*us);
+            }
             if let (Some(log), Ok(frozen_us)) = (log.as_mut(), &thawed) {
                 log.record(ServedRequest {
                     at_us: arrived.saturating_duration_since(b.sent).as_micros() as u64,

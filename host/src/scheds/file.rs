@@ -121,8 +121,9 @@ fn set_check(a: Assert, name: &str, v: CheckValue) -> Result<Assert, String> {
         return Ok(a.switch_off(check));
     }
     Ok(match check {
-        CheckName::NotStarved | CheckName::Isolation => match v {
+        CheckName::NotStarved | CheckName::Isolation | CheckName::FailOnStall => match v {
             CheckValue::Switch(true) if check == CheckName::NotStarved => a.check_not_starved(),
+            CheckValue::Switch(true) if check == CheckName::FailOnStall => a.fail_on_stall(),
             CheckValue::Switch(true) => a.check_isolation(),
             _ => return Err(format!("[checks] {name} takes true or false")),
         },
@@ -135,6 +136,8 @@ fn set_check(a: Assert, name: &str, v: CheckValue) -> Result<Assert, String> {
         CheckName::MinNumaLocality => a.min_numa_locality(number(v)?),
         CheckName::MaxWeightErrorPct => a.max_weight_error_pct(number(v)?),
         CheckName::MaxClassInversionPct => a.max_class_inversion_pct(number(v)?),
+        CheckName::MaxImbalanceRatio => a.max_imbalance_ratio(number(v)?),
+        CheckName::MaxLocalDsqDepth => a.max_local_dsq_depth(number(v)? as u32),
     })
 }
 

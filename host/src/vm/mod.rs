@@ -158,12 +158,30 @@ pub trait Vm: Send {
         None
     }
 
+    /// Every vCPU's registers while the VM is frozen (after
+    /// [`Vm::freeze`]); `None` where the backend cannot say.
+    fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {
+        None
+    }
+
     /// Guest RAM by guest-physical address, through the host's own
     /// mapping of it (the ring region refused); `None` where the backend
     /// cannot reach it.
     fn guest_ram(&self) -> Option<Arc<dyn ram::PhysMemory>> {
         None
     }
+}
+
+/// A few registers of one vCPU, as a capture shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VcpuRegs {
+    pub vcpu: u32,
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    /// Page-table root, where the backend reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cr3: Option<u64>,
 }
 
 /// Starts VMs.

@@ -86,11 +86,30 @@ pub enum CheckName {
     /// Mean CPU share of a lower scheduling class over a higher one's,
     /// percent.
     MaxClassInversionPct,
+    /// Host monitor: most over fewest runnable tasks across CPUs.
+    MaxImbalanceRatio,
+    /// Host monitor: tasks waiting in one CPU's local DSQ.
+    MaxLocalDsqDepth,
+    /// Host monitor: a CPU with runnable tasks makes no progress.
+    FailOnStall,
 }
 
 impl CheckName {
     /// Every check, in order.
     pub const ALL: &'static [CheckName] = <CheckName as strum::VariantArray>::VARIANTS;
+
+    /// The checks the host monitor runs on its runqueue samples (the agent
+    /// leaves them alone).
+    pub const MONITOR: &'static [CheckName] = &[
+        CheckName::MaxImbalanceRatio,
+        CheckName::MaxLocalDsqDepth,
+        CheckName::FailOnStall,
+    ];
+
+    /// Whether the host monitor runs this check.
+    pub fn is_monitor(self) -> bool {
+        Self::MONITOR.contains(&self)
+    }
 }
 
 /// Checks on worker reports.
@@ -127,6 +146,19 @@ pub struct Assert {
     /// exceed a higher one's (RT over normal and batch over idle).
     #[serde(default)]
     pub max_class_inversion_pct: Check<f64>,
+    /// Host monitor: largest allowed ratio of the most to the fewest
+    /// runnable tasks on a CPU (fewest counted as at least 1), sustained.
+    #[serde(default)]
+    pub max_imbalance_ratio: Check<f64>,
+    /// Host monitor: largest allowed number of tasks in a CPU's local
+    /// dispatch queue, sustained.
+    #[serde(default)]
+    pub max_local_dsq_depth: Check<u32>,
+    /// Host monitor: fail when a CPU with runnable tasks makes no progress
+    /// (its clock stands still, or its longest-waiting sched_ext task
+    /// never runs), sustained.
+    #[serde(default)]
+    pub fail_on_stall: Check<()>,
 }
 
 impl Assert {
@@ -143,6 +175,9 @@ impl Assert {
         min_numa_locality: Check::Inherit,
         max_weight_error_pct: Check::Inherit,
         max_class_inversion_pct: Check::Inherit,
+        max_imbalance_ratio: Check::Inherit,
+        max_local_dsq_depth: Check::Inherit,
+        fail_on_stall: Check::Inherit,
     };
 
     /// Alias of [`Self::NONE`]: a layer that overrides nothing.
@@ -178,6 +213,9 @@ impl Assert {
             max_class_inversion_pct: later
                 .max_class_inversion_pct
                 .over(self.max_class_inversion_pct),
+            max_imbalance_ratio: later.max_imbalance_ratio.over(self.max_imbalance_ratio),
+            max_local_dsq_depth: later.max_local_dsq_depth.over(self.max_local_dsq_depth),
+            fail_on_stall: later.fail_on_stall.over(self.fail_on_stall),
         }
     }
 
@@ -202,12 +240,23 @@ impl Assert {
             min_numa_locality: off(self.min_numa_locality),
             max_weight_error_pct: off(self.max_weight_error_pct),
             max_class_inversion_pct: off(self.max_class_inversion_pct),
+            max_imbalance_ratio: off(self.max_imbalance_ratio),
+            max_local_dsq_depth: off(self.max_local_dsq_depth),
+            fail_on_stall: off(self.fail_on_stall),
         }
     }
 
-    /// Whether any per-worker check is on.
+    /// Whether any per-worker check (one the agent runs) is on.
     pub fn has_worker_checks(&self) -> bool {
         CheckName::ALL
+            .iter()
+            .filter(|c| !c.is_monitor())
+            .any(|&c| matches!(self.setting(c), Setting::On(_)))
+    }
+
+    /// Whether any host monitor check is on.
+    pub fn has_monitor_checks(&self) -> bool {
+        CheckName::MONITOR
             .iter()
             .any(|&c| matches!(self.setting(c), Setting::On(_)))
     }
@@ -226,6 +275,9 @@ impl Assert {
             CheckName::MinNumaLocality => self.min_numa_locality = Check::Off,
             CheckName::MaxWeightErrorPct => self.max_weight_error_pct = Check::Off,
             CheckName::MaxClassInversionPct => self.max_class_inversion_pct = Check::Off,
+            CheckName::MaxImbalanceRatio => self.max_imbalance_ratio = Check::Off,
+            CheckName::MaxLocalDsqDepth => self.max_local_dsq_depth = Check::Off,
+            CheckName::FailOnStall => self.fail_on_stall = Check::Off,
         }
         self
     }
@@ -256,6 +308,9 @@ impl Assert {
             CheckName::MaxClassInversionPct => {
                 show(self.max_class_inversion_pct, |v| format!("{v}%"))
             }
+            CheckName::MaxImbalanceRatio => show(self.max_imbalance_ratio, |v| format!("{v}")),
+            CheckName::MaxLocalDsqDepth => show(self.max_local_dsq_depth, |v| format!("{v}")),
+            CheckName::FailOnStall => show(self.fail_on_stall, on),
         }
     }
 
@@ -311,6 +366,25 @@ impl Assert {
 
     pub const fn max_class_inversion_pct(mut self, pct: f64) -> Self {
         self.max_class_inversion_pct = Check::On(pct);
+        self
+    }
+
+    /// Host monitor imbalance limit (the spec's default when enforced is
+    /// 4.0).
+    pub const fn max_imbalance_ratio(mut self, ratio: f64) -> Self {
+        self.max_imbalance_ratio = Check::On(ratio);
+        self
+    }
+
+    /// Host monitor local DSQ depth limit (default when enforced: 50).
+    pub const fn max_local_dsq_depth(mut self, depth: u32) -> Self {
+        self.max_local_dsq_depth = Check::On(depth);
+        self
+    }
+
+    /// Host monitor stall check.
+    pub const fn fail_on_stall(mut self) -> Self {
+        self.fail_on_stall = Check::On(());
         self
     }
 }

@@ -37,6 +37,10 @@ pub enum KernelAccess {
         target: KernelTarget,
         value: KernelValue,
     },
+    /// A snapshot of every CPU's runqueue, the sched_ext state and the
+    /// vCPUs' registers, kept by the host under `name` (stamped with the
+    /// step and the plan's time).
+    Capture { name: Cow<'static, str> },
 }
 
 /// Accesses done in order, all inside one freeze when `cold`.

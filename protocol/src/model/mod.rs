@@ -11,6 +11,7 @@ pub mod error;
 pub mod hold;
 pub mod kernel;
 pub mod metrics;
+pub mod monitor;
 pub mod op;
 pub mod plan;
 pub mod report;
@@ -29,6 +30,7 @@ pub use error::ModelError;
 pub use hold::HoldSpec;
 pub use kernel::{AccessResult, KernelAccess, KernelInfo, KernelReply, KernelRequest};
 pub use metrics::{Bound, MetricLimit, MetricsFormat, PayloadMetrics};
+pub use monitor::MonitorSpec;
 pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
     SchedulerSpec, SpawnPlacement,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::assert::Assert;
 use super::cgroup::CgroupDef;
 use super::error::ModelError;
+use super::monitor::MonitorSpec;
 use super::op::{Op, SchedulerSpec};
 use super::step::{DeclaredDefs, Step};
 
@@ -201,6 +202,10 @@ pub struct Plan {
     /// instead of `steps` (custom scenarios: `fn(&Ctx) -> Result<AssertResult>`).
     #[serde(default)]
     pub custom: Option<String>,
+    /// Host monitor sampling; `None` samples at the default rate only when
+    /// a monitor check is on.
+    #[serde(default)]
+    pub monitor: Option<MonitorSpec>,
 }
 
 impl Plan {
@@ -220,7 +225,21 @@ impl Plan {
             fault: None,
             needs: Needs::NONE,
             custom: None,
+            monitor: None,
         }
+    }
+
+    /// The host monitor's sampling for this plan: its own, or the default
+    /// when a monitor check is on; `None` when nothing asks for samples.
+    pub fn monitoring(&self) -> Option<MonitorSpec> {
+        self.monitor
+            .or_else(|| self.assert.has_monitor_checks().then(MonitorSpec::default))
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_monitor(mut self, monitor: MonitorSpec) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// A plan that runs the agent's scenario function `custom` instead of
@@ -278,6 +297,9 @@ impl Plan {
     /// (or a scenario function), a non-zero duration, every hold and
     /// declared cgroup.
     pub fn validate(&self) -> Result<(), ModelError> {
+        if let Some(m) = &self.monitor {
+            m.validate()?;
+        }
         if self.custom.is_some() {
             if self.duration.is_zero() {
                 return Err(ModelError::ZeroDuration(self.name.clone()));

@@ -31,6 +31,10 @@ pub enum DetailKind {
     NoReport,
     SchedulerDied,
     Stall,
+    /// The host monitor saw runnable tasks piled on some CPUs.
+    Imbalance,
+    /// The host monitor saw a local dispatch queue too deep.
+    DsqDepth,
     Topology,
     Error,
     Skip,

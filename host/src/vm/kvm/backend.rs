@@ -13,7 +13,7 @@ use super::error::KvmError;
 use super::layout::SHM_START;
 use super::machine::{Machine, MachineConfig, MachineExit, Running};
 use crate::vm::ram::{Forbidden, PhysMemory, SlotRam};
-use crate::vm::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
+use crate::vm::{Backend, ShmHandle, VcpuRegs, Vm, VmError, VmExit, VmSpec};
 
 /// How long a freeze may wait for every vCPU to park.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -85,6 +85,7 @@ impl Backend for KvmBackend {
             running,
             ram,
             exit: None,
+            frozen_regs: Vec::new(),
         }))
     }
 }
@@ -95,6 +96,8 @@ pub struct KvmVm {
     /// The same regions the vCPUs run on.
     ram: Arc<SlotRam>,
     exit: Option<VmExit>,
+    /// Registers every vCPU parked with at the last freeze.
+    frozen_regs: Vec<VcpuRegs>,
 }
 
 fn to_vm_exit(e: MachineExit) -> VmExit {
@@ -141,8 +144,25 @@ impl Vm for KvmVm {
     }
 
     fn freeze(&mut self) -> Result<(), VmError> {
-        self.running.freeze(FREEZE_TIMEOUT)?;
+        let snapshot = self.running.freeze(FREEZE_TIMEOUT)?;
+        self.frozen_regs = snapshot
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                r.as_ref().map(|r| VcpuRegs {
+                    vcpu: i as u32,
+                    rip: r.rip,
+                    rsp: r.rsp,
+                    rflags: r.rflags,
+                    cr3: None,
+                })
+            })
+            .collect();
         Ok(())
+    }
+
+    fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {
+        Some(self.frozen_regs.clone())
     }
 
     fn thaw(&mut self) -> Result<(), VmError> {

@@ -38,7 +38,7 @@ use self::cmdline::{QemuFiles, qemu_args};
 use self::layout::{FALLBACK_KERNEL_END, MemoryLayout, kernel_end};
 use self::qmp::Qmp;
 use super::detect::{KvmSupport, detect_kvm};
-use super::{Backend, ShmHandle, Vm, VmError, VmExit, VmSpec};
+use super::{Backend, ShmHandle, VcpuRegs, Vm, VmError, VmExit, VmSpec};
 
 /// The QEMU binary we run.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -521,14 +521,95 @@ impl Vm for QemuVm {
         self.qmp_mut()?.execute("cont").map(drop)
     }
 
+    fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {
+        let text = self.qmp_mut().ok()?.human("info registers -a").ok()?;
+        Some(parse_registers(&text))
+    }
+
     fn guest_ram(&self) -> Option<Arc<dyn PhysMemory>> {
         Some(self.ram.clone())
     }
 }
 
+/// The registers of each `CPU#N` block of `info registers -a` output:
+/// `RIP=`, `RSP=`, `RFL=` and `CR3=` (hex); a block without RIP is left
+/// out.
+fn parse_registers(text: &str) -> Vec<VcpuRegs> {
+    let mut out: Vec<VcpuRegs> = Vec::new();
+    let mut cur: Option<(VcpuRegs, bool)> = None;
+    for line in text.lines() {
+        if let Some(n) = line.trim().strip_prefix("CPU#") {
+            if let Some((r, true)) = cur.take() {
+                out.push(r);
+            }
+            let vcpu = n.trim().parse().unwrap_or(out.len() as u32);
+            cur = Some((
+                VcpuRegs {
+                    vcpu,
+                    ..Default::default()
+                },
+                false,
+            ));
+            continue;
+        }
+        let Some((r, seen)) = cur.as_mut() else {
+            continue;
+        };
+        for word in line.split_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            let Ok(v) = u64::from_str_radix(value, 16) else {
+                continue;
+            };
+            match key {
+                "RIP" => {
+                    r.rip = v;
+                    *seen = true;
+                }
+                "RSP" => r.rsp = v,
+                "RFL" => r.rflags = v,
+                "CR3" => r.cr3 = Some(v),
+                _ => {}
+            }
+        }
+    }
+    if let Some((r, true)) = cur {
+        out.push(r);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_registers_are_parsed_per_cpu() {
+        let text = "CPU#0\nRAX=0000000000000000 RBX=0000000000000001\n\
+                    RSI=0 RDI=0 RBP=0 RSP=ffffffff82603e58\n\
+                    RIP=ffffffff81c2a1cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n\
+                    CR0=80050033 CR2=0000000000000000 CR3=000000000260c000 CR4=00350ef0\n\
+                    CPU#1\nRSP=ffffc90000083e80\nRIP=ffffffff81001234 RFL=00000202\n\
+                    CPU#2\ngarbage RIP=notahex\n";
+        let regs = parse_registers(text);
+        assert_eq!(regs.len(), 2, "{regs:?}");
+        assert_eq!(
+            regs[0],
+            VcpuRegs {
+                vcpu: 0,
+                rip: 0xffff_ffff_81c2_a1cf,
+                rsp: 0xffff_ffff_8260_3e58,
+                rflags: 0x246,
+                cr3: Some(0x260_c000),
+            }
+        );
+        assert_eq!(
+            (regs[1].vcpu, regs[1].rip, regs[1].cr3),
+            (1, 0xffff_ffff_8100_1234, None)
+        );
+        assert!(parse_registers("").is_empty());
+    }
 
     #[test]
     fn missing_qemu_names_the_package() {

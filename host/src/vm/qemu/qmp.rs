@@ -56,6 +56,15 @@ impl Qmp {
 
     /// Runs `command` without arguments and returns its `return` value.
     pub fn execute(&mut self, command: &str) -> Result<Value, VmError> {
+        self.execute_with(command, None)
+    }
+
+    /// Runs `command` with `arguments` (a JSON object) when given.
+    pub fn execute_with(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, VmError> {
         if let Some(why) = &self.broken {
             return Err(VmError::Qmp(format!(
                 "{command}: connection unusable: {why}"
@@ -63,7 +72,11 @@ impl Qmp {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = json!({ "execute": command, "id": id }).to_string();
+        let mut msg = json!({ "execute": command, "id": id });
+        if let Some(args) = arguments {
+            msg["arguments"] = args;
+        }
+        let mut line = msg.to_string();
         tracing::debug!(target: "ktstr::qmp", "-> {line}");
         line.push('\n');
         if let Err(e) = self.writer.write_all(line.as_bytes()) {
@@ -92,6 +105,17 @@ impl Qmp {
             }
             return Err(self.poison(format!("{what}: neither return nor error in {msg}")));
         }
+    }
+
+    /// A human monitor command (`info registers -a`), its text output.
+    pub fn human(&mut self, command_line: &str) -> Result<String, VmError> {
+        let ret = self.execute_with(
+            "human-monitor-command",
+            Some(json!({ "command-line": command_line })),
+        )?;
+        ret.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| VmError::Qmp(format!("{command_line}: the reply is not text: {ret}")))
     }
 
     /// `query-status`: the run state (`running`, `paused`, `shutdown`, ...).

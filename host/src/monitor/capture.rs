@@ -1,0 +1,92 @@
+//! Captures: a [`Sample`] of every CPU and the sched_ext state plus every
+//! vCPU's registers, taken inside a freeze and kept under a name with the
+//! step and plan time it belongs to. [`SchedReader`] is the one way both
+//! captures and the monitor read scheduler state (the layout found once).
+
+use serde::Serialize;
+
+use super::layout::SchedLayout;
+use super::sample::{self, Sample};
+use crate::kmem::Kernel;
+use crate::vm::VcpuRegs;
+use crate::vm::ram::PhysMemory;
+
+/// What asked for a capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A `CaptureSnapshot` op.
+    Op,
+    /// The monitor caught a stall: the state at the failure.
+    Stall,
+}
+
+/// One capture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Capture {
+    pub name: String,
+    pub trigger: Trigger,
+    /// The step running (0 = baseline) and ms since the plan started,
+    /// time frozen left out.
+    pub step: u16,
+    pub at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+    pub registers: Vec<VcpuRegs>,
+    /// Why the scheduler state could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Reads scheduler state, finding where it lives on first use.
+#[derive(Debug, Default)]
+pub struct SchedReader {
+    layout: Option<Result<SchedLayout, String>>,
+}
+
+impl SchedReader {
+    /// Every CPU's runqueue and the sched_ext state now (stamps at 0).
+    pub fn read(&mut self, kernel: &mut Kernel, mem: &dyn PhysMemory) -> Result<Sample, String> {
+        let view = kernel.view(mem).map_err(|e| e.to_string())?;
+        let layout = self
+            .layout
+            .get_or_insert_with(|| {
+                SchedLayout::resolve(&view)
+                    .map_err(|e| format!("finding the runqueue in this kernel's BTF: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        sample::read(&view, layout).map_err(|e| e.to_string())
+    }
+
+    /// A capture named `name` of the (frozen) guest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn capture(
+        &mut self,
+        kernel: &mut Kernel,
+        mem: &dyn PhysMemory,
+        name: &str,
+        trigger: Trigger,
+        step: u16,
+        at_ms: u64,
+        registers: Vec<VcpuRegs>,
+    ) -> Capture {
+        let (sample, error) = match self.read(kernel, mem) {
+            Ok(mut s) => {
+                s.step = step;
+                s.at_ms = at_ms;
+                (Some(s), None)
+            }
+            Err(e) => (None, Some(e)),
+        };
+        Capture {
+            name: name.to_string(),
+            trigger,
+            step,
+            at_ms,
+            sample,
+            registers,
+            error,
+        }
+    }
+}
