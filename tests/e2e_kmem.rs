@@ -14,6 +14,7 @@ use common::{prepared, run_all, run_all_with};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ktstr_host::monitor::Trigger;
 use ktstr_host::outcome::{KernelAccessLog, RunOutcome};
 use ktstr_protocol::model::{
     AffinityIntent, Assert, Backdrop, CheckName, CheckState, DetailKind, HoldSpec, KernelTarget,
@@ -271,6 +272,25 @@ fn check_runqueue(out: &RunOutcome) {
     );
 }
 
+/// The watchpoint on `vm_swappiness` fired once per write through
+/// /proc/sys (three and the restore), each a capture of the moment.
+fn check_watch(out: &RunOutcome) {
+    assert!(out.passed, "{}", out.failure_text());
+    let hits: Vec<_> = out
+        .captures
+        .iter()
+        .filter(|c| c.trigger == Trigger::Watch)
+        .collect();
+    assert_eq!(hits.len(), 4, "{:?}", out.captures);
+    for c in &hits {
+        assert_eq!(c.name, "watch:vm_swappiness");
+        let sample = c.sample.as_ref().unwrap_or_else(|| panic!("{:?}", c.error));
+        assert_eq!(sample.cpus.len(), 2);
+        assert_eq!(c.registers.len(), 2, "{:?}", c.registers);
+    }
+    assert!(hits.windows(2).all(|w| w[0].at_ms < w[1].at_ms), "{hits:?}");
+}
+
 fn check_sysctl(out: &RunOutcome) {
     let log = kernel_log(out);
     assert_eq!(log.requests, 1, "both writes in one request: {log:?}");
@@ -298,13 +318,16 @@ fn host_reads_and_writes_guest_kernel_memory_with_kaslr() {
             Duration::from_secs(1),
         )
         .set_assert(Assert::NONE),
+        Plan::custom("kmem_watch", "kmem_watch_sysctl", Duration::from_secs(1))
+            .set_assert(Assert::NONE),
         runqueue_plan(),
     ];
     let outs = run_all(p, TOPOLOGY, plans);
-    assert_eq!(outs.len(), 3);
+    assert_eq!(outs.len(), 4);
     check_reads(&outs[0]);
     check_sysctl(&outs[1]);
-    check_runqueue(&outs[2]);
+    check_watch(&outs[2]);
+    check_runqueue(&outs[3]);
     let first = kernel_log(&outs[0]).text_va;
 
     // KASLR: another boot puts the kernel elsewhere. One in a few hundred

@@ -16,10 +16,7 @@ use crate::sysfs::format_cpu_list;
 
 /// Whether this agent can execute `kind`.
 pub fn is_supported(kind: OpKind) -> bool {
-    !matches!(
-        kind,
-        OpKind::WatchSnapshot | OpKind::PinBpfMap | OpKind::SteerIrq
-    )
+    !matches!(kind, OpKind::PinBpfMap | OpKind::SteerIrq)
 }
 
 /// The error for an op this agent cannot run.

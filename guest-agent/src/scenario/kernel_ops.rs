@@ -1,5 +1,6 @@
 //! Kernel-memory ops (`ReadKernelHot/Cold`, `WriteKernelHot/Cold`,
-//! `CaptureSnapshot`) as requests to the host, which does the accesses. Adjacent cold ops of a
+//! `CaptureSnapshot`, `WatchSnapshot`) as requests to the host, which does
+//! the accesses. Adjacent cold ops of a
 //! step, reads and writes alike, fold into one request and so one freeze
 //! (in their order, so folding never reorders a read around a write); a
 //! hot op is its own request against the running guest.
@@ -94,6 +95,13 @@ pub(crate) fn run(ctx: &Ctx, cold: bool, accesses: Vec<KernelAccess>) -> Result<
                 ctx.emit(Some(OpKind::CaptureSnapshot), format!("captured {name}"));
             }
             (KernelAccess::Capture { name }, Err(e)) => bail!("capturing {name}: {e}"),
+            (KernelAccess::Watch { symbol }, Ok(_)) => {
+                ctx.emit(
+                    Some(OpKind::WatchSnapshot),
+                    format!("watching writes to {symbol}"),
+                );
+            }
+            (KernelAccess::Watch { symbol }, Err(e)) => bail!("watching {symbol}: {e}"),
         }
     }
     if cold && n > 1 {

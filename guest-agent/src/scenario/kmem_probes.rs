@@ -121,3 +121,40 @@ fn read_loop(ctx: &Ctx, cold: bool) -> Result<AssertResult> {
     );
     Ok(result)
 }
+
+/// Writes to /proc/sys/vm/swappiness [`kmem_watch_sysctl`] makes, the
+/// restore included.
+pub(crate) const WATCHED_WRITES: u32 = 4;
+
+/// Asks the host to watch `vm_swappiness`, then writes it through
+/// /proc/sys three times and puts the old value back: the host should
+/// take one capture per write ([`WATCHED_WRITES`]).
+pub(crate) fn kmem_watch_sysctl(ctx: &Ctx) -> Result<AssertResult> {
+    let path = "/proc/sys/vm/swappiness";
+    let old: u32 = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let watch = KernelAccess::Watch {
+        symbol: "vm_swappiness".into(),
+    };
+    match ctx.kernel_request(false, vec![watch])?.pop() {
+        Some(Ok(_)) => ctx.emit(None, "watching writes to vm_swappiness"),
+        Some(Err(e)) => bail!("watching vm_swappiness: {e}"),
+        None => bail!("the host answered nothing to the watch request"),
+    }
+    let values: Vec<u32> = (0..WATCHED_WRITES - 1)
+        .map(|i| 30 + i + u32::from((30..30 + WATCHED_WRITES).contains(&old)) * 10)
+        .chain([old])
+        .collect();
+    for v in &values {
+        std::fs::write(path, v.to_string()).map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ctx.emit(
+        None,
+        format!("wrote {path} {} times ({values:?})", values.len()),
+    );
+    Ok(AssertResult::pass())
+}

@@ -14,7 +14,9 @@ use super::ctx::Ctx;
 use super::custom::{collect_all, dfl_wl, setup_cgroups, spawn_diverse};
 use super::exec::{execute_defs, execute_steps_with};
 use super::group::CgroupGroup;
-use super::kmem_probes::{kmem_read_loop, kmem_read_loop_hot, kmem_sysctl_roundtrip};
+use super::kmem_probes::{
+    kmem_read_loop, kmem_read_loop_hot, kmem_sysctl_roundtrip, kmem_watch_sysctl,
+};
 use super::step::Step;
 
 /// A custom scenario.
@@ -42,6 +44,7 @@ impl ScenarioRegistry {
             .register("kmem_sysctl_roundtrip", kmem_sysctl_roundtrip)
             .register("kmem_read_loop", kmem_read_loop)
             .register("kmem_read_loop_hot", kmem_read_loop_hot)
+            .register("kmem_watch_sysctl", kmem_watch_sysctl)
     }
 
     /// Adds or replaces the scenario called `name`.
@@ -128,6 +131,7 @@ mod tests {
             "kmem_sysctl_roundtrip",
             "kmem_read_loop",
             "kmem_read_loop_hot",
+            "kmem_watch_sysctl",
         ] {
             reg.get(name).unwrap();
         }

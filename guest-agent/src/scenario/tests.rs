@@ -295,13 +295,13 @@ fn intake_rejects_bad_holds_and_unsupported_ops_before_anything_runs() {
     let e = err_text(run.go(
         Backdrop::new(),
         vec![Step::new(
-            vec![Op::add_cgroup("a"), Op::watch_snapshot("jiffies_64")],
+            vec![Op::add_cgroup("a"), Op::pin_bpf_map("m")],
             ZERO,
         )],
         Duration::from_millis(10),
     ));
     assert!(
-        e.contains("not supported by this agent yet: WatchSnapshot"),
+        e.contains("not supported by this agent yet: PinBpfMap"),
         "{e}"
     );
     let e = err_text(run.go(Backdrop::new(), vec![], Duration::from_millis(10)));

@@ -253,6 +253,9 @@ impl Kernel {
             KernelAccess::Capture { name } => Err(KmemError::Invalid(format!(
                 "capture {name:?}: captures are taken by the runner, not by kernel accesses"
             ))),
+            KernelAccess::Watch { symbol } => Err(KmemError::Invalid(format!(
+                "watch {symbol:?}: watchpoints are set by the runner, not by kernel accesses"
+            ))),
             KernelAccess::Write { target, value } => {
                 let at = self.locate(space, target)?;
                 let bytes = match value {

@@ -19,6 +19,8 @@ pub enum Trigger {
     Op,
     /// The monitor caught a stall: the state at the failure.
     Stall,
+    /// The guest wrote a watched kernel variable.
+    Watch,
 }
 
 /// One capture.

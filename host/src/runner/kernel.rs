@@ -23,6 +23,10 @@ pub(super) struct Served {
     pub(super) frozen_since: Option<Instant>,
 }
 
+/// Bytes a watchpoint covers: an `int` or `atomic_t`, as sysctls and the
+/// sched_ext exit kind are.
+const WATCH_LEN: u32 = 4;
+
 /// When something happened in the running plan: the step and ms since
 /// the plan was sent, frozen time left out.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +40,8 @@ pub(super) struct Stamp {
 pub(super) struct KernelDesk {
     /// Reads scheduler state for captures.
     reader: SchedReader,
+    /// Watchpoints set, by address.
+    watches: Vec<(u64, String)>,
     /// `None` until the agent sends its kernel info; `Err` when that info
     /// could not be used (every request then gets why).
     kernel: Option<Result<Kernel, String>>,
@@ -68,6 +74,28 @@ impl KernelDesk {
             .capture(kernel, ram.as_ref(), name, trigger, at.step, at.at_ms, regs);
         let _ = vm.thaw();
         Some(c)
+    }
+
+    /// A capture for the watchpoint that fired at `va` (the guest is
+    /// stopped by it; the caller lets it run on).
+    pub(super) fn watch_hit(&mut self, vm: &mut dyn Vm, va: u64, at: Stamp) -> Option<Capture> {
+        let symbol = self
+            .watches
+            .iter()
+            .find(|(w, _)| va >= *w && va < w + u64::from(WATCH_LEN))
+            .map_or_else(|| format!("{va:#x}"), |(_, s)| s.clone());
+        let ram = vm.guest_ram()?;
+        let kernel = self.kernel.as_mut()?.as_mut().ok()?;
+        let regs = vm.frozen_registers().unwrap_or_default();
+        Some(self.reader.capture(
+            kernel,
+            ram.as_ref(),
+            &format!("watch:{symbol}"),
+            Trigger::Watch,
+            at.step,
+            at.at_ms,
+            regs,
+        ))
     }
 
     /// The guest kernel, once its info arrived and could be used.
@@ -162,12 +190,32 @@ impl KernelDesk {
         while !rest.is_empty() {
             let plain = rest
                 .iter()
-                .take_while(|a| !matches!(a, KernelAccess::Capture { .. }))
+                .take_while(|a| {
+                    !matches!(a, KernelAccess::Capture { .. } | KernelAccess::Watch { .. })
+                })
                 .count();
             if plain > 0 {
                 results.extend(kernel.execute(ram.as_ref(), &rest[..plain]));
                 rest = &rest[plain..];
                 continue;
+            }
+            if let KernelAccess::Watch { symbol } = &rest[0] {
+                let set = kernel
+                    .symbols()
+                    .addr(symbol)
+                    .map_err(|e| e.to_string())
+                    .and_then(|va| {
+                        vm.watch(va, WATCH_LEN)
+                            .map(|()| va)
+                            .map_err(|e| e.to_string())
+                    });
+                results.push(match set {
+                    Ok(va) => {
+                        self.watches.push((va, symbol.to_string()));
+                        Ok(None)
+                    }
+                    Err(e) => Err(format!("watching {symbol}: {e}")),
+                });
             }
             if let KernelAccess::Capture { name } = &rest[0] {
                 if !req.cold {

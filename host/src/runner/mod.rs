@@ -426,10 +426,25 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
     }
 }
 
-/// Takes a monitor sample when one is due and the guest's kernel is known;
-/// a stall ends the run.
+/// Captures for watchpoints that fired; a monitor sample when one is due
+/// and the guest's kernel is known (a stall ends the run).
 fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunFailure> {
     let at = stamp(b, s);
+    // A watchpoint that fired: capture the moment, then let the guest on.
+    while let Some(va) = vm
+        .poll_watch()
+        .map_err(|e| RunFailure::VmCheck(Arc::new(e)))?
+    {
+        let stopped = Instant::now();
+        let at = stamp(b, s);
+        if let Some(c) = b.desk.watch_hit(vm, va, at) {
+            b.out().captures.push(c);
+        }
+        vm.resume_watch()
+            .map_err(|e| RunFailure::VmCheck(Arc::new(e)))?;
+        // The guest stood still for the capture: not scenario time.
+        b.frozen += stopped.elapsed();
+    }
     let Some(m) = b.monitor.as_mut().filter(|m| m.due()) else {
         return Ok(());
     };

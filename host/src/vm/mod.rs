@@ -158,6 +158,28 @@ pub trait Vm: Send {
         None
     }
 
+    /// Adds a write watchpoint of `len` bytes at kernel virtual address
+    /// `va`: when the guest writes there it stops, and
+    /// [`Vm::poll_watch`] says so.
+    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
+        let _ = (va, len);
+        Err(VmError::Unavailable {
+            backend: "this backend",
+            why: "it has no watchpoints".into(),
+        })
+    }
+
+    /// The address of a watchpoint that fired since the last call; the
+    /// guest then stays stopped until [`Vm::resume_watch`].
+    fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {
+        Ok(None)
+    }
+
+    /// Lets a guest stopped by a watchpoint run on.
+    fn resume_watch(&mut self) -> Result<(), VmError> {
+        Ok(())
+    }
+
     /// Every vCPU's registers while the VM is frozen (after
     /// [`Vm::freeze`]); `None` where the backend cannot say.
     fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {

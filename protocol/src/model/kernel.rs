@@ -41,6 +41,9 @@ pub enum KernelAccess {
     /// vCPUs' registers, kept by the host under `name` (stamped with the
     /// step and the plan's time).
     Capture { name: Cow<'static, str> },
+    /// From now on, a capture each time the guest writes the 4 bytes at
+    /// kernel symbol `symbol` (a write watchpoint).
+    Watch { symbol: Cow<'static, str> },
 }
 
 /// Accesses done in order, all inside one freeze when `cold`.

@@ -48,6 +48,8 @@ pub struct QemuFiles {
     pub console: PathBuf,
     /// QMP listening socket.
     pub qmp: PathBuf,
+    /// gdbstub listening socket (write watchpoints).
+    pub gdb: PathBuf,
 }
 
 impl QemuFiles {
@@ -60,6 +62,7 @@ impl QemuFiles {
                 .collect(),
             console: workdir.join("console.log"),
             qmp: workdir.join("qmp.sock"),
+            gdb: workdir.join("gdb.sock"),
         }
     }
 }
@@ -209,6 +212,10 @@ pub fn qemu_args(
         "-qmp",
         &format!("unix:{},server=on,wait=off", opt_path(&files.qmp)?),
     ]);
+    push(&[
+        "-gdb",
+        &format!("unix:{},server=on,wait=off", opt_path(&files.gdb)?),
+    ]);
     push(&["-kernel", &raw_path(&spec.kernel)?]);
     push(&["-initrd", &raw_path(&spec.initramfs)?]);
     push(&["-append", &kernel_cmdline(spec, layout)]);
@@ -277,6 +284,8 @@ mod tests {
             "chardev:con",
             "-qmp",
             "unix:/tmp/w/qmp.sock,server=on,wait=off",
+            "-gdb",
+            "unix:/tmp/w/gdb.sock,server=on,wait=off",
             "-kernel",
             "/k/bzImage",
             "-initrd",

@@ -8,9 +8,11 @@
 //! messages.
 //!
 //! Files: `cmdline` (arguments), `layout` (guest-physical layout), `qmp`
-//! (monitor client), `process` (spawning and exit classification).
+//! (monitor client), `gdb` (gdbstub client, write watchpoints only),
+//! `process` (spawning and exit classification).
 
 mod cmdline;
+mod gdb;
 mod layout;
 pub(crate) mod process;
 mod qmp;
@@ -257,6 +259,8 @@ impl QemuBackend {
         Ok(QemuVm {
             shm,
             ram,
+            gdb_socket: files.gdb,
+            gdb: None,
             qmp: Some(qmp),
             exit: None,
             killed: false,
@@ -389,6 +393,10 @@ pub struct QemuVm {
     shm: ShmHandle,
     /// Every node's RAM file, mapped at its guest-physical base.
     ram: Arc<MappedRam>,
+    /// The gdbstub's socket, and the connection once a watchpoint asked
+    /// for one.
+    gdb_socket: PathBuf,
+    gdb: Option<gdb::Gdb>,
     qmp: Option<Qmp>,
     exit: Option<VmExit>,
     killed: bool,
@@ -519,6 +527,30 @@ impl Vm for QemuVm {
 
     fn thaw(&mut self) -> Result<(), VmError> {
         self.qmp_mut()?.execute("cont").map(drop)
+    }
+
+    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
+        if self.gdb.is_none() {
+            self.gdb = Some(gdb::Gdb::connect(&self.gdb_socket)?);
+        }
+        match self.gdb.as_mut() {
+            Some(g) => g.watch(va, len),
+            None => Err(VmError::Qmp("gdbstub: not connected".into())),
+        }
+    }
+
+    fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {
+        match self.gdb.as_mut() {
+            Some(g) => g.poll_hit(),
+            None => Ok(None),
+        }
+    }
+
+    fn resume_watch(&mut self) -> Result<(), VmError> {
+        match self.gdb.as_mut() {
+            Some(g) => g.resume(),
+            None => Ok(()),
+        }
     }
 
     fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {
