@@ -135,7 +135,11 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
     let guest_bin = build_static(&workspace_root(), "ktstr-host", GUEST_BIN)
         .expect("building the static L1 program");
     let topology: Topology = "2n2l1c1t".parse().unwrap();
-    let plan = with_kernel_ops(steady(1, 2, 2));
+    // No watchpoint plan here: with our VMM's debug registers loaded
+    // (KVM_SET_GUEST_DEBUG), the L1 kernel under QEMU's emulated SVM stops
+    // making progress altogether, so hardware watchpoints are checked only
+    // where KVM is hardware (the tiny-guest test) for now.
+    let plans = vec![with_kernel_ops(steady(1, 2, 2))];
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let run = launch::run(&NestedRequest {
         kernel: &p.kernel.image,
@@ -144,7 +148,7 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
         guest_bin: &guest_bin,
         topology,
         memory_mib: 512,
-        plan,
+        plans,
         boot_timeout: Duration::from_secs(
             std::env::var("KTSTR_NESTED_BOOT_TIMEOUT")
                 .ok()
@@ -167,6 +171,9 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
         }
         NestedOutcome::Ran(v) => v,
     };
+    let all = out.as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1, "one outcome per plan: {out}");
+    let out = all[0].clone();
     eprintln!(
         "nested: whole run {:.1} s; L2 outcome: {}",
         run.elapsed.as_secs_f64(),

@@ -84,10 +84,10 @@ fn run() -> Result<String, L1Error> {
         boot_timeout: Duration::from_secs(cfg.boot_timeout_s),
         t0: Instant::now(),
         progress: Progress::new(|m| println!("nested: {m}")),
-        ..RunConfig::new(spec, cfg.plan)
+        ..RunConfig::many(spec, cfg.plans)
     };
-    let outcome = runner::run(&KvmBackend, run_cfg).map_err(L1Error::Launch)?;
-    let json = serde_json::to_string(&outcome).map_err(L1Error::Outcome)?;
+    let outcomes = runner::run_all(&KvmBackend, run_cfg).map_err(L1Error::Launch)?;
+    let json = serde_json::to_string(&outcomes).map_err(L1Error::Outcome)?;
     Ok(format!("{RESULT_MARKER}{json}"))
 }
 

@@ -72,7 +72,9 @@ pub struct NestedRequest<'a> {
     pub topology: Topology,
     /// L2 RAM in MiB.
     pub memory_mib: u64,
-    pub plan: Plan,
+    /// Run in order on one L2 guest while they pass; the outcome is a JSON
+    /// array with one entry per plan run.
+    pub plans: Vec<Plan>,
     /// How long L2 gets to say Hello.
     pub boot_timeout: Duration,
     /// The whole L1 run.
@@ -88,7 +90,7 @@ pub struct NestedRequest<'a> {
 /// How the nested run ended.
 #[derive(Debug)]
 pub enum NestedOutcome {
-    /// L2 ran; the runner's outcome as JSON (`RunOutcome`'s fields).
+    /// L2 ran; the runner's outcomes as a JSON array (`RunOutcome`'s fields), one per plan run.
     Ran(serde_json::Value),
     /// L1 could not offer hardware KVM (the reason it printed).
     Skipped(String),
@@ -160,7 +162,7 @@ fn l1_initramfs(req: &NestedRequest<'_>) -> Result<TempFile, NestedError> {
             .chain(req.l2_cmdline_extra.iter().cloned())
             .collect(),
         verbose: req.verbose,
-        plan: req.plan.clone(),
+        plans: req.plans.clone(),
     };
     let json = serde_json::to_vec(&cfg).map_err(|e| NestedError::BadOutcome {
         error: e.to_string(),

@@ -42,5 +42,6 @@ pub struct NestedConfig {
     pub cmdline_extra: Vec<String>,
     /// Full L2 kernel console instead of `quiet`.
     pub verbose: bool,
-    pub plan: Plan,
+    /// Run in order on one L2 guest while they pass.
+    pub plans: Vec<Plan>,
 }

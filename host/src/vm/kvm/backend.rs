@@ -86,6 +86,7 @@ impl Backend for KvmBackend {
             ram,
             exit: None,
             frozen_regs: Vec::new(),
+            pending_hits: Vec::new(),
         }))
     }
 }
@@ -98,6 +99,8 @@ pub struct KvmVm {
     exit: Option<VmExit>,
     /// Registers every vCPU parked with at the last freeze.
     frozen_regs: Vec<VcpuRegs>,
+    /// Watchpoint hits not yet reported.
+    pending_hits: Vec<u64>,
 }
 
 fn to_vm_exit(e: MachineExit) -> VmExit {
@@ -163,6 +166,32 @@ impl Vm for KvmVm {
 
     fn frozen_registers(&mut self) -> Option<Vec<VcpuRegs>> {
         Some(self.frozen_regs.clone())
+    }
+
+    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
+        if len != 4 {
+            return Err(VmError::Setup(format!(
+                "a {len}-byte watchpoint: our VMM sets 4-byte ones"
+            )));
+        }
+        Ok(self.running.watch(va)?)
+    }
+
+    /// A hit is noticed after the write (data breakpoints trap after it);
+    /// the whole guest is frozen for the capture, so it stands still
+    /// within a poll of the write.
+    fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {
+        self.pending_hits.extend(self.running.take_hits());
+        if self.pending_hits.is_empty() {
+            return Ok(None);
+        }
+        let va = self.pending_hits.remove(0);
+        self.freeze()?;
+        Ok(Some(va))
+    }
+
+    fn resume_watch(&mut self) -> Result<(), VmError> {
+        self.thaw()
     }
 
     fn thaw(&mut self) -> Result<(), VmError> {

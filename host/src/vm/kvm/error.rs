@@ -65,6 +65,8 @@ pub enum KvmError {
     ProgramTooLarge { len: usize, max: u64 },
     #[error("no vCPUs")]
     NoVcpus,
+    #[error("watchpoint: {0}")]
+    Watch(String),
     #[error("spawning vCPU thread {vcpu}: {source}")]
     Spawn {
         vcpu: usize,

@@ -9,17 +9,26 @@
 //! freeze and restored at thaw so the guest's clock does not jump by the
 //! frozen interval.
 //!
+//! Watchpoints: up to four write watchpoints (the debug registers DR0-3)
+//! are kept in the control block under a generation number; each vCPU
+//! thread loads them with KVM_SET_GUEST_DEBUG before its next KVM_RUN when
+//! the generation moved (a kick makes running ones look). A hit
+//! (KVM_EXIT_DEBUG, DR6 naming the register) is recorded for the
+//! coordinator and the vCPU runs on: data breakpoints trap after the write.
+//!
 //! Parked vCPUs and the coordinator wait on separate condition variables:
 //! a vCPU that parks wakes only the coordinator, so with more vCPU threads
 //! than host CPUs the threads still to park are not crowded out by parked
 //! ones waking up to find nothing changed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_clock_data, kvm_regs};
+use kvm_bindings::{
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, kvm_clock_data, kvm_guest_debug, kvm_regs,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
@@ -38,6 +47,36 @@ struct CtlState {
     exited: usize,
     snapshots: Vec<Option<kvm_regs>>,
     exit: Option<MachineExit>,
+    /// Write watchpoints, DR0 onwards.
+    watches: Vec<u64>,
+    /// Addresses of watchpoints that fired, not yet taken.
+    hits: Vec<u64>,
+}
+
+/// Hardware write watchpoints a vCPU has (DR0-3).
+pub const MAX_WATCHES: usize = 4;
+/// Most hits kept until the coordinator takes them; a variable written in
+/// a tight loop fires far faster than anyone captures.
+const MAX_PENDING_HITS: usize = 1024;
+
+/// The KVM_SET_GUEST_DEBUG argument for write watchpoints of 4 bytes at
+/// `watches` (none: debugging off).
+pub fn guest_debug(watches: &[u64]) -> kvm_guest_debug {
+    let mut d = kvm_guest_debug::default();
+    if watches.is_empty() {
+        return d;
+    }
+    d.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+    let mut dr7 = 0u64;
+    for (i, &va) in watches.iter().take(MAX_WATCHES).enumerate() {
+        d.arch.debugreg[i] = va;
+        // Local enable; R/W = 01 (data writes); LEN = 11 (4 bytes).
+        dr7 |= 1 << (2 * i);
+        dr7 |= 0b01 << (16 + 4 * i);
+        dr7 |= 0b11 << (18 + 4 * i);
+    }
+    d.arch.debugreg[7] = dr7;
+    d
 }
 
 struct Control {
@@ -52,6 +91,8 @@ struct Control {
     freeze: AtomicBool,
     /// Mirror of "an exit happened", readable without the lock.
     stop: AtomicBool,
+    /// Bumped whenever `watches` changes.
+    debug_gen: AtomicU64,
 }
 
 impl Control {
@@ -173,6 +214,7 @@ fn describe_exit(exit: &VcpuExit<'_>) -> String {
 
 fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
     let mut vcpu = KickableVcpu::new(vcpu);
+    let mut debug_gen = 0;
     loop {
         if ctl.stop.load(Ordering::Acquire) {
             break;
@@ -183,7 +225,31 @@ fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
             ctl.park(index, regs);
             continue;
         }
+        let gen_now = ctl.debug_gen.load(Ordering::Acquire);
+        if gen_now != debug_gen {
+            let debug = guest_debug(&ctl.lock().watches);
+            if let Err(e) = vcpu.set_guest_debug(&debug) {
+                ctl.finish(MachineExit::Failed {
+                    vcpu: index,
+                    reason: format!("KVM_SET_GUEST_DEBUG: {e}"),
+                });
+                break;
+            }
+            debug_gen = gen_now;
+        }
         let result = vcpu.run();
+        if let Ok(VcpuExit::Debug(d)) = &result {
+            // DR6 bits 0-3 say which watchpoint fired.
+            let dr6 = d.dr6;
+            let mut st = ctl.lock();
+            let fired: Vec<u64> = (0..st.watches.len())
+                .filter(|i| dr6 & (1 << i) != 0)
+                .map(|i| st.watches[i])
+                .collect();
+            let room = MAX_PENDING_HITS.saturating_sub(st.hits.len());
+            st.hits.extend(fired.into_iter().take(room));
+            continue;
+        }
         match handle_exit(index, result, bus) {
             Ok(None) => {}
             Ok(Some(exit)) => {
@@ -253,11 +319,14 @@ impl Running {
                 exited: 0,
                 snapshots: vec![None; n],
                 exit: None,
+                watches: Vec::new(),
+                hits: Vec::new(),
             }),
             resume: Condvar::new(),
             progress: Condvar::new(),
             freeze: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            debug_gen: AtomicU64::new(0),
         });
         let mut run = Running {
             vm: parts.vm,
@@ -360,6 +429,30 @@ impl Running {
         Ok(snapshot)
     }
 
+    /// Adds a 4-byte write watchpoint at guest virtual address `va`; every
+    /// vCPU loads it before its next entry.
+    pub fn watch(&mut self, va: u64) -> Result<(), KvmError> {
+        let mut st = self.ctl.lock();
+        if st.watches.len() >= MAX_WATCHES {
+            return Err(KvmError::Watch(format!(
+                "all {MAX_WATCHES} hardware watchpoints are in use ({:x?})",
+                st.watches
+            )));
+        }
+        if !st.watches.contains(&va) {
+            st.watches.push(va);
+        }
+        self.ctl.debug_gen.fetch_add(1, Ordering::AcqRel);
+        drop(st);
+        self.kick_all();
+        Ok(())
+    }
+
+    /// Watchpoints that fired since the last call, oldest first.
+    pub fn take_hits(&self) -> Vec<u64> {
+        std::mem::take(&mut self.ctl.lock().hits)
+    }
+
     /// Resumes every vCPU, restoring the KVM clock saved at freeze.
     pub fn thaw(&mut self) -> Result<(), KvmError> {
         if let Some(mut clock) = self.saved_clock.take() {
@@ -421,5 +514,21 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn debug_registers_for_write_watchpoints() {
+        let d = guest_debug(&[0xffff_ffff_8290_f1a0, 0x1000]);
+        assert_eq!(d.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
+        assert_eq!(d.arch.debugreg[0], 0xffff_ffff_8290_f1a0);
+        assert_eq!(d.arch.debugreg[1], 0x1000);
+        // L0 and L1; RW0 = RW1 = 01; LEN0 = LEN1 = 11.
+        assert_eq!(d.arch.debugreg[7], 0b1101_1101 << 16 | 0b0101);
+        assert_eq!(guest_debug(&[]).control, 0);
     }
 }
