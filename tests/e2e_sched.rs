@@ -16,7 +16,8 @@ use ktstr_host::progress::Progress;
 use ktstr_host::scenarios::{self, ScenarioParams};
 use ktstr_host::{scheds, setup};
 use ktstr_protocol::model::{
-    Assert, CheckName, CheckState, DetailKind, HoldSpec, Op, OpKind, Plan, SchedulerSpec, Step,
+    Assert, CheckName, CheckState, DetailKind, HoldSpec, MonitorSpec, Op, OpKind, Plan,
+    SchedulerSpec, Step,
 };
 
 const TOPOLOGY: &str = "1n2l2c1t";
@@ -131,11 +132,29 @@ fn a_crashing_scheduler_fails_the_run_with_its_error_text() {
     let Some(f) = fixture() else { return };
     // A long hold: the run must end when the scheduler crashes (1000
     // dispatches take several seconds under TCG), not when the hold ends.
+    // The monitor on: the host watches the scheduler's exit kind.
     let out = run(
         f,
-        steady(f, &["--crash-after", "1000"], Duration::from_secs(90)),
+        steady(f, &["--crash-after", "1000"], Duration::from_secs(90))
+            .set_monitor(MonitorSpec::default()),
     );
     assert!(!out.passed);
+    // The moment the kernel recorded the error exit, captured.
+    let exit = out
+        .captures
+        .iter()
+        .find(|c| c.name == "watch:exit_kind")
+        .unwrap_or_else(|| panic!("no exit-kind capture: {:?}", out.captures));
+    let scx = exit
+        .sample
+        .as_ref()
+        .and_then(|s| s.scx.as_ref())
+        .unwrap_or_else(|| panic!("{exit:?}"));
+    assert_eq!(
+        scx.exit_kind_name.as_deref(),
+        Some("SCX_EXIT_ERROR_BPF"),
+        "{scx:?}"
+    );
     let d = details(&out);
     assert!(
         d.iter().any(|(k, m)| *k == DetailKind::SchedulerDied

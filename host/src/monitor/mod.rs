@@ -36,6 +36,8 @@ pub struct Monitor {
     reader: SchedReader,
     judge: Option<Judge>,
     log: MonitorLog,
+    /// The loaded scheduler's `exit_kind` address in the last sample.
+    exit_kind_va: Option<u64>,
 }
 
 /// What the monitor saw during one plan, for the result.
@@ -67,6 +69,7 @@ impl Monitor {
             plan_assert: plan.assert,
             next: Instant::now(),
             reader: SchedReader::default(),
+            exit_kind_va: None,
             judge: None,
             log: MonitorLog {
                 interval_ms: spec.interval.as_millis() as u64,
@@ -74,6 +77,12 @@ impl Monitor {
                 ..Default::default()
             },
         })
+    }
+
+    /// Where the sched_ext scheduler loaded at the last sample keeps its
+    /// exit kind (`None`: none loaded).
+    pub fn exit_kind_va(&self) -> Option<u64> {
+        self.exit_kind_va
     }
 
     /// Whether a sample is due.
@@ -109,6 +118,7 @@ impl Monitor {
         };
         s.step = step;
         s.at_ms = at_ms;
+        self.exit_kind_va = s.scx.as_ref().map(|x| x.exit_kind_va);
         if self.log.samples.len() < MAX_SAMPLES {
             self.log.samples.push(s.clone());
         }

@@ -59,6 +59,9 @@ pub struct ScxSample {
     /// sched_ext event counters summed over CPUs (`select_cpu_fallback`...).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub events: BTreeMap<String, i64>,
+    /// Where this scheduler's `exit_kind` lives (for a watchpoint on it).
+    #[serde(skip)]
+    pub exit_kind_va: u64,
 }
 
 /// Every CPU and the sched_ext state at one moment.
@@ -197,6 +200,7 @@ fn read_scx(view: &View<'_>, s: &ScxLayout, nr_cpus: u32) -> Result<Option<ScxSa
         ops: String::from_utf8_lossy(&name[..end]).into_owned(),
         exit_kind,
         exit_kind_name: view.enum_name("scx_exit_kind", u64::from(exit_kind)),
+        exit_kind_va: sch.wrapping_add(s.exit_kind.offset),
         global_dsq,
         bypass_dsq: bypass,
         events,

@@ -76,6 +76,18 @@ impl KernelDesk {
         Some(c)
     }
 
+    /// Names the watchpoint at `va` (set by the runner itself) `name`, in
+    /// place of any earlier one there.
+    pub(super) fn name_watch(&mut self, va: u64, name: &str) {
+        self.watches.retain(|(w, _)| *w != va);
+        self.watches.push((va, name.to_string()));
+    }
+
+    /// Forgets the watchpoint at `va`.
+    pub(super) fn forget_watch(&mut self, va: u64) {
+        self.watches.retain(|(w, _)| *w != va);
+    }
+
     /// A capture for the watchpoint that fired at `va` (the guest is
     /// stopped by it; the caller lets it run on).
     pub(super) fn watch_hit(&mut self, vm: &mut dyn Vm, va: u64, at: Stamp) -> Option<Capture> {

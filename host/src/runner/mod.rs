@@ -182,6 +182,8 @@ struct Batch<'c> {
     monitor: Option<Monitor>,
     /// Time the guest spent frozen since the running plan was sent.
     frozen: Duration,
+    /// The exit-kind watchpoint set for the loaded sched_ext scheduler.
+    exit_watch: Option<u64>,
 }
 
 impl Batch<'_> {
@@ -233,6 +235,7 @@ fn run_batch(
         desk: kernel::KernelDesk::default(),
         monitor: None,
         frozen: Duration::ZERO,
+        exit_watch: None,
     };
     let result = drive(vm.as_mut(), backend, &mut b);
     if let Some(m) = b.monitor.take()
@@ -451,7 +454,23 @@ fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunF
     let (Some(kernel), Some(ram)) = (b.desk.kernel_mut(), vm.guest_ram()) else {
         return Ok(());
     };
-    let Some(stall) = m.sample(kernel, ram.as_ref(), at.step, at.at_ms) else {
+    let stall = m.sample(kernel, ram.as_ref(), at.step, at.at_ms);
+    // The loaded scheduler's exit kind is watched, so an error exit is
+    // captured the moment the kernel records it.
+    let exit_kind = m.exit_kind_va();
+    if exit_kind != b.exit_watch {
+        if let Some(old) = b.exit_watch.take() {
+            let _ = vm.unwatch(old);
+            b.desk.forget_watch(old);
+        }
+        if let Some(va) = exit_kind
+            && vm.watch(va, 4).is_ok()
+        {
+            b.desk.name_watch(va, "exit_kind");
+            b.exit_watch = Some(va);
+        }
+    }
+    let Some(stall) = stall else {
         return Ok(());
     };
     // The state at the failure, for the result.

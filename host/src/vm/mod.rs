@@ -169,6 +169,12 @@ pub trait Vm: Send {
         })
     }
 
+    /// Removes the watchpoint at `va` (none there: nothing to do).
+    fn unwatch(&mut self, va: u64) -> Result<(), VmError> {
+        let _ = va;
+        Ok(())
+    }
+
     /// The address of a watchpoint that fired since the last call; the
     /// guest then stays stopped until [`Vm::resume_watch`].
     fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {

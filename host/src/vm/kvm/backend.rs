@@ -177,6 +177,11 @@ impl Vm for KvmVm {
         Ok(self.running.watch(va)?)
     }
 
+    fn unwatch(&mut self, va: u64) -> Result<(), VmError> {
+        self.running.unwatch(va);
+        Ok(())
+    }
+
     /// A hit is noticed after the write (data breakpoints trap after it);
     /// the whole guest is frozen for the capture, so it stands still
     /// within a poll of the write.

@@ -448,6 +448,15 @@ impl Running {
         Ok(())
     }
 
+    /// Removes the watchpoint at `va`.
+    pub fn unwatch(&mut self, va: u64) {
+        let mut st = self.ctl.lock();
+        st.watches.retain(|&w| w != va);
+        self.ctl.debug_gen.fetch_add(1, Ordering::AcqRel);
+        drop(st);
+        self.kick_all();
+    }
+
     /// Watchpoints that fired since the last call, oldest first.
     pub fn take_hits(&self) -> Vec<u64> {
         std::mem::take(&mut self.ctl.lock().hits)

@@ -214,6 +214,16 @@ impl Gdb {
         }
     }
 
+    /// Removes the write watchpoint of `len` bytes at `va`.
+    pub fn unwatch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
+        if self.running {
+            self.interrupt()?;
+        }
+        let removed = self.command(&format!("z2,{va:x},{len:x}"));
+        self.resume()?;
+        removed.map(drop)
+    }
+
     /// Lets the guest run on.
     pub fn resume(&mut self) -> Result<(), VmError> {
         self.send("c")?;

@@ -539,6 +539,13 @@ impl Vm for QemuVm {
         }
     }
 
+    fn unwatch(&mut self, va: u64) -> Result<(), VmError> {
+        match self.gdb.as_mut() {
+            Some(g) => g.unwatch(va, 4),
+            None => Ok(()),
+        }
+    }
+
     fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {
         match self.gdb.as_mut() {
             Some(g) => g.poll_hit(),
