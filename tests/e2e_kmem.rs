@@ -18,7 +18,7 @@ use ktstr_host::monitor::Trigger;
 use ktstr_host::outcome::{KernelAccessLog, RunOutcome};
 use ktstr_protocol::model::{
     AffinityIntent, Assert, Backdrop, CheckName, CheckState, DetailKind, HoldSpec, KernelTarget,
-    KernelValue, KernelValueWidth, Op, Plan, Step, Work, WorkType,
+    KernelValue, KernelValueWidth, MonitorSpec, Op, Plan, Step, Work, WorkType,
 };
 
 const TOPOLOGY: &str = "1n1l2c1t";
@@ -100,6 +100,10 @@ fn runqueue_plan() -> Plan {
     // spinners break (3 tasks on CPU 1, none on CPU 0): this plan fails.
     Plan::new("kmem_runqueue", steps, Duration::from_secs(2))
         .set_backdrop(Backdrop::new().push_op(Op::capture_snapshot("baseline")))
+        .set_monitor(MonitorSpec {
+            capture_every: Some(Duration::from_millis(300)),
+            ..MonitorSpec::default()
+        })
         .set_assert(Assert::NONE.check_not_starved().max_imbalance_ratio(2.0))
 }
 
@@ -249,6 +253,7 @@ fn check_runqueue(out: &RunOutcome) {
     let caps: Vec<(&str, u16)> = out
         .captures
         .iter()
+        .filter(|c| c.trigger == Trigger::Op)
         .map(|c| (c.name.as_str(), c.step))
         .collect();
     assert_eq!(
@@ -258,6 +263,19 @@ fn check_runqueue(out: &RunOutcome) {
         out.captures
     );
     assert!(out.captures.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    // Periodic captures inside the workload's window, and the state right
+    // after the failed verdict.
+    assert!(
+        out.captures.iter().any(|c| c.trigger == Trigger::Periodic),
+        "{:?}",
+        out.captures
+    );
+    assert_eq!(
+        out.captures.last().map(|c| c.trigger),
+        Some(Trigger::Failure),
+        "{:?}",
+        out.captures
+    );
     for c in &out.captures {
         let sample = c
             .sample

@@ -21,6 +21,10 @@ pub enum Trigger {
     Stall,
     /// The guest wrote a watched kernel variable.
     Watch,
+    /// The monitor's periodic capture.
+    Periodic,
+    /// The plan's verdict failed: the state right after.
+    Failure,
 }
 
 /// One capture.

@@ -259,6 +259,7 @@ mod tests {
         MonitorSpec {
             interval: Duration::from_millis(100),
             sustain: 3,
+            capture_every: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Monitor {
     log: MonitorLog,
     /// The loaded scheduler's `exit_kind` address in the last sample.
     exit_kind_va: Option<u64>,
+    /// When the next periodic capture is due.
+    next_capture: Instant,
 }
 
 /// What the monitor saw during one plan, for the result.
@@ -70,6 +72,7 @@ impl Monitor {
             next: Instant::now(),
             reader: SchedReader::default(),
             exit_kind_va: None,
+            next_capture: Instant::now(),
             judge: None,
             log: MonitorLog {
                 interval_ms: spec.interval.as_millis() as u64,
@@ -83,6 +86,21 @@ impl Monitor {
     /// exit kind (`None`: none loaded).
     pub fn exit_kind_va(&self) -> Option<u64> {
         self.exit_kind_va
+    }
+
+    /// Whether a periodic capture is due at `at_ms` into a plan of
+    /// `plan_ms` (only between 10% and 90% of it, where the workload runs);
+    /// when it is, the next one is scheduled.
+    pub fn capture_due(&mut self, at_ms: u64, plan_ms: u64) -> bool {
+        let Some(every) = self.spec.capture_every else {
+            return false;
+        };
+        let window = plan_ms / 10..=plan_ms - plan_ms / 10;
+        if !window.contains(&at_ms) || Instant::now() < self.next_capture {
+            return false;
+        }
+        self.next_capture = Instant::now() + every;
+        true
     }
 
     /// Whether a sample is due.

@@ -470,6 +470,18 @@ fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunF
             b.exit_watch = Some(va);
         }
     }
+    let plan_ms = plan_time(b.plan()).as_millis() as u64;
+    let periodic = b
+        .monitor
+        .as_mut()
+        .is_some_and(|m| m.capture_due(at.at_ms, plan_ms));
+    if periodic {
+        let t = Instant::now();
+        if let Some(c) = b.desk.capture_now(vm, "periodic", Trigger::Periodic, at) {
+            b.out().captures.push(c);
+        }
+        b.frozen += t.elapsed();
+    }
     let Some(stall) = stall else {
         return Ok(());
     };
@@ -655,6 +667,13 @@ fn handle(
                 let log = m.finish();
                 fold_monitor(&mut v, &log);
                 b.out().monitor = Some(log);
+                // A failed plan keeps the state right after it.
+                if !v.passed {
+                    let at = stamp(b, s);
+                    if let Some(c) = b.desk.capture_now(vm, "verdict", Trigger::Failure, at) {
+                        b.out().captures.push(c);
+                    }
+                }
             }
             let passed = v.passed;
             let out = b.out();

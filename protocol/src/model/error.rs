@@ -49,7 +49,7 @@ pub enum ModelError {
     ZeroDuration(String),
     #[error(
         "monitor sampling every {interval_ms} ms, sustained over {sustain} samples: the interval \
-         must be at least 10 ms and the sustain at least 1"
+         (and any capture interval) must be at least 10 ms and the sustain at least 1"
     )]
     BadMonitor { interval_ms: u64, sustain: u32 },
     /// `inner`, found at `context` (`"cgroup cg_0"`, `"step 2"`).

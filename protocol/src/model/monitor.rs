@@ -16,6 +16,10 @@ pub struct MonitorSpec {
     pub interval: Duration,
     /// Samples in a row a breach must last to count.
     pub sustain: u32,
+    /// Also a full capture (inside a freeze) this often, while the plan is
+    /// between 10% and 90% of its time; `None`: no periodic captures.
+    #[serde(default)]
+    pub capture_every: Option<Duration>,
 }
 
 impl Default for MonitorSpec {
@@ -24,6 +28,7 @@ impl Default for MonitorSpec {
         Self {
             interval: Duration::from_millis(100),
             sustain: 5,
+            capture_every: None,
         }
     }
 }
@@ -33,7 +38,10 @@ impl MonitorSpec {
     pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.interval < Self::MIN_INTERVAL || self.sustain == 0 {
+        if self.interval < Self::MIN_INTERVAL
+            || self.sustain == 0
+            || self.capture_every.is_some_and(|c| c < Self::MIN_INTERVAL)
+        {
             return Err(ModelError::BadMonitor {
                 interval_ms: self.interval.as_millis() as u64,
                 sustain: self.sustain,
