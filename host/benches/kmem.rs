@@ -13,22 +13,16 @@
 //! default 10, sets how long the loop runs; `KTSTR_BENCH_BACKEND` =
 //! auto|qemu|kvm).
 
+mod guest;
+
 use std::time::{Duration, Instant};
 
 use ktstr_host::outcome::ServedRequest;
-use ktstr_host::prepare::{PrepareError, prepare_with};
 use ktstr_host::progress::Progress;
 use ktstr_host::runner::{self, RunConfig};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vm::select::{self, BackendChoice};
 use ktstr_protocol::model::{Assert, Plan};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Median, p99 and max of `v` (µs), as one table row.
 fn row(what: &str, mut v: Vec<u64>) -> String {
@@ -43,20 +37,11 @@ fn row(what: &str, mut v: Vec<u64>) -> String {
 }
 
 fn main() {
-    let secs: u64 = env_or("KTSTR_BENCH_SECS", 10);
-    let choice: BackendChoice = env_or("KTSTR_BENCH_BACKEND", BackendChoice::Auto);
+    let secs: u64 = guest::env_or("KTSTR_BENCH_SECS", 10);
+    let choice: BackendChoice = guest::env_or("KTSTR_BENCH_BACKEND", BackendChoice::Auto);
     let progress = Progress::new(|m| eprintln!("kmem bench: {m}"));
-    let prepared = match prepare_with(None, None, &[], &progress) {
-        Ok(p) => p,
-        Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
-            println!("SKIP: no kernel can be fetched here: {e}");
-            return;
-        }
-        Err(PrepareError::Setup(e)) => {
-            println!("SKIP: QEMU is not available: {e}");
-            return;
-        }
-        Err(e) => panic!("preparing the run: {e}"),
+    let Some(prepared) = guest::prepared(&progress) else {
+        return;
     };
     let (backend, why) = match select::select(choice) {
         Ok(b) => b,

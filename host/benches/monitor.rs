@@ -11,23 +11,17 @@
 //! default 3, sets each load plan's length; `KTSTR_BENCH_CAPTURE_SECS`,
 //! default 10, the capture plan's).
 
+mod guest;
+
 use std::time::Duration;
 
 use ktstr_host::outcome::RunOutcome;
-use ktstr_host::prepare::{PrepareError, prepare_with};
 use ktstr_host::progress::Progress;
 use ktstr_host::runner::{self, RunConfig};
 use ktstr_host::scenarios;
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vm::select::{self, BackendChoice};
 use ktstr_protocol::model::{Assert, HoldSpec, MonitorSpec, Op, Plan};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn work_units(out: &RunOutcome) -> u64 {
     out.reports
@@ -38,20 +32,11 @@ fn work_units(out: &RunOutcome) -> u64 {
 }
 
 fn main() {
-    let secs: u64 = env_or("KTSTR_BENCH_SECS", 3);
-    let pairs: usize = env_or("KTSTR_BENCH_PAIRS", 4);
+    let secs: u64 = guest::env_or("KTSTR_BENCH_SECS", 3);
+    let pairs: usize = guest::env_or("KTSTR_BENCH_PAIRS", 4);
     let progress = Progress::new(|m| eprintln!("monitor bench: {m}"));
-    let prepared = match prepare_with(None, None, &[], &progress) {
-        Ok(p) => p,
-        Err(PrepareError::Kernel(e)) if e.is_unavailable() => {
-            println!("SKIP: no kernel can be fetched here: {e}");
-            return;
-        }
-        Err(PrepareError::Setup(e)) => {
-            println!("SKIP: QEMU is not available: {e}");
-            return;
-        }
-        Err(e) => panic!("preparing the run: {e}"),
+    let Some(prepared) = guest::prepared(&progress) else {
+        return;
     };
     let (backend, why) = select::select(BackendChoice::Auto).expect("a backend");
     let topology = "1n1l2c1t";
@@ -87,7 +72,7 @@ fn main() {
         ));
     }
     // The same load, its step re-applying a capture every 100 ms.
-    let capture_secs: u64 = env_or("KTSTR_BENCH_CAPTURE_SECS", 10);
+    let capture_secs: u64 = guest::env_or("KTSTR_BENCH_CAPTURE_SECS", 10);
     let mut capturing =
         scenarios::steady_plan(1, 4, Duration::from_secs(capture_secs)).set_assert(Assert::NONE);
     capturing.name = "captures".into();
