@@ -59,6 +59,9 @@ fn with_kernel_ops(mut plan: Plan) -> Plan {
             read("swappiness", "vm_swappiness", u32w),
             read("dirty_bg", "dirty_background_ratio", u32w),
             read("j2", "jiffies_64", u64w),
+            // A capture in the same freeze: runqueues and registers
+            // through our rendezvous.
+            Op::capture_snapshot("nested"),
         ],
         HoldSpec::fixed(Duration::ZERO),
     ));
@@ -107,6 +110,22 @@ fn check_kernel_ops(out: &serde_json::Value) {
         "{ticks} ticks over a 500 ms hold at HZ={hz}"
     );
     assert_eq!(u("swappiness", "U32"), u64::from(SWAPPINESS));
+    let capture = out["captures"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "nested"))
+        .unwrap_or_else(|| panic!("no capture: {}", out["captures"]));
+    assert_eq!(capture["step"], 3, "{capture}");
+    assert_eq!(
+        capture["sample"]["cpus"].as_array().map(Vec::len),
+        Some(2),
+        "{capture}"
+    );
+    let regs = capture["registers"].as_array().expect("registers");
+    assert_eq!(regs.len(), 2, "{capture}");
+    assert!(
+        regs.iter().all(|r| r["rip"].as_u64().unwrap_or(0) != 0),
+        "{capture}"
+    );
     assert_eq!(u("dirty_bg", "U32"), u64::from(DIRTY_BG));
     // KASLR on our VMM: the decompressor moved the kernel, virtually or
     // physically (both staying put is a one in many thousands draw).

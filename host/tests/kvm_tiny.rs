@@ -334,7 +334,7 @@ fn a_write_watchpoint_fires_on_the_counter() {
             );
             // PVM takes KVM_SET_GUEST_DEBUG but never exits for it.
             println!(
-                "SKIP: no debug exit in {limit:?}: {} (the nested test covers watchpoints)",
+                "SKIP: no debug exit in {limit:?}: {} (our VMM's watchpoints need hardware KVM to be checked)",
                 kvm.why
             );
             run.stop();
