@@ -246,7 +246,93 @@ impl Gdb {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::net::UnixListener;
+
     use super::*;
+
+    /// Reads one packet the client sent (acks and interrupts are returned
+    /// as themselves).
+    fn next(stream: &mut UnixStream, buf: &mut Vec<u8>) -> String {
+        loop {
+            if let Some(&b) = buf.first()
+                && (b == b'+' || b == 0x03)
+            {
+                buf.remove(0);
+                return (b as char).to_string();
+            }
+            if let Some(p) = take_packet(buf).unwrap() {
+                return p;
+            }
+            let mut chunk = [0u8; 256];
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client hung up");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// A stub that behaves like QEMU 7.2's: no QStartNoAckMode, acks
+    /// expected, a stop reply for an interrupt, a watch stop reply.
+    #[test]
+    fn a_session_with_a_stub_like_qemus() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gdb.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let stub = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut seen = Vec::new();
+            let say = |s: &mut UnixStream, p: &str| s.write_all(&frame(p)).unwrap();
+            // QEMU reports its stop on connect, then answers the request.
+            assert_eq!(next(&mut s, &mut buf), "QStartNoAckMode");
+            say(&mut s, "T02thread:01;");
+            say(&mut s, "");
+            for want in ["+", "+"] {
+                assert_eq!(next(&mut s, &mut buf), want, "acks for both");
+            }
+            loop {
+                let p = next(&mut s, &mut buf);
+                seen.push(p.clone());
+                match p.as_str() {
+                    p if p.starts_with("Z2,") || p.starts_with("z2,") => say(&mut s, "OK"),
+                    "\u{3}" => say(&mut s, "T02thread:01;"),
+                    "c" if seen.iter().filter(|p| *p == "c").count() == 2 => {
+                        say(&mut s, "T05watch:ffffffff82001000;thread:p01.01;");
+                    }
+                    "c" if seen.iter().filter(|p| *p == "c").count() == 3 => break,
+                    _ => {}
+                }
+            }
+            seen.retain(|p| p != "+");
+            seen
+        });
+        let mut g = Gdb::connect(&path).unwrap();
+        assert!(g.acks, "no QStartNoAckMode: acks stay on");
+        g.watch(0xffff_ffff_8200_1000, 4).unwrap();
+        // The second watch interrupts the running guest first.
+        g.watch(0xffff_ffff_8200_2000, 4).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let hit = loop {
+            if let Some(va) = g.poll_hit().unwrap() {
+                break va;
+            }
+            assert!(Instant::now() < deadline, "no hit");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(hit, 0xffff_ffff_8200_1000);
+        g.resume().unwrap();
+        let seen = stub.join().unwrap();
+        assert_eq!(
+            seen,
+            [
+                "Z2,ffffffff82001000,4",
+                "c",
+                "\u{3}",
+                "Z2,ffffffff82002000,4",
+                "c",
+                "c"
+            ]
+        );
+    }
 
     #[test]
     fn packets_frame_and_parse() {
