@@ -284,10 +284,12 @@ fn check_runqueue(out: &RunOutcome) {
         assert_eq!(sample.cpus.len(), 2, "{}", c.name);
         assert_eq!(c.registers.len(), 2, "{}: {:?}", c.name, c.registers);
     }
-    assert_eq!(
-        out.captures[2].sample.as_ref().unwrap().cpus[1].nr_running,
-        *n
-    );
+    let loaded = out
+        .captures
+        .iter()
+        .find(|c| c.name == "loaded")
+        .expect("the capture in the read's freeze");
+    assert_eq!(loaded.sample.as_ref().unwrap().cpus[1].nr_running, *n);
 }
 
 /// The watchpoint on `vm_swappiness` fired once per write through
