@@ -344,6 +344,33 @@ mod tests {
     }
 
     #[test]
+    fn a_deep_local_dsq_fails_once_sustained() {
+        let a = Assert::NONE.max_local_dsq_depth(2);
+        let mut j = Judge::new(&a, spec(), 250);
+        // `sample` puts nr_running - 1 tasks in each local DSQ: CPU 1 holds
+        // 4 for three samples, breaking the limit of 2 once.
+        for k in 0..5u64 {
+            j.push(sample(1, 10 * k, &[(1, k, None), (5, k, None)]));
+        }
+        assert_eq!(j.findings.len(), 1, "{:?}", j.findings);
+        let f = &j.findings[0];
+        assert_eq!(f.kind, DetailKind::DsqDepth);
+        assert!(
+            f.message.contains("CPU 1's local DSQ held 4"),
+            "{}",
+            f.message
+        );
+        assert_eq!(j.peaks[0].max_local_dsq, Some(4));
+        // Two samples over the limit are not a breach.
+        let mut j = Judge::new(&a, spec(), 250);
+        for k in 0..2u64 {
+            j.push(sample(1, 10 * k, &[(5, k, None)]));
+        }
+        j.push(sample(1, 30, &[(1, 3, None)]));
+        assert!(j.findings.is_empty());
+    }
+
+    #[test]
     fn nothing_to_judge_is_not_measured() {
         let a = Assert::NONE.fail_on_stall().max_local_dsq_depth(5);
         let j = Judge::new(&a, spec(), 250);
