@@ -155,6 +155,40 @@ fn a_crashing_scheduler_fails_the_run_with_its_error_text() {
         Some("SCX_EXIT_ERROR_BPF"),
         "{scx:?}"
     );
+    // The scheduler's .bss in that capture, rendered through its own BTF:
+    // the switch the loader set, and the dispatch that crashed it.
+    let bss = exit
+        .maps
+        .iter()
+        .find(|m| m.name.ends_with(".bss") && m.map_type == "array")
+        .unwrap_or_else(|| panic!("no .bss map: {:?} {:?}", exit.maps, exit.maps_error));
+    let vars = &bss
+        .entries
+        .first()
+        .unwrap_or_else(|| panic!("{bss:?}"))
+        .value;
+    assert_eq!(vars["crash_after"], 1000, "{bss:?}");
+    let dispatched = vars["nr_dispatched"].as_u64().unwrap_or(0);
+    assert!(dispatched >= 1000, "{bss:?}");
+    // Its hash map of enqueues per CPU: keys are CPUs, and every task it
+    // dispatched was counted when it was enqueued.
+    let enq = exit
+        .maps
+        .iter()
+        .find(|m| m.name == "enq_by_cpu" && m.map_type == "hash")
+        .unwrap_or_else(|| panic!("no enq_by_cpu map: {:?}", exit.maps));
+    assert!(!enq.entries.is_empty(), "{enq:?}");
+    let mut enqueues = 0;
+    for e in &enq.entries {
+        assert!(e.key.as_u64().is_some_and(|cpu| cpu < 4), "{enq:?}");
+        enqueues += e.value["enqueues"].as_u64().unwrap_or(0);
+    }
+    assert!(enqueues >= dispatched, "{enqueues} < {dispatched}: {enq:?}");
+    assert!(
+        exit.maps.iter().any(|m| m.map_type == "struct_ops"),
+        "{:?}",
+        exit.maps
+    );
     let d = details(&out);
     assert!(
         d.iter().any(|(k, m)| *k == DetailKind::SchedulerDied

@@ -240,6 +240,17 @@ fn capture_line(c: &crate::monitor::Capture) -> String {
         (None, None) => s.push('-'),
     }
     let _ = write!(s, ", {} vCPUs' registers", c.registers.len());
+    if !c.maps.is_empty() {
+        let names: Vec<String> = c
+            .maps
+            .iter()
+            .map(|m| format!("{} ({}, {} read)", m.name, m.map_type, m.entries.len()))
+            .collect();
+        let _ = write!(s, ", BPF maps: {}", names.join(", "));
+    }
+    if let Some(e) = &c.maps_error {
+        let _ = write!(s, ", BPF maps unread: {e}");
+    }
     s
 }
 

@@ -72,6 +72,37 @@ struct {
 	char msg[1024];
 } uei;
 
+/*
+ * Enqueues per enqueuing CPU, in a hash map: something a host-side capture
+ * can render through the map's BTF (key, and a struct value).
+ */
+struct cpu_enqueues {
+	__u64 enqueues;
+	__s32 last_pid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, struct cpu_enqueues);
+} enq_by_cpu SEC(".maps");
+
+static void count_enqueue(struct task_struct *p)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct cpu_enqueues *c = bpf_map_lookup_elem(&enq_by_cpu, &cpu);
+
+	if (c) {
+		__sync_fetch_and_add(&c->enqueues, 1);
+		c->last_pid = p->pid;
+	} else {
+		struct cpu_enqueues first = { .enqueues = 1, .last_pid = p->pid };
+
+		bpf_map_update_elem(&enq_by_cpu, &cpu, &first, BPF_NOEXIST);
+	}
+}
+
 SEC("struct_ops/fifo_select_cpu")
 s32 BPF_PROG(fifo_select_cpu, struct task_struct *p, s32 prev_cpu,
 	     u64 wake_flags)
@@ -97,6 +128,7 @@ void BPF_PROG(fifo_enqueue, struct task_struct *p, u64 enq_flags)
 	 */
 	if (stall_pinned && p->nr_cpus_allowed == 1)
 		slice = SCX_SLICE_INF;
+	count_enqueue(p);
 	scx_bpf_dsq_insert(p, FIFO_DSQ, slice, enq_flags);
 }
 

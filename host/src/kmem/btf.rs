@@ -16,7 +16,7 @@ const HEADER_LEN: usize = 24;
 
 /// A parsed kernel BTF.
 pub struct Types {
-    btf: Btf,
+    pub(super) btf: Btf,
 }
 
 /// Where a member is: byte offset from the start of its outer type, its
@@ -84,7 +84,7 @@ impl Types {
     }
 
     /// `ty` with typedefs and qualifiers peeled off.
-    fn peel(&self, mut ty: Type) -> Result<Type, KmemError> {
+    pub(super) fn peel(&self, mut ty: Type) -> Result<Type, KmemError> {
         for _ in 0..32 {
             ty = match ty {
                 Type::Typedef(t) | Type::TypeTag(t) => {

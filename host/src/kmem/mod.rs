@@ -11,6 +11,7 @@
 pub mod btf;
 pub mod error;
 pub mod kernel;
+pub mod render;
 pub mod symbols;
 pub mod translate;
 pub mod vmlinux;

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::bpf_maps::{self, BpfMap, BtfCache, MapsLayout};
 use super::layout::SchedLayout;
 use super::sample::{self, Sample};
 use crate::kmem::Kernel;
@@ -39,15 +40,31 @@ pub struct Capture {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
     pub registers: Vec<VcpuRegs>,
+    /// The guest's BPF maps (the scheduler's, in a test guest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<BpfMap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maps_error: Option<String>,
     /// Why the scheduler state could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// Reads scheduler state, finding where it lives on first use.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SchedReader {
     layout: Option<Result<SchedLayout, String>>,
+    maps_layout: Option<Result<MapsLayout, String>>,
+    btfs: BtfCache,
+}
+
+impl std::fmt::Debug for SchedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedReader")
+            .field("layout", &self.layout)
+            .field("maps_layout", &self.maps_layout.as_ref().map(|r| r.is_ok()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SchedReader {
@@ -63,6 +80,24 @@ impl SchedReader {
             .as_ref()
             .map_err(Clone::clone)?;
         sample::read(&view, layout).map_err(|e| e.to_string())
+    }
+
+    /// The guest's BPF maps now, their values rendered.
+    pub fn maps(
+        &mut self,
+        kernel: &mut Kernel,
+        mem: &dyn PhysMemory,
+    ) -> Result<Vec<BpfMap>, String> {
+        let view = kernel.view(mem).map_err(|e| e.to_string())?;
+        let layout = self
+            .maps_layout
+            .get_or_insert_with(|| {
+                MapsLayout::resolve(&view)
+                    .map_err(|e| format!("finding the BPF map list in this kernel's BTF: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        bpf_maps::read_maps(&view, layout, &mut self.btfs).map_err(|e| e.to_string())
     }
 
     /// A capture named `name` of the (frozen) guest.
@@ -85,6 +120,10 @@ impl SchedReader {
             }
             Err(e) => (None, Some(e)),
         };
+        let (maps, maps_error) = match self.maps(kernel, mem) {
+            Ok(m) => (m, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         Capture {
             name: name.to_string(),
             trigger,
@@ -92,6 +131,8 @@ impl SchedReader {
             at_ms,
             sample,
             registers,
+            maps,
+            maps_error,
             error,
         }
     }

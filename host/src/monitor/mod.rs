@@ -8,6 +8,7 @@
 //! Its own room: it reads through [`crate::kmem`] and owns no VM, ring or
 //! outcome; the runner decides when to sample and what a finding does.
 
+pub mod bpf_maps;
 pub mod capture;
 pub mod checks;
 pub mod layout;
