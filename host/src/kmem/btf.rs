@@ -130,6 +130,15 @@ impl Types {
 
     /// Size in bytes of `ty`.
     pub fn size(&self, ty: &Type) -> Result<usize, KmemError> {
+        self.size_within(ty, 0)
+    }
+
+    /// [`Self::size`], refusing arrays nested past 32 deep (a hostile BTF
+    /// can make an array of itself).
+    fn size_within(&self, ty: &Type, depth: u32) -> Result<usize, KmemError> {
+        if depth > 32 {
+            return Err(KmemError::Btf("arrays nested past 32 deep".into()));
+        }
         match self.peel(ty.clone())? {
             Type::Int(i) => Ok(i.size()),
             Type::Ptr(_) => Ok(8),
@@ -139,7 +148,7 @@ impl Types {
             Type::Float(f) => Ok(f.size()),
             Type::Array(a) => {
                 let elem = self.btf.resolve_chained_type(&a).map_err(Self::err)?;
-                Ok(self.size(&elem)?.saturating_mul(a.len()))
+                Ok(self.size_within(&elem, depth + 1)?.saturating_mul(a.len()))
             }
             other => Err(KmemError::Btf(format!("{} has no size", other.name()))),
         }

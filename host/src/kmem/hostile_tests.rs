@@ -61,6 +61,53 @@ proptest! {
         let end = cut.index(b.len());
         let _ = Types::parse(&b[..end]);
     }
+
+    /// Guest bytes rendered through a damaged BTF (a map's value through
+    /// the map's BTF, both from the guest): a value, never a panic.
+    #[test]
+    fn any_bytes_render_through_a_damaged_btf(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut b = tiny_btf();
+        for (at, v) in flips {
+            let i = 24 + at.index(b.len() - 24);
+            b[i] = v;
+        }
+        if let Ok(t) = Types::parse(&b) {
+            for id in 0..8 {
+                if let Ok(ty) = t.by_id(id) {
+                    let _ = t.render(&ty, &bytes);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_array_of_itself_is_an_error_not_a_stack_overflow() {
+    // Type 1 of tiny_btf is `int`; make it an array whose element is type 1.
+    let mut b = tiny_btf();
+    let words = [0u32, 3 << 24, 0, 1, 1, 4];
+    let first = 24;
+    // Replace int's 16 bytes (4 words) with a 24-byte array record: keep
+    // the rest of the type section by rebuilding it.
+    let type_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let mut types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    types.extend_from_slice(&b[first + 16..first + type_len]);
+    let strings = b[first + type_len..].to_vec();
+    let new_len = types.len() as u32;
+    b.truncate(first);
+    b[12..16].copy_from_slice(&new_len.to_le_bytes());
+    b[16..20].copy_from_slice(&new_len.to_le_bytes());
+    b.extend(types);
+    b.extend(strings);
+    let t = Types::parse(&b).expect("still well-formed");
+    let ty = t.by_id(1).unwrap();
+    assert!(t.size(&ty).is_err());
+    let _ = t.render(&ty, &[0u8; 32]);
+    let rq = t.var_type("runqueues").unwrap();
+    let _ = t.render(&rq, &[1u8; 8]);
 }
 
 /// A page-table entry: anything, or a present entry pointing into (or just
