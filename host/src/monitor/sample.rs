@@ -17,6 +17,8 @@ use crate::kmem::kernel::View;
 pub const MAX_CPUS: u32 = 1024;
 /// Most NUMA nodes whose global queues are read.
 const MAX_NODES: u32 = 64;
+/// The kernel's `PID_MAX_LIMIT`: no queue holds more tasks than exist.
+const MAX_TASKS: u32 = 4 << 20;
 
 /// One CPU's runqueue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -121,11 +123,26 @@ fn read_cpu(
         }
         _ => None,
     };
+    let nr_running = view.read_uint(rq + l.rq_nr_running.offset, l.rq_nr_running.size)? as u32;
+    let scx_nr_running = l.rq_scx_nr_running.as_ref().and_then(u32_at);
+    let local_dsq = l.rq_local_dsq_nr.as_ref().and_then(u32_at);
+    // More than the kernel could ever have: not a figure to judge.
+    for (what, n) in [
+        ("nr_running", Some(nr_running)),
+        ("scx.nr_running", scx_nr_running),
+        ("scx.local_dsq.nr", local_dsq),
+    ] {
+        if let Some(n) = n.filter(|&n| n > MAX_TASKS) {
+            return Err(KmemError::Invalid(format!(
+                "CPU {cpu}'s rq.{what} reads {n}, more than the {MAX_TASKS} tasks a kernel can have"
+            )));
+        }
+    }
     Ok(CpuSample {
         cpu,
-        nr_running: view.read_uint(rq + l.rq_nr_running.offset, l.rq_nr_running.size)? as u32,
-        scx_nr_running: l.rq_scx_nr_running.as_ref().and_then(u32_at),
-        local_dsq: l.rq_local_dsq_nr.as_ref().and_then(u32_at),
+        nr_running,
+        scx_nr_running,
+        local_dsq,
         clock: view.read_uint(rq + l.rq_clock.offset, l.rq_clock.size)?,
         curr_pid,
         oldest_waiter: oldest_waiter(view, l, rq, jiffies),
@@ -237,9 +254,10 @@ mod tests {
             (TEXT_PA + 0x4000, 0),
             (TEXT_PA + 0x5008, 0xdead_beef_0000), // CPU 1's per-CPU offset
             (TEXT_PA + 0x5008, u64::MAX),
+            (17 * MIB + 0x100, 0xffff_ffff), // CPU 1's rq.nr_running
         ] {
             let (ram, info) = test_guest();
-            if at == TEXT_PA + 0x4000 {
+            if at == TEXT_PA + 0x4000 || at == 17 * MIB + 0x100 {
                 ram.write(at, &(value as u32).to_le_bytes()).unwrap();
             } else {
                 ram.write(at, &value.to_le_bytes()).unwrap();
