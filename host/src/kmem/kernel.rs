@@ -331,6 +331,11 @@ impl View<'_> {
         self.space.read_u64(va)
     }
 
+    /// Where `va` is in guest-physical memory.
+    pub fn to_phys(&self, va: u64) -> Result<u64, KmemError> {
+        self.space.to_phys(va)
+    }
+
     pub fn read_u32(&self, va: u64) -> Result<u32, KmemError> {
         self.space.read_u32(va)
     }

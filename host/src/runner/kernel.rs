@@ -215,9 +215,10 @@ impl KernelDesk {
                 let set = kernel
                     .symbols()
                     .addr(symbol)
+                    .and_then(|va| Ok((va, kernel.view(ram.as_ref())?.to_phys(va)?)))
                     .map_err(|e| e.to_string())
-                    .and_then(|va| {
-                        vm.watch(va, WATCH_LEN)
+                    .and_then(|(va, pa)| {
+                        vm.watch(va, pa, WATCH_LEN)
                             .map(|()| va)
                             .map_err(|e| e.to_string())
                     });

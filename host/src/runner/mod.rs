@@ -458,13 +458,16 @@ fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunF
     // The loaded scheduler's exit kind is watched, so an error exit is
     // captured the moment the kernel records it.
     let exit_kind = m.exit_kind_va();
+    let pa = exit_kind
+        .filter(|_| exit_kind != b.exit_watch)
+        .and_then(|va| kernel.view(ram.as_ref()).ok()?.to_phys(va).ok());
     if exit_kind != b.exit_watch {
         if let Some(old) = b.exit_watch.take() {
             let _ = vm.unwatch(old);
             b.desk.forget_watch(old);
         }
-        if let Some(va) = exit_kind
-            && vm.watch(va, 4).is_ok()
+        if let (Some(va), Some(pa)) = (exit_kind, pa)
+            && vm.watch(va, pa, 4).is_ok()
         {
             b.desk.name_watch(va, "exit_kind");
             b.exit_watch = Some(va);

@@ -159,10 +159,11 @@ pub trait Vm: Send {
     }
 
     /// Adds a write watchpoint of `len` bytes at kernel virtual address
-    /// `va`: when the guest writes there it stops, and
-    /// [`Vm::poll_watch`] says so.
-    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
-        let _ = (va, len);
+    /// `va`, which is guest-physical `pa` (the caller translates: a
+    /// backend watches whichever it can): when the guest writes there it
+    /// stops, and [`Vm::poll_watch`] says so, naming `va`.
+    fn watch(&mut self, va: u64, pa: u64, len: u32) -> Result<(), VmError> {
+        let _ = (va, pa, len);
         Err(VmError::Unavailable {
             backend: "this backend",
             why: "it has no watchpoints".into(),

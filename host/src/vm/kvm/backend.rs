@@ -168,23 +168,19 @@ impl Vm for KvmVm {
         Some(self.frozen_regs.clone())
     }
 
-    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
-        if len != 4 {
-            return Err(VmError::Setup(format!(
-                "a {len}-byte watchpoint: our VMM sets 4-byte ones"
-            )));
-        }
-        Ok(self.running.watch(va)?)
+    /// Write-protects the page at `pa` (see `watch.rs`); `va` names the
+    /// hits.
+    fn watch(&mut self, va: u64, pa: u64, len: u32) -> Result<(), VmError> {
+        Ok(self.running.watch(va, pa, len)?)
     }
 
     fn unwatch(&mut self, va: u64) -> Result<(), VmError> {
-        self.running.unwatch(va);
-        Ok(())
+        Ok(self.running.unwatch(va)?)
     }
 
-    /// A hit is noticed after the write (data breakpoints trap after it);
-    /// the whole guest is frozen for the capture, so it stands still
-    /// within a poll of the write.
+    /// A hit is recorded as the vCPU carries out the write; the whole
+    /// guest is frozen for the capture, so it stands still within a poll
+    /// of the write.
     fn poll_watch(&mut self) -> Result<Option<u64>, VmError> {
         self.pending_hits.extend(self.running.take_hits());
         if self.pending_hits.is_empty() {

@@ -99,14 +99,6 @@ impl KickableVcpu {
         self.fd.get_regs()
     }
 
-    /// KVM_SET_GUEST_DEBUG.
-    pub fn set_guest_debug(
-        &self,
-        debug: &kvm_bindings::kvm_guest_debug,
-    ) -> Result<(), kvm_ioctls::Error> {
-        self.fd.set_guest_debug(debug)
-    }
-
     /// Clears `immediate_exit` after a kick, so the next KVM_RUN runs.
     pub fn clear_kick(&mut self) {
         self.fd.set_kvm_immediate_exit(0);

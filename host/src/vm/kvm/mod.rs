@@ -19,3 +19,4 @@ pub mod regs;
 pub mod tiny;
 pub mod topology;
 pub mod vcpu;
+pub mod watch;

@@ -9,33 +9,30 @@
 //! freeze and restored at thaw so the guest's clock does not jump by the
 //! frozen interval.
 //!
-//! Watchpoints: up to four write watchpoints (the debug registers DR0-3)
-//! are kept in the control block under a generation number; each vCPU
-//! thread loads them with KVM_SET_GUEST_DEBUG before its next KVM_RUN when
-//! the generation moved (a kick makes running ones look). A hit
-//! (KVM_EXIT_DEBUG, DR6 naming the register) is recorded for the
-//! coordinator and the vCPU runs on: data breakpoints trap after the write.
+//! Watchpoints (`watch.rs`): watched pages sit in read-only slots, so a
+//! write to one exits as an MMIO write; the vCPU thread carries it out on
+//! guest RAM, records a hit when it touched a watched range, and runs on.
+//! Slots are replaced only while every vCPU is parked.
 //!
 //! Parked vCPUs and the coordinator wait on separate condition variables:
 //! a vCPU that parks wakes only the coordinator, so with more vCPU threads
 //! than host CPUs the threads still to park are not crowded out by parked
 //! ones waking up to find nothing changed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, kvm_clock_data, kvm_guest_debug, kvm_regs,
-};
+use kvm_bindings::{KVM_MEM_READONLY, kvm_clock_data, kvm_regs, kvm_userspace_memory_region};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::devices::{ConsoleBuffer, PortBus};
 use super::error::{KvmError, kvm_err};
 use super::exit::MachineExit;
 use super::kick::{self, KickableVcpu};
+use super::watch::{self, Region, Slot, Watch, Watches};
 use crate::vm::ShmHandle;
 
 /// Registers of every vCPU captured at a freeze.
@@ -47,37 +44,18 @@ struct CtlState {
     exited: usize,
     snapshots: Vec<Option<kvm_regs>>,
     exit: Option<MachineExit>,
-    /// Write watchpoints, DR0 onwards.
-    watches: Vec<u64>,
+    /// Write watchpoints.
+    watches: Watches,
     /// Addresses of watchpoints that fired, not yet taken.
     hits: Vec<u64>,
 }
 
-/// Hardware write watchpoints a vCPU has (DR0-3).
-pub const MAX_WATCHES: usize = 4;
 /// Most hits kept until the coordinator takes them; a variable written in
 /// a tight loop fires far faster than anyone captures.
 const MAX_PENDING_HITS: usize = 1024;
 
-/// The KVM_SET_GUEST_DEBUG argument for write watchpoints of 4 bytes at
-/// `watches` (none: debugging off).
-pub fn guest_debug(watches: &[u64]) -> kvm_guest_debug {
-    let mut d = kvm_guest_debug::default();
-    if watches.is_empty() {
-        return d;
-    }
-    d.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
-    let mut dr7 = 0u64;
-    for (i, &va) in watches.iter().take(MAX_WATCHES).enumerate() {
-        d.arch.debugreg[i] = va;
-        // Local enable; R/W = 01 (data writes); LEN = 11 (4 bytes).
-        dr7 |= 1 << (2 * i);
-        dr7 |= 0b01 << (16 + 4 * i);
-        dr7 |= 0b11 << (18 + 4 * i);
-    }
-    d.arch.debugreg[7] = dr7;
-    d
-}
+/// How long setting a watchpoint may wait for the vCPUs to park.
+const WATCH_FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Control {
     state: Mutex<CtlState>,
@@ -91,8 +69,6 @@ struct Control {
     freeze: AtomicBool,
     /// Mirror of "an exit happened", readable without the lock.
     stop: AtomicBool,
-    /// Bumped whenever `watches` changes.
-    debug_gen: AtomicU64,
 }
 
 impl Control {
@@ -212,9 +188,14 @@ fn describe_exit(exit: &VcpuExit<'_>) -> String {
     }
 }
 
-fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
+fn vcpu_loop(
+    index: u32,
+    vcpu: VcpuFd,
+    ctl: &Control,
+    bus: &Mutex<PortBus>,
+    mem: &GuestMemoryMmap,
+) {
     let mut vcpu = KickableVcpu::new(vcpu);
-    let mut debug_gen = 0;
     loop {
         if ctl.stop.load(Ordering::Acquire) {
             break;
@@ -225,30 +206,23 @@ fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>) {
             ctl.park(index, regs);
             continue;
         }
-        let gen_now = ctl.debug_gen.load(Ordering::Acquire);
-        if gen_now != debug_gen {
-            let debug = guest_debug(&ctl.lock().watches);
-            if let Err(e) = vcpu.set_guest_debug(&debug) {
-                ctl.finish(MachineExit::Failed {
-                    vcpu: index,
-                    reason: format!("KVM_SET_GUEST_DEBUG: {e}"),
-                });
-                break;
-            }
-            debug_gen = gen_now;
-        }
         let result = vcpu.run();
-        if let Ok(VcpuExit::Debug(d)) = &result {
-            // DR6 bits 0-3 say which watchpoint fired.
-            let dr6 = d.dr6;
+        if let Ok(VcpuExit::MmioWrite(addr, data)) = &result {
             let mut st = ctl.lock();
-            let fired: Vec<u64> = (0..st.watches.len())
-                .filter(|i| dr6 & (1 << i) != 0)
-                .map(|i| st.watches[i])
-                .collect();
-            let room = MAX_PENDING_HITS.saturating_sub(st.hits.len());
-            st.hits.extend(fired.into_iter().take(room));
-            continue;
+            if let Some(hits) = st.watches.on_write(*addr, data.len()) {
+                // A write to a watched page: ours to carry out.
+                if let Err(e) = mem.write_slice(data, GuestAddress(*addr)) {
+                    drop(st);
+                    ctl.finish(MachineExit::Failed {
+                        vcpu: index,
+                        reason: format!("carrying out a write to watched page {addr:#x}: {e}"),
+                    });
+                    break;
+                }
+                let room = MAX_PENDING_HITS.saturating_sub(st.hits.len());
+                st.hits.extend(hits.into_iter().take(room));
+                continue;
+            }
         }
         match handle_exit(index, result, bus) {
             Ok(None) => {}
@@ -292,6 +266,8 @@ pub struct Running {
     shm: ShmHandle,
     console: ConsoleBuffer,
     saved_clock: Option<kvm_clock_data>,
+    /// The RAM slots as mapped now (split around watched pages).
+    slots: Vec<Slot>,
 }
 
 /// Everything a machine hands over when its vCPUs start.
@@ -319,27 +295,30 @@ impl Running {
                 exited: 0,
                 snapshots: vec![None; n],
                 exit: None,
-                watches: Vec::new(),
+                watches: Watches::default(),
                 hits: Vec::new(),
             }),
             resume: Condvar::new(),
             progress: Condvar::new(),
             freeze: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-            debug_gen: AtomicU64::new(0),
         });
+        let mem = Arc::new(parts.mem);
+        let slots = watch::plan(&regions(&mem), &Default::default());
         let mut run = Running {
             vm: parts.vm,
-            mem: Arc::new(parts.mem),
+            mem: mem.clone(),
             ctl: ctl.clone(),
             threads: Vec::with_capacity(n),
             shm: parts.shm,
             console: parts.console,
             saved_clock: None,
+            slots,
         };
         for (i, vcpu) in parts.vcpus.into_iter().enumerate() {
             let thread_ctl = ctl.clone();
             let bus = parts.bus.clone();
+            let mem = mem.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
                 .spawn(move || {
@@ -347,7 +326,7 @@ impl Running {
                         index: i as u32,
                         ctl: &thread_ctl,
                     };
-                    vcpu_loop(i as u32, vcpu, &thread_ctl, &bus);
+                    vcpu_loop(i as u32, vcpu, &thread_ctl, &bus, &mem);
                 });
             match t {
                 Ok(t) => run.threads.push(t),
@@ -429,32 +408,84 @@ impl Running {
         Ok(snapshot)
     }
 
-    /// Adds a 4-byte write watchpoint at guest virtual address `va`; every
-    /// vCPU loads it before its next entry.
-    pub fn watch(&mut self, va: u64) -> Result<(), KvmError> {
-        let mut st = self.ctl.lock();
-        if st.watches.len() >= MAX_WATCHES {
+    /// Adds a write watchpoint of `len` bytes at guest-physical `pa`
+    /// (reported as `va`): its page becomes read-only to the guest. Parks
+    /// every vCPU for the slot change unless they already are.
+    pub fn watch(&mut self, va: u64, pa: u64, len: u32) -> Result<(), KvmError> {
+        let end = pa.checked_add(u64::from(len)).unwrap_or(u64::MAX);
+        if len == 0 || (pa & (watch::PAGE - 1)) + u64::from(len) > watch::PAGE {
             return Err(KvmError::Watch(format!(
-                "all {MAX_WATCHES} hardware watchpoints are in use ({:x?})",
-                st.watches
+                "{len} bytes at {pa:#x}: a watchpoint is 1..=8 bytes within one page"
             )));
         }
-        if !st.watches.contains(&va) {
-            st.watches.push(va);
+        if !regions(&self.mem)
+            .iter()
+            .any(|r| r.gpa <= pa && end <= r.gpa + r.size)
+        {
+            return Err(KvmError::Watch(format!(
+                "{pa:#x} (for {va:#x}) is not guest RAM"
+            )));
         }
-        self.ctl.debug_gen.fetch_add(1, Ordering::AcqRel);
-        drop(st);
-        self.kick_all();
-        Ok(())
+        let mut next = self.ctl.lock().watches.clone();
+        next.add(Watch { va, pa, len }).map_err(KvmError::Watch)?;
+        self.remap(next)
     }
 
-    /// Removes the watchpoint at `va`.
-    pub fn unwatch(&mut self, va: u64) {
-        let mut st = self.ctl.lock();
-        st.watches.retain(|&w| w != va);
-        self.ctl.debug_gen.fetch_add(1, Ordering::AcqRel);
-        drop(st);
-        self.kick_all();
+    /// Removes the watchpoint reported as `va`, its page writable again.
+    pub fn unwatch(&mut self, va: u64) -> Result<(), KvmError> {
+        let mut next = self.ctl.lock().watches.clone();
+        if !next.remove(va) {
+            return Ok(());
+        }
+        self.remap(next)
+    }
+
+    /// Installs `next` and the slots its pages need, with every vCPU
+    /// parked: a slot being replaced is briefly unmapped.
+    fn remap(&mut self, next: Watches) -> Result<(), KvmError> {
+        let was_frozen = self.ctl.lock().freeze;
+        if !was_frozen {
+            self.freeze(WATCH_FREEZE_TIMEOUT)?;
+        }
+        let slots = watch::plan(&regions(&self.mem), &next.pages());
+        let result = self.apply_slots(slots).map(|()| {
+            self.ctl.lock().watches = next;
+        });
+        if !was_frozen {
+            self.thaw()?;
+        }
+        result
+    }
+
+    /// Replaces the RAM slots that changed: removals first, so no new
+    /// slot overlaps one still mapped.
+    fn apply_slots(&mut self, slots: Vec<Slot>) -> Result<(), KvmError> {
+        let set = |s: &Slot, size: u64| {
+            let r = kvm_userspace_memory_region {
+                slot: s.id,
+                guest_phys_addr: s.gpa,
+                memory_size: size,
+                userspace_addr: s.host,
+                flags: if s.readonly { KVM_MEM_READONLY } else { 0 },
+            };
+            // SAFETY: every slot maps part of a region of `self.mem`, which
+            // lives as long as the VM.
+            unsafe { self.vm.set_user_memory_region(r) }
+        };
+        for old in self.slots.iter().filter(|o| !slots.contains(o)) {
+            set(old, 0).map_err(kvm_err(format!("removing RAM slot {}", old.id)))?;
+        }
+        for new in slots.iter().filter(|n| !self.slots.contains(n)) {
+            set(new, new.size).map_err(kvm_err(format!(
+                "mapping RAM slot {} ({:#x}+{:#x}{})",
+                new.id,
+                new.gpa,
+                new.size,
+                if new.readonly { ", read-only" } else { "" }
+            )))?;
+        }
+        self.slots = slots;
+        Ok(())
     }
 
     /// Watchpoints that fired since the last call, oldest first.
@@ -526,18 +557,14 @@ impl Drop for Running {
     }
 }
 
-#[cfg(test)]
-mod watch_tests {
-    use super::*;
-
-    #[test]
-    fn debug_registers_for_write_watchpoints() {
-        let d = guest_debug(&[0xffff_ffff_8290_f1a0, 0x1000]);
-        assert_eq!(d.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
-        assert_eq!(d.arch.debugreg[0], 0xffff_ffff_8290_f1a0);
-        assert_eq!(d.arch.debugreg[1], 0x1000);
-        // L0 and L1; RW0 = RW1 = 01; LEN0 = LEN1 = 11.
-        assert_eq!(d.arch.debugreg[7], 0b1101_1101 << 16 | 0b0101);
-        assert_eq!(guest_debug(&[]).control, 0);
-    }
+/// The RAM regions of `mem`, in the order (and so with the slot ids)
+/// `machine.rs` mapped them.
+fn regions(mem: &GuestMemoryMmap) -> Vec<Region> {
+    mem.iter()
+        .map(|r| Region {
+            gpa: r.start_addr().0,
+            size: r.len(),
+            host: r.as_ptr() as u64,
+        })
+        .collect()
 }

@@ -529,7 +529,7 @@ impl Vm for QemuVm {
         self.qmp_mut()?.execute("cont").map(drop)
     }
 
-    fn watch(&mut self, va: u64, len: u32) -> Result<(), VmError> {
+    fn watch(&mut self, va: u64, _pa: u64, len: u32) -> Result<(), VmError> {
         if self.gdb.is_none() {
             self.gdb = Some(gdb::Gdb::connect(&self.gdb_socket)?);
         }
