@@ -19,7 +19,7 @@ use ktstr_host::kernel::{self, FetchOptions};
 use ktstr_host::nested::launch::{self, GUEST_BIN, NestedOutcome, NestedRequest};
 use ktstr_host::progress::Progress;
 use ktstr_protocol::model::{
-    HoldSpec, KernelTarget, KernelValue, KernelValueWidth, Op, Plan, Step, Topology,
+    Assert, HoldSpec, KernelTarget, KernelValue, KernelValueWidth, Op, Plan, Step, Topology,
 };
 
 /// What `vm_swappiness` and `dirty_background_ratio` are set to from the
@@ -154,11 +154,13 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
     let guest_bin = build_static(&workspace_root(), "ktstr-host", GUEST_BIN)
         .expect("building the static L1 program");
     let topology: Topology = "2n2l1c1t".parse().unwrap();
-    // No watchpoint plan here: with our VMM's debug registers loaded
-    // (KVM_SET_GUEST_DEBUG), the L1 kernel under QEMU's emulated SVM stops
-    // making progress altogether, so hardware watchpoints are checked only
-    // where KVM is hardware (the tiny-guest test) for now.
-    let plans = vec![with_kernel_ops(steady(1, 2, 2))];
+    // The second plan writes a watched sysctl four times: our VMM's
+    // write-protected pages must give four captures.
+    let plans = vec![
+        with_kernel_ops(steady(1, 2, 2)),
+        Plan::custom("kmem_watch", "kmem_watch_sysctl", Duration::from_secs(1))
+            .set_assert(Assert::NONE),
+    ];
     let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let run = launch::run(&NestedRequest {
         kernel: &p.kernel.image,
@@ -191,7 +193,8 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
         NestedOutcome::Ran(v) => v,
     };
     let all = out.as_array().cloned().unwrap_or_default();
-    assert_eq!(all.len(), 1, "one outcome per plan: {out}");
+    assert_eq!(all.len(), 2, "one outcome per plan: {out}");
+    check_watch(&all[1]);
     let out = all[0].clone();
     eprintln!(
         "nested: whole run {:.1} s; L2 outcome: {}",
@@ -242,4 +245,23 @@ fn boots_linux_on_our_kvm_vmm_under_emulated_svm() {
                 .starts_with(&format!("ktstr-nested-{}-", std::process::id()))),
         "the L1 initramfs was removed"
     );
+}
+
+/// Four writes to a watched sysctl, four captures, in order, each with the
+/// runqueues and both vCPUs' registers.
+fn check_watch(out: &serde_json::Value) {
+    assert_eq!(out["passed"], true, "watch plan failed: {}", out["failure"]);
+    let caps: Vec<&serde_json::Value> = out["captures"]
+        .as_array()
+        .map(|a| a.iter().filter(|c| c["trigger"] == "watch").collect())
+        .unwrap_or_default();
+    assert_eq!(caps.len(), 4, "{}", out["captures"]);
+    for c in &caps {
+        assert_eq!(c["name"], "watch:vm_swappiness", "{c}");
+        assert_eq!(c["sample"]["cpus"].as_array().map(Vec::len), Some(2), "{c}");
+        assert_eq!(c["registers"].as_array().map(Vec::len), Some(2), "{c}");
+    }
+    let at: Vec<u64> = caps.iter().filter_map(|c| c["at_ms"].as_u64()).collect();
+    eprintln!("nested: watch:vm_swappiness captures at {at:?} ms");
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use ktstr_protocol::message::{AgentError, StimulusEvent, Verdict};
+use ktstr_protocol::message::{AgentError, GuestMsg, Hello, LogLevel, StimulusEvent, Verdict};
 use ktstr_protocol::model::{AssertResult, DetailKind, ObservedTopology, Step, WorkerReport};
 use ktstr_protocol::{PROTOCOL_VERSION, SharedMapping, Shm, ShmLayout};
 

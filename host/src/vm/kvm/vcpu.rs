@@ -188,13 +188,7 @@ fn describe_exit(exit: &VcpuExit<'_>) -> String {
     }
 }
 
-fn vcpu_loop(
-    index: u32,
-    vcpu: VcpuFd,
-    ctl: &Control,
-    bus: &Mutex<PortBus>,
-    mem: &GuestMemoryMmap,
-) {
+fn vcpu_loop(index: u32, vcpu: VcpuFd, ctl: &Control, bus: &Mutex<PortBus>, mem: &GuestMemoryMmap) {
     let mut vcpu = KickableVcpu::new(vcpu);
     loop {
         if ctl.stop.load(Ordering::Acquire) {
@@ -412,7 +406,7 @@ impl Running {
     /// (reported as `va`): its page becomes read-only to the guest. Parks
     /// every vCPU for the slot change unless they already are.
     pub fn watch(&mut self, va: u64, pa: u64, len: u32) -> Result<(), KvmError> {
-        let end = pa.checked_add(u64::from(len)).unwrap_or(u64::MAX);
+        let end = pa.saturating_add(u64::from(len));
         if len == 0 || (pa & (watch::PAGE - 1)) + u64::from(len) > watch::PAGE {
             return Err(KvmError::Watch(format!(
                 "{len} bytes at {pa:#x}: a watchpoint is 1..=8 bytes within one page"

@@ -176,7 +176,10 @@ mod tests {
     fn no_watch_is_one_slot_per_region() {
         let s = plan(&REGIONS, &BTreeSet::new());
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].id, s[0].gpa, s[0].size, s[0].readonly), (0, 0, 0x10_0000, false));
+        assert_eq!(
+            (s[0].id, s[0].gpa, s[0].size, s[0].readonly),
+            (0, 0, 0x10_0000, false)
+        );
         assert_eq!((s[1].id, s[1].host), (1, 0x7f10_0000_0000));
     }
 
@@ -184,7 +187,10 @@ mod tests {
     fn a_protected_page_splits_its_region_in_three() {
         let pages = BTreeSet::from([0x5000]);
         let s = plan(&REGIONS, &pages);
-        let got: Vec<_> = s.iter().map(|s| (s.id, s.gpa, s.size, s.readonly)).collect();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| (s.id, s.gpa, s.size, s.readonly))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -234,12 +240,24 @@ mod tests {
         // Same page, other bytes: carried out, no hit.
         assert_eq!(w.on_write(0x5014, 4), Some(vec![]));
         assert_eq!(w.on_write(0x6000, 4), None);
-        assert!(w.add(Watch { va: 1, pa: 1, len: 0 }).is_err());
+        assert!(
+            w.add(Watch {
+                va: 1,
+                pa: 1,
+                len: 0
+            })
+            .is_err()
+        );
         assert!(w.remove(0xffff_8880_0000_5010));
         assert!(!w.remove(0xffff_8880_0000_5010));
         assert_eq!(w.on_write(0x5010, 4), None);
         // A watch across a page boundary protects both pages.
-        w.add(Watch { va: 9, pa: 0x6ffe, len: 4 }).unwrap();
+        w.add(Watch {
+            va: 9,
+            pa: 0x6ffe,
+            len: 4,
+        })
+        .unwrap();
         assert_eq!(w.pages(), BTreeSet::from([0x6000, 0x7000]));
     }
 }
