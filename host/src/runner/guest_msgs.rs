@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel};
 use ktstr_protocol::model::Topology;
 
-use super::{Batch, Session, fold_monitor, fresh_outcome, kernel, ms_since, stamp};
+use super::batch::{Batch, Session, fold_monitor, fresh_outcome, ms_since, stamp};
+use super::kernel;
 use crate::monitor::{Monitor, Trigger};
 use crate::outcome::{HelloSummary, RunFailure, ServedRequest, Stage, StepRecord, StepReports};
 use crate::vm::{Backend, Vm};

@@ -11,26 +11,25 @@
 //! and writes the ring only through typed messages; the outcome's shape
 //! lives in [`crate::outcome`], its formatting in [`crate::report`].
 
+mod batch;
 mod guest_msgs;
-use guest_msgs::drain;
 mod kernel;
+
+use batch::{Batch, Session, fresh_outcome, ms_since, stamp};
+pub use batch::{DEFAULT_BOOT_TIMEOUT, RunConfig, plan_time};
+use guest_msgs::drain;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ktstr_protocol::message::{HostMsg, Verdict};
-use ktstr_protocol::model::{DetailKind, HoldSpec, Plan};
-use ktstr_protocol::{Consumer, Producer};
+use ktstr_protocol::message::HostMsg;
+use ktstr_protocol::model::DetailKind;
 
 use crate::interrupt;
-use crate::kmem::Vmlinux;
 use crate::monitor::{Monitor, Trigger};
-use crate::outcome::{HelloSummary, RunFailure, RunOutcome, Stage, secs};
-use crate::progress::Progress;
-use crate::vm::{Backend, Vm, VmError, VmExit, VmSpec};
+use crate::outcome::{RunFailure, RunOutcome, Stage, secs};
+use crate::vm::{Backend, Vm, VmError, VmExit};
 
-/// How long to wait from launch to Hello (TCG boots of a big topology are slow).
-pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Slack on top of the plan's own time for setup, reports and power-off.
 const RUN_SLACK: Duration = Duration::from_secs(60);
 /// How long the VM gets to power off after Done.
@@ -46,84 +45,6 @@ const POLL: Duration = Duration::from_millis(5);
 /// say soon (a step's next kernel request waits on our reply), so polls
 /// start this close and double back out to [`POLL`].
 const POLL_BUSY: Duration = Duration::from_micros(50);
-
-/// What to run where.
-pub struct RunConfig {
-    pub spec: VmSpec,
-    /// Run in order on one guest while they pass.
-    pub plans: Vec<Plan>,
-    pub boot_timeout: Duration,
-    /// Limit per plan from the moment it is sent; `None` derives one from
-    /// the plan.
-    pub run_timeout: Option<Duration>,
-    /// When the user's command started (for the to-Hello / total timings).
-    pub t0: Instant,
-    /// Progress lines (each plan's are prefixed with its name when there
-    /// are several).
-    pub progress: Progress,
-    /// The guest kernel's vmlinux, for symbols and BTF its kallsyms and
-    /// memory lack.
-    pub vmlinux: Option<Arc<Vmlinux>>,
-}
-
-impl RunConfig {
-    /// A run of `plan` on `spec` with the default boot limit, a run limit
-    /// derived from the plan, silent progress, timed from now.
-    pub fn new(spec: VmSpec, plan: Plan) -> Self {
-        Self::many(spec, vec![plan])
-    }
-
-    /// Runs of `plans`, one after another, on guests of `spec`.
-    pub fn many(spec: VmSpec, plans: Vec<Plan>) -> Self {
-        Self {
-            spec,
-            plans,
-            boot_timeout: DEFAULT_BOOT_TIMEOUT,
-            run_timeout: None,
-            t0: Instant::now(),
-            progress: Progress::silent(),
-            vmlinux: None,
-        }
-    }
-}
-
-/// The time a plan needs in the guest, without boot.
-pub fn plan_time(plan: &Plan) -> Duration {
-    plan.steps
-        .iter()
-        .map(|s| match s.hold {
-            HoldSpec::Loop { .. } => plan.duration,
-            h => h.resolve(plan.duration),
-        })
-        .sum::<Duration>()
-        + plan.settle * plan.steps.len().max(1) as u32
-        + if plan.custom.is_some() {
-            plan.duration
-        } else {
-            Duration::ZERO
-        }
-}
-
-fn ms_since(t0: Instant) -> u64 {
-    t0.elapsed().as_millis() as u64
-}
-
-struct Session<'v> {
-    rx: Consumer<'v>,
-    tx: Producer<'v>,
-    buf: Vec<u8>,
-    stage: Stage,
-    /// The agent's phase word.
-    step: &'v std::sync::atomic::AtomicU32,
-    /// Messages handled so far (a change means the guest is busy).
-    handled: u64,
-}
-
-impl Session<'_> {
-    fn current_step(&self) -> u32 {
-        self.step.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
 
 /// Boots `cfg.spec` with `backend`, runs the (first) plan, and reports.
 /// Errors launching the VM are returned; everything after launch is folded
@@ -154,60 +75,6 @@ pub fn run_all(backend: &dyn Backend, cfg: RunConfig) -> Result<Vec<RunOutcome>,
         outs.extend(batch);
     }
     Ok(outs)
-}
-
-fn fresh_outcome(backend: &dyn Backend, cfg: &RunConfig, plan: &Plan) -> RunOutcome {
-    RunOutcome {
-        backend: backend.name().into(),
-        topology: cfg.spec.topology.to_string(),
-        scenario: plan.name.clone(),
-        scheduler: plan.scheduler.clone(),
-        ..Default::default()
-    }
-}
-
-/// Where a batch stands: which plan runs and what each has produced.
-struct Batch<'c> {
-    cfg: &'c RunConfig,
-    /// Index in `cfg.plans` of the batch's first plan.
-    first: usize,
-    /// One outcome per plan sent so far (the last one is running).
-    outs: Vec<RunOutcome>,
-    hello: Option<(HelloSummary, u64, u64)>,
-    /// When the running plan was sent.
-    sent: Instant,
-    /// The guest kernel, for kernel-memory requests.
-    desk: kernel::KernelDesk,
-    /// The running plan's host monitor, if it asked for one.
-    monitor: Option<Monitor>,
-    /// Time the guest spent frozen since the running plan was sent.
-    frozen: Duration,
-    /// The exit-kind watchpoint set for the loaded sched_ext scheduler.
-    exit_watch: Option<u64>,
-}
-
-impl Batch<'_> {
-    fn current(&self) -> usize {
-        self.first + self.outs.len().saturating_sub(1)
-    }
-
-    fn plan(&self) -> &Plan {
-        &self.cfg.plans[self.current()]
-    }
-
-    fn out(&mut self) -> &mut RunOutcome {
-        self.outs
-            .last_mut()
-            .expect("a plan was sent before any result")
-    }
-
-    fn progress(&self) -> Progress {
-        if self.cfg.plans.len() > 1 {
-            self.cfg.progress.prefixed(self.plan().name.clone())
-        } else {
-            self.cfg.progress.clone()
-        }
-    }
 }
 
 /// Boots one VM and runs plans from `first` on until one fails or none is
@@ -496,23 +363,5 @@ fn watch(vm: &mut dyn Vm, b: &mut Batch<'_>, s: &Session<'_>) -> Result<(), RunF
 }
 
 /// Now, in the running plan's terms.
-fn stamp(b: &Batch<'_>, s: &Session<'_>) -> kernel::Stamp {
-    kernel::Stamp {
-        step: s.current_step() as u16,
-        at_ms: b.sent.elapsed().saturating_sub(b.frozen).as_millis() as u64,
-    }
-}
-
-/// Adds the monitor's checks and breaches to the agent's verdict.
-fn fold_monitor(v: &mut Verdict, log: &crate::monitor::MonitorLog) {
-    for (check, state) in &log.checks {
-        v.result.record_check(*check, state.clone());
-    }
-    for d in log.failures() {
-        v.result.push_failure(d.kind, d.message);
-    }
-    v.passed &= v.result.passed;
-}
-
 #[cfg(test)]
 mod tests;

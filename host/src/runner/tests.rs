@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use ktstr_protocol::message::{AgentError, GuestMsg, Hello, LogLevel, StimulusEvent, Verdict};
-use ktstr_protocol::model::{AssertResult, DetailKind, ObservedTopology, Step, WorkerReport};
-use ktstr_protocol::{PROTOCOL_VERSION, SharedMapping, Shm, ShmLayout};
+use ktstr_protocol::model::{
+    AssertResult, DetailKind, HoldSpec, ObservedTopology, Plan, Step, WorkerReport,
+};
+use ktstr_protocol::{Consumer, PROTOCOL_VERSION, Producer, SharedMapping, Shm, ShmLayout};
 
 use super::*;
 use crate::kmem::kernel::tests::test_guest;
-use crate::vm::ShmHandle;
 use crate::vm::ram::PhysMemory;
+use crate::vm::{ShmHandle, VmSpec};
 
 /// What the fake guest does once its ring is up.
 type Script = fn(&mut FakeGuest<'_>);
