@@ -244,7 +244,11 @@ fn capture_line(c: &crate::monitor::Capture) -> String {
         let names: Vec<String> = c
             .maps
             .iter()
-            .map(|m| format!("{} ({}, {} read)", m.name, m.map_type, m.entries.len()))
+            .map(|m| match m.entries.len() {
+                0 => format!("{} ({})", m.name, m.map_type),
+                1 => format!("{} ({}, 1 entry)", m.name, m.map_type),
+                n => format!("{} ({}, {n} entries)", m.name, m.map_type),
+            })
             .collect();
         let _ = write!(s, ", BPF maps: {}", names.join(", "));
     }

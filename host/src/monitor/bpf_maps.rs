@@ -376,30 +376,48 @@ fn read_hash(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<En
     let scanned = n.min(MAX_BUCKETS);
     let mut out = Vec::new();
     let mut note = (n > scanned).then(|| format!("the first {scanned} of {n} buckets"));
-    'buckets: for b in 0..scanned {
+    for b in 0..scanned {
         let head = buckets.wrapping_add(b * h.bucket_size as u64);
-        let mut node = view.read_u64(head + h.first.offset).map_err(e)?;
-        let mut chain = 0;
-        // A nulls list ends at an odd pointer.
-        while node & 1 == 0 && node != 0 {
-            chain += 1;
-            if chain > MAX_CHAIN {
-                return Err(format!("bucket {b}'s chain runs past {MAX_CHAIN} elements"));
-            }
+        let first = view.read_u64(head + h.first.offset).map_err(e)?;
+        let room = MAX_ENTRIES - out.len();
+        let nodes = nulls_chain(first, &|n| view.read_u64(n + h.node_next.offset), room)
+            .map_err(|err| format!("bucket {b}: {err}"))?;
+        for node in nodes {
             let elem = node.wrapping_sub(h.elem_node.offset);
             let key_at = elem.wrapping_add(h.elem_key.offset);
             let k = view.read_bytes(key_at, key_size).map_err(e)?;
             let v_at = key_at.wrapping_add(key_size.next_multiple_of(8) as u64);
             let v = view.read_bytes(v_at, size).map_err(e)?;
             out.push((Key::Bytes(k), v));
-            if out.len() >= MAX_ENTRIES {
-                note = Some(format!("the first {MAX_ENTRIES} entries found"));
-                break 'buckets;
-            }
-            node = view.read_u64(node + h.node_next.offset).map_err(e)?;
+        }
+        if out.len() >= MAX_ENTRIES {
+            note = Some(format!("the first {MAX_ENTRIES} entries found"));
+            break;
         }
     }
     Ok((out, note))
+}
+
+/// The nodes of an `hlist_nulls` chain from `first` (a nulls list ends at
+/// an odd "pointer"), at most `want` of them; `next` reads a node's next
+/// pointer. A chain longer than [`MAX_CHAIN`] (a loop, say) is an error.
+pub fn nulls_chain(
+    first: u64,
+    next: &dyn Fn(u64) -> Result<u64, KmemError>,
+    want: usize,
+) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    let mut node = first;
+    let mut walked = 0;
+    while node & 1 == 0 && node != 0 && out.len() < want {
+        walked += 1;
+        if walked > MAX_CHAIN {
+            return Err(format!("the chain runs past {MAX_CHAIN} elements"));
+        }
+        out.push(node);
+        node = next(node).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 /// The map's BTF, parsed (cached): `None` when it has none.
@@ -530,6 +548,28 @@ mod tests {
             size: 24,
         };
         assert!(xa_entries(0x10002, bad, &r, &s, 8).is_err());
+    }
+
+    #[test]
+    fn hash_chains_end_at_a_nulls_marker_and_loops_are_errors() {
+        let links = HashMap::from([(0x1000u64, 0x2000u64), (0x2000, 0x3000), (0x3000, 0x7)]);
+        let next = |n: u64| {
+            links.get(&n).copied().ok_or(KmemError::Unmapped {
+                va: n,
+                why: "outside the fake RAM".into(),
+            })
+        };
+        assert_eq!(
+            nulls_chain(0x1000, &next, 10).unwrap(),
+            vec![0x1000, 0x2000, 0x3000]
+        );
+        assert_eq!(nulls_chain(0x1000, &next, 2).unwrap(), vec![0x1000, 0x2000]);
+        assert_eq!(nulls_chain(0x5, &next, 10).unwrap(), Vec::<u64>::new());
+        // A node pointing outside RAM, and a loop.
+        assert!(nulls_chain(0x4000, &next, 10).is_err());
+        let looped = |n: u64| Ok(n);
+        let e = nulls_chain(0x1000, &looped, usize::MAX).unwrap_err();
+        assert!(e.contains("runs past"), "{e}");
     }
 
     #[test]
