@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod render;
 pub mod symbols;
 pub mod translate;
+pub mod view;
 pub mod vmlinux;
 
 #[cfg(test)]

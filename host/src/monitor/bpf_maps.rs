@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use crate::kmem::KmemError;
 use crate::kmem::btf::Types;
-use crate::kmem::kernel::{FieldAt, MAX_READ, View};
 use crate::kmem::render::hex;
+use crate::kmem::view::MAX_READ;
+use crate::kmem::view::{FieldAt, View};
 
 /// Most maps listed in one capture.
 pub const MAX_MAPS: usize = 64;

@@ -6,7 +6,7 @@
 //! out, never guessed.
 
 use crate::kmem::KmemError;
-use crate::kmem::kernel::{FieldAt, View};
+use crate::kmem::view::{FieldAt, View};
 
 /// Offsets inside `struct rq` (from a CPU's `runqueues`), `task_struct`
 /// and `struct scx_sched`.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::layout::{SchedLayout, ScxLayout};
 use crate::kmem::KmemError;
-use crate::kmem::kernel::View;
+use crate::kmem::view::View;
 
 /// Most CPUs a sample reads: more than any guest we boot; a larger
 /// `nr_cpu_ids` read from the guest is refused as garbage.
@@ -111,7 +111,7 @@ fn read_cpu(
     jiffies: u64,
 ) -> Result<CpuSample, KmemError> {
     let rq = l.runqueues.wrapping_add(view.per_cpu_offset(cpu)?);
-    let u32_at = |f: &crate::kmem::kernel::FieldAt| -> Option<u32> {
+    let u32_at = |f: &crate::kmem::view::FieldAt| -> Option<u32> {
         view.read_uint(rq + f.offset, f.size).ok().map(|v| v as u32)
     };
     let curr_pid = match (&l.rq_curr, &l.task_pid) {
