@@ -11,7 +11,7 @@ use super::translate::AddressSpace;
 /// Most bytes one read may ask for.
 pub const MAX_READ: usize = 1 << 20;
 
-/// See [`Kernel::view`]. Every read is bounds-checked guest memory; values
+/// See [`super::Kernel::view`]. Every read is bounds-checked guest memory; values
 /// read are the guest's and may be anything.
 pub struct View<'k> {
     syms: &'k Symbols,

@@ -32,7 +32,7 @@ const MAX_VALUE: usize = 64 << 10;
 /// Most hash buckets looked at per map.
 const MAX_BUCKETS: u64 = 1 << 16;
 /// Most elements followed on one bucket's chain.
-const MAX_CHAIN: usize = 1024;
+pub const MAX_CHAIN: usize = 1024;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
