@@ -115,24 +115,6 @@ impl KernelDesk {
         self.kernel.as_mut().and_then(|k| k.as_mut().ok())
     }
 
-    /// Does `req` (inside one freeze when cold) and logs it in `log`. A
-    /// cold request leaves the VM frozen (`frozen_since`): the caller sends
-    /// the reply, then calls [`Self::thaw`].
-    pub(super) fn serve(
-        &mut self,
-        vm: &mut dyn Vm,
-        req: &KernelRequest,
-        at: Stamp,
-        log: &mut Option<KernelAccessLog>,
-        captures: &mut Vec<Capture>,
-    ) -> Served {
-        let (reply, frozen_since) = self.serve_frozen(vm, req, at, log, captures);
-        Served {
-            reply,
-            frozen_since,
-        }
-    }
-
     /// Thaws the VM if `served` left it frozen; records how long it was.
     pub(super) fn thaw(
         vm: &mut dyn Vm,
@@ -150,14 +132,17 @@ impl KernelDesk {
         Ok(us)
     }
 
-    fn serve_frozen(
+    /// Does `req` (inside one freeze when cold) and logs it in `log`. A
+    /// cold request leaves the VM frozen (`frozen_since`): the caller sends
+    /// the reply, then calls [`Self::thaw`].
+    pub(super) fn serve(
         &mut self,
         vm: &mut dyn Vm,
         req: &KernelRequest,
         at: Stamp,
         log: &mut Option<KernelAccessLog>,
         captures: &mut Vec<Capture>,
-    ) -> (KernelReply, Option<Instant>) {
+    ) -> Served {
         let step = at.step;
         let mut reply = KernelReply {
             id: req.id,
@@ -169,16 +154,25 @@ impl KernelDesk {
             Some(Ok(k)) => k,
             Some(Err(why)) => {
                 reply.results = Err(why.clone());
-                return (reply, None);
+                return Served {
+                    reply,
+                    frozen_since: None,
+                };
             }
             None => {
                 reply.results = Err("the agent sent no kernel info before its request".into());
-                return (reply, None);
+                return Served {
+                    reply,
+                    frozen_since: None,
+                };
             }
         };
         let Some(ram) = vm.guest_ram() else {
             reply.results = Err("this backend gives no access to guest RAM".into());
-            return (reply, None);
+            return Served {
+                reply,
+                frozen_since: None,
+            };
         };
         let log = log.get_or_insert_with(|| KernelAccessLog {
             proc_version: kernel.proc_version().to_string(),
@@ -191,7 +185,10 @@ impl KernelDesk {
         if req.cold {
             if let Err(e) = vm.freeze() {
                 reply.results = Err(format!("freezing the guest: {e}"));
-                return (reply, None);
+                return Served {
+                    reply,
+                    frozen_since: None,
+                };
             }
             reply.freezes = 1;
         }
@@ -282,6 +279,9 @@ impl KernelDesk {
             }
         }
         reply.results = Ok(results);
-        (reply, req.cold.then_some(frozen))
+        Served {
+            reply,
+            frozen_since: req.cold.then_some(frozen),
+        }
     }
 }
