@@ -8,6 +8,11 @@ pub use ktstr_agent::scenario;
 pub use ktstr_host as host;
 pub use ktstr_protocol as protocol;
 
+pub mod harness;
+
+/// Declares a scheduler test run inside a VM; see [`harness`].
+pub use ktstr_macros::test;
+
 /// The scenario model, the engine's author-facing API and the message
 /// types in one import. `Step` here is the model's step with the agent's
 /// `Setup` (which can also be a factory function of the context); the

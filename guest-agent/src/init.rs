@@ -32,6 +32,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cgroup::CgroupManager;
 use crate::plan_runner::{MessageSink, PlanRunner};
+use crate::scenario::{FactoryRegistry, ScenarioRegistry};
 use crate::topology::TestTopology;
 
 /// How long a send may wait for the host to drain a full ring.
@@ -212,9 +213,33 @@ fn start_logging(verbose: bool) {
     let _ = console_subscriber(std::io::stderr, verbose).try_init();
 }
 
+/// The scenario functions and setup factories plans may name: the
+/// built-in ones, plus a test binary's own when it is the agent.
+#[derive(Clone, Debug)]
+pub struct Registries {
+    pub scenarios: ScenarioRegistry,
+    pub factories: FactoryRegistry,
+}
+
+impl Registries {
+    /// What every agent has.
+    pub fn builtin() -> Self {
+        Self {
+            scenarios: ScenarioRegistry::with_builtins(),
+            factories: FactoryRegistry::with_builtins(),
+        }
+    }
+}
+
 /// Entry point of the `/init` binary.
 pub fn run_as_init() -> ! {
-    if let Err(e) = agent_main() {
+    run_as_init_with(Registries::builtin())
+}
+
+/// Entry point of a test binary running as the guest's `/init`: the agent,
+/// with `registries` (its tests) for plans to name.
+pub fn run_as_init_with(registries: Registries) -> ! {
+    if let Err(e) = agent_main(&registries) {
         // The failure may have come before the command line was read.
         start_logging(false);
         error!("fatal: {e:#}");
@@ -222,7 +247,7 @@ pub fn run_as_init() -> ! {
     power_off()
 }
 
-fn agent_main() -> Result<()> {
+fn agent_main(registries: &Registries) -> Result<()> {
     let warnings = crate::mounts::mount_all()?;
     crate::mounts::attach_console();
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
@@ -256,8 +281,9 @@ fn agent_main() -> Result<()> {
             text: w,
         });
     }
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session(&mut chan, shm)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        session(&mut chan, shm, registries)
+    }));
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err((stage, e))) => Some(AgentError {
@@ -293,7 +319,7 @@ fn at<T>(stage: &str, r: Result<T>) -> StageResult<T> {
 }
 
 /// Everything after the ring is up; errors carry the stage they happened in.
-fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
+fn session(chan: &mut Channel<'_>, shm: Shm<'_>, registries: &Registries) -> StageResult<()> {
     let observed = at("topology", crate::sysfs::observe(Path::new("/sys")))?;
     let hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -358,7 +384,10 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             }
             None => {}
         }
-        at("plan", PlanRunner::validate(&plan))?;
+        at(
+            "plan",
+            PlanRunner::validate_with(&plan, &registries.factories, &registries.scenarios),
+        )?;
         if cgroups.get().is_none() {
             at(
                 "cgroups",
@@ -371,7 +400,9 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>) -> StageResult<()> {
             return Err(("cgroups".into(), anyhow!("no cgroup manager")));
         };
         let verdict = {
-            let mut runner = PlanRunner::new(manager, &topo, shm.current_step(), chan);
+            let mut runner = PlanRunner::new(manager, &topo, shm.current_step(), chan)
+                .set_factories(registries.factories.clone())
+                .set_scenarios(registries.scenarios.clone());
             at("scenario", runner.run(&plan))?
         };
         info!(

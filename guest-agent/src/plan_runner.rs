@@ -169,12 +169,20 @@ impl<'a> PlanRunner<'a> {
     /// Checks the whole plan against the built-in registries before
     /// anything runs.
     pub fn validate(plan: &Plan) -> Result<()> {
-        Self::convert(
+        Self::validate_with(
             plan,
             &FactoryRegistry::with_builtins(),
             &ScenarioRegistry::with_builtins(),
         )
-        .map(|_| ())
+    }
+
+    /// Checks the whole plan against `factories` and `scenarios`.
+    pub fn validate_with(
+        plan: &Plan,
+        factories: &FactoryRegistry,
+        scenarios: &ScenarioRegistry,
+    ) -> Result<()> {
+        Self::convert(plan, factories, scenarios).map(|_| ())
     }
 
     fn convert(

@@ -147,7 +147,13 @@ pub fn build_initramfs(
         return Err(BuildError::MissingAgent(agent.to_path_buf()));
     }
     let mut b = InitramfsBuilder::new();
-    b.add_file("/init", agent)?;
+    // A test binary is dynamic and a debug build: its libraries come
+    // along, its debug info stays behind. The static agent packs alone.
+    if b.add_stripped_executable_with_closure("/init", agent)
+        .is_err()
+    {
+        b.add_executable_with_closure("/init", agent)?;
+    }
     for dir in [
         "/proc",
         "/sys",

@@ -168,7 +168,21 @@ impl InitramfsBuilder {
         archive_path: &str,
         host_path: impl AsRef<Path>,
     ) -> Result<&mut Self> {
-        let host = host_path.as_ref();
+        self.add_closure(archive_path, host_path.as_ref(), false)
+    }
+
+    /// [`add_executable_with_closure`](Self::add_executable_with_closure)
+    /// with the executable's `.debug_*` sections taken out (a debug build
+    /// of a test binary is mostly debug info the guest never reads).
+    pub fn add_stripped_executable_with_closure(
+        &mut self,
+        archive_path: &str,
+        host_path: impl AsRef<Path>,
+    ) -> Result<&mut Self> {
+        self.add_closure(archive_path, host_path.as_ref(), true)
+    }
+
+    fn add_closure(&mut self, archive_path: &str, host: &Path, strip: bool) -> Result<&mut Self> {
         let path = ArchivePath::parse(archive_path)?;
         let search = match &self.library_search {
             Some(s) => s.clone(),
@@ -182,7 +196,21 @@ impl InitramfsBuilder {
         // leaves the builder unchanged.
         let deps = search.closure(host, &path)?;
         let mut staged = self.clone();
-        staged.add_file(path.as_str(), host)?;
+        if strip {
+            let data = std::fs::read(host).map_err(|e| Error::io("read", host, e))?;
+            let mode = std::fs::metadata(host)
+                .map_err(|e| Error::io("inspect", host, e))?
+                .permissions()
+                .mode()
+                & PERMISSION_BITS;
+            let stripped = crate::strip::strip_debug(&data).map_err(|reason| Error::Strip {
+                path: host.to_path_buf(),
+                reason,
+            })?;
+            staged.add_bytes(path.as_str(), stripped, mode)?;
+        } else {
+            staged.add_file(path.as_str(), host)?;
+        }
         for dep in &deps {
             staged.add_file(dep.archive_path.as_str(), &dep.host_path)?;
         }

@@ -142,6 +142,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// An executable's debug sections could not be taken out.
+    #[error("stripping the debug sections of {path}: {reason}")]
+    Strip {
+        /// The host path of the executable.
+        path: PathBuf,
+        /// What the ELF rewriter said.
+        reason: String,
+    },
+
     /// Writing the archive stream failed.
     #[error("writing the cpio archive failed: {0}")]
     ArchiveWrite(#[source] io::Error),

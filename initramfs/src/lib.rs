@@ -28,6 +28,7 @@ mod error;
 pub mod ldconf;
 pub mod newc;
 mod path;
+pub mod strip;
 
 pub use builder::{DEFAULT_DIR_MODE, InitramfsBuilder};
 pub use compress::Compression;

@@ -1,0 +1,261 @@
+//! The host side of a test binary: list the tests the way libtest does,
+//! or run the chosen ones, each in its own VM whose `/init` is this same
+//! binary, and report in libtest's words (`test NAME ... ok`, the
+//! `test result:` line, exit status 101 on a failure) so cargo and
+//! cargo-nextest read it as they read any test binary.
+//!
+//! Settings a test does not declare come from the environment:
+//! `KTSTR_KERNEL` (bzImage or vmlinux; default: the cached kernel),
+//! `KTSTR_TOPOLOGY`, `KTSTR_BACKEND` (auto, qemu, kvm).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ktstr_host::outcome::RunOutcome;
+use ktstr_host::prepare::prepare_with;
+use ktstr_host::progress::Progress;
+use ktstr_host::report;
+use ktstr_host::runner::{self, RunConfig};
+use ktstr_host::scheds::{self, SchedulerRequest};
+use ktstr_host::vm::VmSpec;
+use ktstr_host::vm::select::{self, BackendChoice};
+use ktstr_protocol::model::{Assert, Plan, Topology};
+
+use super::args::Args;
+use super::{DEFAULT_DURATION_MS, TestDecl};
+
+/// Workers per cgroup when a test names none.
+const DEFAULT_WORKERS: usize = 2;
+
+/// One test with where it runs, or why it does not.
+struct Entry {
+    decl: &'static TestDecl,
+    name: String,
+    topology: Result<Topology, String>,
+    /// Why it is ignored: declared so (reason possibly empty), or a
+    /// topology it cannot use.
+    ignored: Option<String>,
+    /// Ignored because the topology lacks what it needs: it is skipped
+    /// even when ignored tests are asked for.
+    unrunnable: bool,
+}
+
+fn entries(env_topology: Option<&str>) -> Result<Vec<Entry>, String> {
+    Ok(super::tests()?
+        .into_iter()
+        .map(|decl| {
+            let topology = decl.topology(env_topology);
+            let unmet = topology.as_ref().ok().and_then(|t| decl.unmet(t));
+            let unrunnable = unmet.is_some();
+            let ignored = unmet.or_else(|| decl.ignore.map(String::from));
+            Entry {
+                decl,
+                name: decl.full_name(),
+                topology,
+                ignored,
+                unrunnable,
+            }
+        })
+        .collect())
+}
+
+/// Lists or runs what `a` asks; the process exit status.
+pub fn run(a: &Args) -> i32 {
+    let env_topology = std::env::var("KTSTR_TOPOLOGY").ok();
+    let all = match entries(env_topology.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 101;
+        }
+    };
+    let total = all.len();
+    let chosen: Vec<&Entry> = all.iter().filter(|e| a.selects(&e.name)).collect();
+    let filtered_out = total - chosen.len();
+    if a.list {
+        for e in &chosen {
+            // nextest lists ignored tests with --ignored, the rest without.
+            if a.ignored == e.ignored.is_some() || a.include_ignored {
+                println!("{}: test", e.name);
+            }
+        }
+        if !a.terse {
+            println!();
+            println!("{} tests, 0 benchmarks", chosen.len());
+        }
+        return 0;
+    }
+    let t0 = Instant::now();
+    println!();
+    println!(
+        "running {} test{}",
+        chosen.len(),
+        if chosen.len() == 1 { "" } else { "s" }
+    );
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for e in chosen {
+        let wanted = match &e.ignored {
+            None => !a.ignored,
+            Some(_) if e.unrunnable => false,
+            Some(_) => a.ignored || a.include_ignored,
+        };
+        if !wanted {
+            ignored += 1;
+            match e.ignored.as_deref() {
+                Some(why) if !why.is_empty() => println!("test {} ... ignored, {why}", e.name),
+                _ => println!("test {} ... ignored", e.name),
+            }
+            continue;
+        }
+        let result = match &e.topology {
+            Ok(topo) => run_one(e.decl, &e.name, *topo, a.nocapture),
+            Err(why) => Err(why.clone()),
+        };
+        match result {
+            Ok(out) if out.passed => {
+                passed += 1;
+                println!("test {} ... ok", e.name);
+            }
+            Ok(out) => {
+                failed += 1;
+                println!("test {} ... FAILED", e.name);
+                failures.push((e.name.clone(), failure_report(&out)));
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test {} ... FAILED", e.name);
+                failures.push((e.name.clone(), format!("error: {why}\n")));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        println!();
+        println!("failures:");
+        for (name, text) in &failures {
+            println!();
+            println!("---- {name} stdout ----");
+            print!("{text}");
+        }
+        println!();
+        println!("failures:");
+        for (name, _) in &failures {
+            println!("    {name}");
+        }
+    }
+    println!();
+    println!(
+        "test result: {}. {passed} passed; {failed} failed; {ignored} ignored; 0 measured; \
+         {filtered_out} filtered out; finished in {:.2}s",
+        if failed == 0 { "ok" } else { "FAILED" },
+        t0.elapsed().as_secs_f64()
+    );
+    println!();
+    if failed == 0 { 0 } else { 101 }
+}
+
+/// What a failed test shows: the verdict and per-cgroup table, then the
+/// tails of the scheduler's output and the guest console.
+fn failure_report(out: &RunOutcome) -> String {
+    let mut s = report::table(out);
+    if let Some(tail) = &out.console_tail {
+        s.push_str("--- guest console (tail) ---\n");
+        s.push_str(tail);
+        if !tail.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("---\n");
+    }
+    s
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Boots a VM of `topo` with this binary as its agent and runs `decl`.
+fn run_one(
+    decl: &TestDecl,
+    name: &str,
+    topo: Topology,
+    nocapture: bool,
+) -> Result<RunOutcome, String> {
+    let t0 = Instant::now();
+    let progress = if nocapture {
+        Progress::stderr().prefixed(name.to_string())
+    } else {
+        Progress::silent()
+    };
+    ktstr_host::interrupt::install();
+    let choice = match std::env::var("KTSTR_BACKEND") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<BackendChoice>()
+            .map_err(|e| format!("KTSTR_BACKEND={v:?}: {e}"))?,
+        _ => BackendChoice::Auto,
+    };
+    let (backend, why) = select::select(choice).map_err(|e| e.to_string())?;
+    progress.say(&format!("backend: {why}"));
+    let kernel = env_path("KTSTR_KERNEL");
+    let sched = scheds::resolve(
+        &SchedulerRequest {
+            scheduler: decl.scheduler.map(Path::new),
+            extra_args: decl
+                .sched_args
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            flags: decl
+                .sched_flags
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect(),
+            ops_name: None,
+            kernel: kernel.as_deref(),
+        },
+        &progress,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let executables: Vec<(String, PathBuf)> = sched
+        .iter()
+        .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
+        .collect();
+    let me = std::env::current_exe().map_err(|e| format!("finding this test binary: {e}"))?;
+    let prepared = prepare_with(kernel.as_deref(), Some(&me), &executables, &progress)
+        .map_err(|e| format!("{e:#}"))?;
+    let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
+    let test_checks = decl.checks.map_or(Assert::NONE, |f| f());
+    let assert = Assert::default_checks()
+        .merge(&sched_checks)
+        .merge(&test_checks)
+        .merge(&sched_checks.only_off());
+    let duration = Duration::from_millis(match decl.duration_ms {
+        0 => DEFAULT_DURATION_MS,
+        ms => ms,
+    });
+    let workers = match decl.workers {
+        0 => DEFAULT_WORKERS,
+        n => n,
+    };
+    let mut plan = Plan::custom(name, name, duration)
+        .set_assert(assert)
+        .set_workers_per_cgroup(workers)
+        .set_scheduler(sched.as_ref().map(|s| s.spec.clone()));
+    if decl.monitor {
+        plan = plan.set_monitor(Default::default());
+    }
+    let mut spec = VmSpec::new(prepared.kernel.image.clone(), prepared.initramfs, topo);
+    if let Some(m) = decl.memory_mib {
+        spec.memory_mib = m;
+    }
+    let cfg = RunConfig {
+        run_timeout: decl.timeout_ms.map(Duration::from_millis),
+        t0,
+        progress: progress.clone(),
+        ..RunConfig::new(spec, plan)
+    };
+    runner::run(backend.as_ref(), cfg).map_err(|e| format!("{e:#}"))
+}
