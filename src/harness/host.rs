@@ -70,14 +70,18 @@ pub fn run(a: &Args) -> i32 {
         }
     };
     let total = all.len();
-    let chosen: Vec<&Entry> = all.iter().filter(|e| a.selects(&e.name)).collect();
+    // `--ignored` runs (and lists) only the ignored tests; the others
+    // count as filtered out, as with libtest.
+    let chosen: Vec<&Entry> = all
+        .iter()
+        .filter(|e| a.selects(&e.name) && (!a.ignored || e.ignored.is_some()))
+        .collect();
     let filtered_out = total - chosen.len();
     if a.list {
+        // Every test; with --ignored only the ignored ones (nextest lists
+        // both ways and marks the second list's tests ignored).
         for e in &chosen {
-            // nextest lists ignored tests with --ignored, the rest without.
-            if a.ignored == e.ignored.is_some() || a.include_ignored {
-                println!("{}: test", e.name);
-            }
+            println!("{}: test", e.name);
         }
         if !a.terse {
             println!();
@@ -96,7 +100,7 @@ pub fn run(a: &Args) -> i32 {
     let mut failures: Vec<(String, String)> = Vec::new();
     for e in chosen {
         let wanted = match &e.ignored {
-            None => !a.ignored,
+            None => true,
             Some(_) if e.unrunnable => false,
             Some(_) => a.ignored || a.include_ignored,
         };

@@ -44,17 +44,15 @@ fn every_worker_gets_cpu(ctx: &Ctx) -> Result<AssertResult> {
     Ok(result)
 }
 
-/// A step sequence over a Backdrop: a cgroup that lives for the whole
-/// run, and one whose cpuset narrows to the first LLC halfway.
+/// A step sequence over a Backdrop: two cgroups that live for the whole
+/// run; halfway, one of them is narrowed to the first LLC.
 #[ktstr::test(scheduler = "fixture", duration = "4s", checks = Assert::NONE.check_not_starved())]
 fn cpuset_narrows_under_load(ctx: &Ctx) -> Result<AssertResult> {
-    let backdrop =
-        Backdrop::new().push_cgroup(CgroupDef::named("steady").workers(ctx.workers_per_cgroup));
+    let backdrop = Backdrop::new()
+        .push_cgroup(CgroupDef::named("steady").workers(ctx.workers_per_cgroup))
+        .push_cgroup(CgroupDef::named("moving").workers(2));
     let steps = vec![
-        Step::with_defs(
-            vec![CgroupDef::named("moving").workers(2)],
-            HoldSpec::frac(0.5),
-        ),
+        Step::hold(HoldSpec::frac(0.5)),
         Step::with_op(
             Op::set_cpuset("moving", CpusetSpec::llc(0)),
             HoldSpec::frac(0.5),
@@ -94,16 +92,16 @@ fn siblings_share_a_core(ctx: &Ctx) -> Result<AssertResult> {
     execute_defs(ctx, vec![ctx.cgroup_def("smt")])
 }
 
-/// Fails on purpose (the fixture's injected crash), to show what a failure
-/// looks like: run it with `cargo test -- --ignored`.
+/// Fails on purpose (the fixture's injected crash at its 100th dispatch),
+/// to show what a failure looks like: run it with `cargo test -- --ignored`.
 #[ktstr::test(
     scheduler = "fixture",
-    sched_flags = "crash",
-    duration = "20s",
+    sched_args = "--crash-after 100",
+    duration = "10s",
     ignore = "fails on purpose: the fixture's injected crash"
 )]
 fn crashing_scheduler_fails(ctx: &Ctx) -> Result<AssertResult> {
-    execute_defs(ctx, vec![ctx.cgroup_def("victim")])
+    execute_defs(ctx, vec![ctx.cgroup_def("victim").workers(4)])
 }
 
 ktstr::main!();
