@@ -20,6 +20,7 @@ pub use ktstr_protocol as protocol;
 
 pub mod errors;
 pub mod progress;
+pub mod filelock;
 pub mod interrupt;
 pub mod setup;
 pub mod kernel;

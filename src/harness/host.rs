@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ktstr_host::errors::chain;
 use ktstr_host::outcome::RunOutcome;
 use ktstr_host::prepare::prepare_with;
 use ktstr_host::progress::Progress;
@@ -199,7 +200,7 @@ fn run_one(
             .map_err(|e| format!("KTSTR_BACKEND={v:?}: {e}"))?,
         _ => BackendChoice::Auto,
     };
-    let (backend, why) = select::select(choice).map_err(|e| e.to_string())?;
+    let (backend, why) = select::select(choice).map_err(|e| chain(&e))?;
     progress.say(&format!("backend: {why}"));
     let kernel = env_path("KTSTR_KERNEL");
     let sched = scheds::resolve(
@@ -222,14 +223,14 @@ fn run_one(
         },
         &progress,
     )
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(|e| chain(&e))?;
     let executables: Vec<(String, PathBuf)> = sched
         .iter()
         .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
         .collect();
     let me = std::env::current_exe().map_err(|e| format!("finding this test binary: {e}"))?;
     let prepared = prepare_with(kernel.as_deref(), Some(&me), &executables, &progress)
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| chain(&e))?;
     let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
     let test_checks = decl.checks.map_or(Assert::NONE, |f| f());
     let assert = Assert::default_checks()
@@ -261,5 +262,5 @@ fn run_one(
         progress: progress.clone(),
         ..RunConfig::new(spec, plan)
     };
-    runner::run(backend.as_ref(), cfg).map_err(|e| format!("{e:#}"))
+    runner::run(backend.as_ref(), cfg).map_err(|e| chain(&e))
 }

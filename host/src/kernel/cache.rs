@@ -4,7 +4,7 @@
 //! fetches. An entry is never written in place, so an interrupted fetch
 //! leaves at most a `.staging-*` directory, which the next fetch removes.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -96,22 +96,9 @@ impl KernelCache {
         fs::create_dir_all(&self.dir)
             .map_err(|e| KernelError::io("create directory", &self.dir, e))?;
         let path = self.dir.join(LOCK_FILE);
-        let file = File::create(&path).map_err(|e| KernelError::io("create", &path, e))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-        // SAFETY: `fd` is an open descriptor owned by `file`, which outlives
-        // both calls; flock has no memory effects.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            on_wait();
-            // SAFETY: as above.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                return Err(KernelError::io(
-                    "lock",
-                    &path,
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
-        Ok(FetchLock { _file: file })
+        let lock =
+            crate::filelock::lock(&path, on_wait).map_err(|e| KernelError::io("lock", &path, e))?;
+        Ok(FetchLock { _lock: lock })
     }
 
     /// Removes staging directories left by interrupted fetches. Call with
@@ -169,7 +156,7 @@ impl KernelCache {
 /// Held while a fetch runs; dropping it releases the lock.
 #[derive(Debug)]
 pub struct FetchLock {
-    _file: File,
+    _lock: crate::filelock::FileLock,
 }
 
 /// A staging directory, removed on drop unless installed.

@@ -33,8 +33,14 @@ pub use file::{DeclFileError, load as load_declaration};
 
 #[derive(Debug, Error)]
 pub enum SchedBuildError {
-    #[error("running scheds/build.sh")]
+    #[error("running scheds/build.sh: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error("locking {path} for the fixture build: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("scheds/build.sh failed ({status}):\n{stderr}")]
     Failed { status: String, stderr: String },
 }
@@ -44,6 +50,15 @@ pub enum SchedBuildError {
 pub fn build_fixture(kernel: &Path) -> Result<PathBuf, SchedBuildError> {
     let root = workspace_root();
     let out = root.join("target/scheds");
+    std::fs::create_dir_all(&out).map_err(SchedBuildError::Spawn)?;
+    // One build at a time (tests run in parallel); the script skips the
+    // build when its stamp says the binaries are current.
+    let lock_path = out.join(".build.lock");
+    let _lock =
+        crate::filelock::lock(&lock_path, || {}).map_err(|source| SchedBuildError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
     let status = Command::new("sh")
         .arg(root.join("scheds/build.sh"))
         .arg(kernel)
