@@ -1,0 +1,218 @@
+//! `examples/scheduler-tests`, driven the way a scheduler author drives
+//! their own crate: `cargo test` and `cargo nextest run` in it, each test
+//! in its own VM (QEMU TCG here). Checks what passes, what is skipped and
+//! why, what a failure prints and its exit status, that nextest's hash
+//! partitions together run exactly the unpartitioned set, and that the
+//! JUnit file carries the failure text.
+//!
+//! The example builds into this workspace's target directory (its lock
+//! file pins the same versions), so only its own crate compiles here.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ktstr_host::agent_build::workspace_root;
+use ktstr_host::progress::Progress;
+use ktstr_host::setup;
+
+fn example() -> PathBuf {
+    workspace_root().join("examples/scheduler-tests")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `cargo ARGS` in the example crate.
+fn cargo(args: &[&str]) -> Output {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(example())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo {args:?}: {e}"));
+    eprintln!(
+        "harness: cargo {} -> {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Whether the example's tests can run here: a kernel, QEMU and the BPF
+/// toolchain for the fixture scheduler.
+fn ready() -> bool {
+    if common::prepared().is_none() {
+        return false;
+    }
+    let progress = Progress::new(|m| eprintln!("harness: {m}"));
+    if let Err(e) = setup::ensure_tools(setup::BPF_TOOLS, &progress) {
+        println!("SKIP: the BPF toolchain for the fixture scheduler is not available: {e}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
+    if !ready() {
+        return;
+    }
+    let _vm = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = cargo(&["test", "--quiet"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for name in [
+        "every_worker_gets_cpu",
+        "cpuset_narrows_under_load",
+        "a_cgroup_per_llc",
+    ] {
+        assert!(
+            all.contains(&format!("test {name} ... ok")),
+            "{name}: {all}"
+        );
+    }
+    // Skipped with the reason, never passed.
+    assert!(
+        all.contains(
+            "test siblings_share_a_core ... ignored, needs SMT siblings; 1n2l2c1t has one thread \
+             per core"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("test crashing_scheduler_fails ... ignored, fails on purpose"),
+        "{all}"
+    );
+    assert!(
+        all.contains("test result: ok. 3 passed; 0 failed; 2 ignored"),
+        "{all}"
+    );
+
+    // The deliberate failure: its reason in the output, exit status 101.
+    let out = cargo(&[
+        "test",
+        "--quiet",
+        "--",
+        "--ignored",
+        "--exact",
+        "crashing_scheduler_fails",
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(101), "{all}");
+    assert!(
+        all.contains("test crashing_scheduler_fails ... FAILED"),
+        "{all}"
+    );
+    assert!(
+        all.contains("injected crash after 100 dispatches"),
+        "the scheduler's own words: {all}"
+    );
+    assert!(all.contains("--- guest console (tail) ---"), "{all}");
+}
+
+/// Test names in a nextest JUnit file, and the failure texts.
+fn junit(path: &std::path::Path) -> (BTreeSet<String>, Vec<String>) {
+    // A run with nothing to run (an empty partition) may write none.
+    let xml = std::fs::read_to_string(path).unwrap_or_default();
+    let mut names = BTreeSet::new();
+    let mut failures = Vec::new();
+    for case in xml.split("<testcase ").skip(1) {
+        let name = case
+            .split("name=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        names.insert(name);
+        if let Some(f) = case.split("<failure").nth(1) {
+            failures.push(f.split("</testcase>").next().unwrap_or(f).to_string());
+        }
+    }
+    (names, failures)
+}
+
+#[test]
+fn nextest_partitions_cover_the_run_and_junit_has_the_failure() {
+    if !ready() {
+        return;
+    }
+    if !Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("SKIP: cargo-nextest is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let _vm = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // nextest keeps its store under the crate's own target/, whatever
+    // directory cargo builds into.
+    let junit_path = example().join("target/nextest/ci/junit.xml");
+    let run = |extra: &[&str]| -> (Output, BTreeSet<String>, Vec<String>) {
+        let _ = std::fs::remove_file(&junit_path);
+        let mut args = vec![
+            "nextest",
+            "run",
+            "--profile",
+            "ci",
+            "--no-fail-fast",
+            "--no-tests=pass",
+        ];
+        args.extend_from_slice(extra);
+        let out = cargo(&args);
+        let (names, failures) = junit(&junit_path);
+        (out, names, failures)
+    };
+    let (out, whole, failures) = run(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(failures.is_empty(), "{failures:?}");
+    let want: BTreeSet<String> = [
+        "a_cgroup_per_llc",
+        "cpuset_narrows_under_load",
+        "every_worker_gets_cpu",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(whole, want, "one testcase per test run");
+    assert!(
+        text(&out).contains("2 skipped"),
+        "the SMT test and the ignored one are skipped: {}",
+        text(&out)
+    );
+    let (o1, part1, _) = run(&["--partition", "hash:1/2"]);
+    let (o2, part2, _) = run(&["--partition", "hash:2/2"]);
+    assert!(o1.status.success() && o2.status.success());
+    assert!(part1.is_disjoint(&part2), "{part1:?} / {part2:?}");
+    let union: BTreeSet<String> = part1.union(&part2).cloned().collect();
+    assert_eq!(union, whole, "the two partitions run exactly the whole set");
+
+    let (out, names, failures) = run(&["--run-ignored", "only", "-E", "test(crashing)"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(
+        names,
+        BTreeSet::from(["crashing_scheduler_fails".to_string()])
+    );
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("injected crash after 100 dispatches"),
+        "{}",
+        failures[0]
+    );
+}
