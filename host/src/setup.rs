@@ -142,3 +142,38 @@ pub fn setup_tools() -> Vec<(&'static str, &'static str)> {
     ]
     .concat()
 }
+
+/// Installs cargo-nextest from crates.io (`cargo install --locked`) when
+/// `cargo nextest` does not run: the runner the example's nextest profile
+/// and sharded CI jobs use. Building it takes minutes, once.
+pub fn ensure_nextest(progress: &Progress) -> Result<(), SetupError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let works = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Ok(());
+    }
+    let command = format!("{cargo} install --locked cargo-nextest");
+    progress.say(&format!(
+        "installing cargo-nextest: {command} (builds for a few minutes)"
+    ));
+    let out = Command::new(&cargo)
+        .args(["install", "--locked", "cargo-nextest"])
+        .output()
+        .map_err(|source| SetupError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        return Err(SetupError::InstallFailed {
+            command,
+            status: out.status.to_string(),
+            stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(())
+}

@@ -104,6 +104,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
         }
         Command::Setup => {
             setup::ensure_tools(&setup::setup_tools(), &progress)?;
+            setup::ensure_nextest(&progress)?;
             if !setup::on_path("qemu-system-x86_64") {
                 bail!("qemu-system-x86_64 still missing after setup");
             }
