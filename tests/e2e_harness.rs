@@ -11,6 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -196,6 +197,38 @@ fn nextest_partitions_cover_the_run_and_junit_has_the_failure() {
         "the SMT test and the ignored one are skipped: {}",
         text(&out)
     );
+    // nextest leaves the skipped tests out of its JUnit; ktstr adds them
+    // with their reasons.
+    let built = cargo(&["test", "--no-run"]);
+    let binary = text(&built)
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("Executable tests/fixture.rs (")?;
+            rest.strip_suffix(')').map(PathBuf::from)
+        })
+        .unwrap_or_else(|| panic!("no test binary in: {}", text(&built)));
+    let added = ktstr_host::cli::run_from([
+        OsStr::new("ktstr"),
+        OsStr::new("junit-skipped"),
+        OsStr::new("--junit"),
+        junit_path.as_os_str(),
+        binary.as_os_str(),
+    ])
+    .expect("ktstr junit-skipped");
+    assert!(added);
+    let xml = std::fs::read_to_string(&junit_path).unwrap();
+    assert!(
+        xml.contains(
+            r#"<testcase name="siblings_share_a_core" classname="scheduler-tests::fixture"><skipped message="needs SMT siblings; 1n2l2c1t has one thread per core"/></testcase>"#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="crashing_scheduler_fails""#),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"tests="5" skipped="2""#), "{xml}");
+
     let (o1, part1, _) = run(&["--partition", "hash:1/2"]);
     let (o2, part2, _) = run(&["--partition", "hash:2/2"]);
     assert!(o1.status.success() && o2.status.success());

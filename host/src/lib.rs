@@ -35,5 +35,6 @@ pub mod scheds;
 pub mod outcome;
 pub mod runner;
 pub mod report;
+pub mod junit;
 pub mod nested;
 pub mod cli;

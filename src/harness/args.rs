@@ -23,6 +23,9 @@ pub struct Args {
     pub include_ignored: bool,
     /// Stream the VM's progress while a test runs.
     pub nocapture: bool,
+    /// ktstr's own: print `NAME<TAB>REASON` for every test this binary
+    /// skips (`ktstr junit-skipped` reads it).
+    pub list_skipped: bool,
 }
 
 /// libtest options that take a value and change nothing here.
@@ -71,6 +74,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "--ignored" => a.ignored = true,
             "--include-ignored" => a.include_ignored = true,
             "--nocapture" | "--no-capture" => a.nocapture = true,
+            "--ktstr-list-skipped" => a.list_skipped = true,
             "--skip" => a.skip.push(value("--skip")?),
             "--format" => match value("--format")?.as_str() {
                 "terse" => a.terse = true,

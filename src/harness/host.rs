@@ -78,6 +78,14 @@ pub fn run(a: &Args) -> i32 {
         .filter(|e| a.selects(&e.name) && (!a.ignored || e.ignored.is_some()))
         .collect();
     let filtered_out = total - chosen.len();
+    if a.list_skipped {
+        for e in all.iter().filter(|e| a.selects(&e.name)) {
+            if let Some(why) = &e.ignored {
+                println!("{}\t{}", e.name, why.replace(['\t', '\n'], " "));
+            }
+        }
+        return 0;
+    }
     if a.list {
         // Every test; with --ignored only the ignored ones (nextest lists
         // both ways and marks the second list's tests ignored).

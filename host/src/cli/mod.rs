@@ -7,6 +7,7 @@
 //! terminal: that stays in the modules it calls.
 
 mod duration;
+mod junit;
 mod vmtest;
 
 use anyhow::{Result, bail};
@@ -40,6 +41,9 @@ pub enum Command {
     },
     /// Install what runs and tests need (QEMU, acpica-tools, cpio, the BPF toolchain) with apt.
     Setup,
+    /// Add the tests a nextest run skipped, with their reasons, to its
+    /// JUnit file (nextest leaves them out).
+    JunitSkipped(junit::JunitSkippedArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +95,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
     let progress = Progress::stderr();
     match cmd {
         Command::Vmtest(a) => vmtest::run(*a, &progress),
+        Command::JunitSkipped(a) => junit::run(&a, &progress),
         Command::Kernel {
             cmd: KernelCmd::Fetch { refresh },
         } => {
