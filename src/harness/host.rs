@@ -23,7 +23,7 @@ use ktstr_host::vm::select::{self, BackendChoice};
 use ktstr_protocol::model::{Assert, Plan, Topology};
 
 use super::args::Args;
-use super::{DEFAULT_DURATION_MS, TestDecl};
+use super::decl::{self, DEFAULT_DURATION_MS, TestDecl};
 
 /// Workers per cgroup when a test names none.
 const DEFAULT_WORKERS: usize = 2;
@@ -42,7 +42,7 @@ struct Entry {
 }
 
 fn entries(env_topology: Option<&str>) -> Result<Vec<Entry>, String> {
-    Ok(super::tests()?
+    Ok(decl::tests()?
         .into_iter()
         .map(|decl| {
             let topology = decl.topology(env_topology);
