@@ -31,10 +31,16 @@ fn target_dir() -> PathBuf {
 
 /// `cargo ARGS` in the example crate.
 fn cargo(args: &[&str]) -> Output {
+    cargo_with(args, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+fn cargo_with(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args(args)
         .current_dir(example())
+        .envs(env.iter().copied())
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .unwrap_or_else(|e| panic!("running cargo {args:?}: {e}"));
@@ -75,9 +81,34 @@ fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
         return;
     }
     let _vm = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = cargo(&["test", "--quiet"]);
+    let results = tempfile::tempdir().expect("a results directory");
+    let out = cargo_with(
+        &["test", "--quiet"],
+        &[("KTSTR_RESULTS_DIR", results.path())],
+    );
     let all = text(&out);
     assert!(out.status.success(), "{all}");
+    // Each test that ran left its whole result as JSON.
+    let mut saved: Vec<String> = std::fs::read_dir(results.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    saved.sort();
+    assert_eq!(
+        saved,
+        [
+            "a_cgroup_per_llc.json",
+            "cpuset_narrows_under_load.json",
+            "every_worker_gets_cpu.json"
+        ]
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.path().join("every_worker_gets_cpu.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["passed"], true, "{json}");
+    assert_eq!(json["scheduler"]["name"], "ktstr_fifo", "{json}");
     for name in [
         "every_worker_gets_cpu",
         "cpuset_narrows_under_load",

@@ -6,7 +6,9 @@
 //!
 //! Settings a test does not declare come from the environment:
 //! `KTSTR_KERNEL` (bzImage or vmlinux; default: the cached kernel),
-//! `KTSTR_TOPOLOGY`, `KTSTR_BACKEND` (auto, qemu, kvm).
+//! `KTSTR_TOPOLOGY`, `KTSTR_BACKEND` (auto, qemu, kvm). With
+//! `KTSTR_RESULTS_DIR` set, each test that ran leaves its whole result
+//! there as `NAME.json` (the same JSON as `vmtest --json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,10 +123,24 @@ pub fn run(a: &Args) -> i32 {
             }
             continue;
         }
+        if ktstr_host::interrupt::interrupted() {
+            failed += 1;
+            println!("test {} ... FAILED", e.name);
+            failures.push((
+                e.name.clone(),
+                "interrupted (Ctrl-C) before it ran\n".into(),
+            ));
+            continue;
+        }
         let result = match &e.topology {
             Ok(topo) => run_one(e.decl, &e.name, *topo, a.nocapture),
             Err(why) => Err(why.clone()),
         };
+        if let (Ok(out), Some(dir)) = (&result, env_path("KTSTR_RESULTS_DIR")) {
+            if let Err(why) = save_result(&dir, &e.name, out) {
+                eprintln!("warning: {why}");
+            }
+        }
         match result {
             Ok(out) if out.passed => {
                 passed += 1;
@@ -180,6 +196,14 @@ fn failure_report(out: &RunOutcome) -> String {
         s.push_str("---\n");
     }
     s
+}
+
+/// Writes `out` as `DIR/NAME.json` (`::` in a name becomes `__`).
+fn save_result(dir: &Path, name: &str, out: &RunOutcome) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}.json", name.replace("::", "__")));
+    let text = report::json(out).map_err(|e| format!("encoding {name}'s result: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
