@@ -137,6 +137,29 @@ pub fn check_executable(path: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// A key naming every input file of an initramfs by path, size and
+/// modification time: when none changed, the archive packed last time
+/// is the same, and reading, stripping and hashing a test binary of
+/// tens of megabytes again can be skipped.
+fn inputs_key(agent: &Path, files: &GuestFiles) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| -> Option<(u64, i64, i64, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.size(), m.mtime(), m.mtime_nsec(), m.ino()))
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (agent, stamp(agent)?).hash(&mut h);
+    if let Some((release, config)) = &files.kernel_config {
+        (release, config, stamp(config)?).hash(&mut h);
+    }
+    for (guest, host) in &files.executables {
+        (guest, host, stamp(host)?).hash(&mut h);
+    }
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    Some(format!("{:016x}", h.finish()))
+}
+
 /// Packs `agent` as `/init` plus `files` into a cached gzip initramfs.
 pub fn build_initramfs(
     agent: &Path,
@@ -146,6 +169,27 @@ pub fn build_initramfs(
     if !agent.is_file() {
         return Err(BuildError::MissingAgent(agent.to_path_buf()));
     }
+    // Unchanged inputs: the archive packed for them last time.
+    let key = inputs_key(agent, files);
+    let note = key.as_ref().map(|k| cache_dir.join(format!("inputs-{k}")));
+    if let Some(note) = &note
+        && let Ok(packed) = std::fs::read_to_string(note)
+    {
+        let packed = PathBuf::from(packed.trim());
+        if packed.is_file() {
+            prune_cache(cache_dir, &packed, KEEP_INITRAMFS);
+            return Ok(packed);
+        }
+    }
+    let path = pack(agent, files, cache_dir)?;
+    if let Some(note) = &note {
+        // Best effort: without the note the next run packs again.
+        let _ = std::fs::write(note, path.to_string_lossy().as_bytes());
+    }
+    Ok(path)
+}
+
+fn pack(agent: &Path, files: &GuestFiles, cache_dir: &Path) -> Result<PathBuf, BuildError> {
     let mut b = InitramfsBuilder::new();
     // A test binary is dynamic and a debug build: its libraries come
     // along, its debug info stays behind. The static agent packs alone.
@@ -204,6 +248,15 @@ fn prune_cache(dir: &Path, used: &Path, keep: usize) {
     for (_, old) in files.into_iter().skip(keep) {
         if old != used {
             let _ = std::fs::remove_file(old);
+        }
+    }
+    // Notes naming an archive that is gone go too.
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("inputs-")
+            && std::fs::read_to_string(e.path())
+                .map_or(true, |target| !Path::new(target.trim()).is_file())
+        {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
