@@ -39,7 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KernelCmd,
     },
-    /// Install what runs and tests need (QEMU, acpica-tools, cpio, the BPF toolchain) with apt.
+    /// Install what runs and tests need: QEMU, acpica-tools, cpio, the BPF
+    /// toolchain and the payload programs with apt, cargo-nextest with cargo.
     Setup,
     /// Add the tests a nextest run skipped, with their reasons, to its
     /// JUnit file (nextest leaves them out).
