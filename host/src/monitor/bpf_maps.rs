@@ -33,6 +33,11 @@ const MAX_VALUE: usize = 64 << 10;
 const MAX_BUCKETS: u64 = 1 << 16;
 /// Most elements followed on one bucket's chain.
 pub const MAX_CHAIN: usize = 1024;
+/// Most key and value bytes one capture reads over all its maps: a guest
+/// with many big maps costs a capture this much, not gigabytes.
+pub const CAPTURE_BYTES: usize = 1 << 20;
+/// Most parsed map BTFs kept; past it the cache starts over.
+const MAX_CACHED_BTFS: usize = 16;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -240,17 +245,36 @@ pub fn read_maps(
         &|va| Ok(view.read_bytes(va + shift_at, 1)?[0]),
         MAX_MAPS,
     )?;
+    let mut budget = CAPTURE_BYTES;
     Ok(maps
         .into_iter()
-        .map(|(_, map)| read_map(view, layout, cache, map))
+        .map(|(_, map)| read_map(view, layout, cache, map, &mut budget))
         .collect())
+}
+
+/// Takes `n` bytes from `budget`, or says it is spent.
+fn spend(budget: &mut usize, n: usize) -> Result<(), String> {
+    if n > *budget {
+        return Err(format!(
+            "the capture's {} KiB for map keys and values is spent",
+            CAPTURE_BYTES >> 10
+        ));
+    }
+    *budget -= n;
+    Ok(())
 }
 
 fn field(view: &View<'_>, base: u64, f: FieldAt) -> Result<u64, KmemError> {
     view.read_uint(base.wrapping_add(f.offset), f.size)
 }
 
-fn read_map(view: &View<'_>, l: &MapsLayout, cache: &mut BtfCache, map: u64) -> BpfMap {
+fn read_map(
+    view: &View<'_>,
+    l: &MapsLayout,
+    cache: &mut BtfCache,
+    map: u64,
+    budget: &mut usize,
+) -> BpfMap {
     let u32_of = |f: FieldAt| field(view, map, f).map(|v| v as u32);
     let mut m = BpfMap {
         id: 0,
@@ -296,8 +320,8 @@ fn read_map(view: &View<'_>, l: &MapsLayout, cache: &mut BtfCache, map: u64) -> 
         }
     };
     let read = match ty {
-        BPF_MAP_TYPE_ARRAY => read_array(view, l, map, &m),
-        BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_LRU_HASH => read_hash(view, l, map, &m),
+        BPF_MAP_TYPE_ARRAY => read_array(view, l, map, &m, budget),
+        BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_LRU_HASH => read_hash(view, l, map, &m, budget),
         _ => Err(format!("values of {} maps are not read", m.map_type)),
     };
     match read {
@@ -340,7 +364,13 @@ fn value_size(m: &BpfMap) -> Result<usize, String> {
     Ok(n)
 }
 
-fn read_array(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<Entries, String> {
+fn read_array(
+    view: &View<'_>,
+    l: &MapsLayout,
+    map: u64,
+    m: &BpfMap,
+    budget: &mut usize,
+) -> Result<Entries, String> {
     let (value, elem_size) = l.array.ok_or("this kernel's BTF has no struct bpf_array")?;
     let size = value_size(m)?;
     let stride = field(view, map, elem_size).map_err(|e| e.to_string())? as usize;
@@ -350,6 +380,9 @@ fn read_array(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<E
     let shown = (m.max_entries as usize).min(MAX_ENTRIES);
     let mut out = Vec::with_capacity(shown);
     for i in 0..shown {
+        if let Err(spent) = spend(budget, size) {
+            return Ok((out, Some(spent)));
+        }
         let at = map + value.offset + (i * stride) as u64;
         let v = view
             .read_bytes(at, size)
@@ -361,7 +394,13 @@ fn read_array(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<E
     Ok((out, note))
 }
 
-fn read_hash(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<Entries, String> {
+fn read_hash(
+    view: &View<'_>,
+    l: &MapsLayout,
+    map: u64,
+    m: &BpfMap,
+    budget: &mut usize,
+) -> Result<Entries, String> {
     let h = l
         .hash
         .as_ref()
@@ -384,6 +423,9 @@ fn read_hash(view: &View<'_>, l: &MapsLayout, map: u64, m: &BpfMap) -> Result<En
         let nodes = nulls_chain(first, &|n| view.read_u64(n + h.node_next.offset), room)
             .map_err(|err| format!("bucket {b}: {err}"))?;
         for node in nodes {
+            if let Err(spent) = spend(budget, key_size + size) {
+                return Ok((out, Some(spent)));
+            }
             let elem = node.wrapping_sub(h.elem_node.offset);
             let key_at = elem.wrapping_add(h.elem_key.offset);
             let k = view.read_bytes(key_at, key_size).map_err(e)?;
@@ -430,6 +472,9 @@ fn map_btf(
 ) -> Option<Result<Arc<Types>, String>> {
     let btf = field(view, map, l.btf?).ok().filter(|&p| p != 0)?;
     let id = l.btf_id.and_then(|f| field(view, btf, f).ok()).unwrap_or(0) as u32;
+    if cache.parsed.len() >= MAX_CACHED_BTFS && !cache.parsed.contains_key(&(btf, id)) {
+        cache.parsed.clear();
+    }
     let parsed = cache.parsed.entry((btf, id)).or_insert_with(|| {
         let (data, len) = l.btf_blob.ok_or("no struct btf in the kernel's BTF")?;
         let ptr = field(view, btf, data).map_err(|e| e.to_string())?;
@@ -549,6 +594,16 @@ mod tests {
             size: 24,
         };
         assert!(xa_entries(0x10002, bad, &r, &s, 8).is_err());
+    }
+
+    #[test]
+    fn the_capture_budget_is_spent_once() {
+        let mut budget = CAPTURE_BYTES;
+        spend(&mut budget, CAPTURE_BYTES - 8).unwrap();
+        spend(&mut budget, 8).unwrap();
+        let e = spend(&mut budget, 1).unwrap_err();
+        assert!(e.contains("1024 KiB"), "{e}");
+        assert_eq!(budget, 0);
     }
 
     #[test]
