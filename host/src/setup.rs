@@ -70,31 +70,9 @@ pub fn ensure_tools(needs: &[(&str, &str)], progress: &Progress) -> Result<(), S
         packages.join(" ")
     ));
     let run = |args: &[&str]| -> Result<(), SetupError> {
-        let out = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map_err(|source| SetupError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(SetupError::InstallFailed {
-                command: command.clone(),
-                status: out.status.to_string(),
-                stderr_tail: err
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            });
-        }
-        Ok(())
+        let mut apt = Command::new("apt-get");
+        apt.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_install(apt, &command)
     };
     run(&["update", "-q"])?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
@@ -159,21 +137,28 @@ pub fn ensure_nextest(progress: &Progress) -> Result<(), SetupError> {
     progress.say(&format!(
         "installing cargo-nextest: {command} (builds for a few minutes)"
     ));
-    let out = Command::new(&cargo)
-        .args(["install", "--locked", "cargo-nextest"])
-        .output()
-        .map_err(|source| SetupError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-        return Err(SetupError::InstallFailed {
-            command,
-            status: out.status.to_string(),
-            stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        });
-    }
+    let mut install = Command::new(&cargo);
+    install.args(["install", "--locked", "cargo-nextest"]);
+    run_install(install, &command)?;
     Ok(())
+}
+
+/// Runs an installer; a failure carries its status and the last lines it
+/// wrote to stderr.
+fn run_install(mut cmd: Command, command: &str) -> Result<(), SetupError> {
+    let out = cmd.output().map_err(|source| SetupError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+    tail.reverse();
+    Err(SetupError::InstallFailed {
+        command: command.to_string(),
+        status: out.status.to_string(),
+        stderr_tail: tail.join("\n"),
+    })
 }

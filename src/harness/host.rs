@@ -243,13 +243,7 @@ fn run_one(
                 .split_whitespace()
                 .map(String::from)
                 .collect(),
-            flags: decl
-                .sched_flags
-                .split(',')
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(String::from)
-                .collect(),
+            flags: scheds::split_flags(decl.sched_flags),
             ops_name: None,
             kernel: kernel.as_deref(),
         },

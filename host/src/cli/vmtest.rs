@@ -115,13 +115,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     let request = SchedulerRequest {
         scheduler: a.scheduler.as_deref(),
         extra_args: a.sched_args.split_whitespace().map(String::from).collect(),
-        flags: a
-            .sched_flags
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(String::from)
-            .collect(),
+        flags: scheds::split_flags(&a.sched_flags),
         ops_name: a.sched_name.as_deref(),
         kernel: a.kernel.as_deref(),
     };

@@ -109,6 +109,16 @@ pub struct SchedulerRequest<'a> {
     pub kernel: Option<&'a Path>,
 }
 
+/// Flags as a person writes them (`"slow, crash"`): comma-separated,
+/// blanks around them and empty ones dropped.
+pub fn split_flags(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// A scheduler ready to pack and run.
 #[derive(Clone, Debug)]
 pub struct ResolvedScheduler {
@@ -206,6 +216,12 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_split_on_commas_without_blanks() {
+        assert_eq!(split_flags(" slow, crash ,,"), ["slow", "crash"]);
+        assert!(split_flags("").is_empty());
+    }
 
     #[test]
     fn requests_resolve_or_say_why() {
