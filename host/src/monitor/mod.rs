@@ -11,6 +11,7 @@
 pub mod bpf_maps;
 pub mod capture;
 pub mod checks;
+pub mod kernel_lists;
 pub mod layout;
 pub mod sample;
 

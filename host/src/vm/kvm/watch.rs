@@ -61,6 +61,9 @@ pub struct Watch {
 #[derive(Clone, Debug, Default)]
 pub struct Watches {
     list: Vec<Watch>,
+    /// The pages `list` covers, kept in step with it: every MMIO write
+    /// asks, so it is not rebuilt per write.
+    pages: BTreeSet<u64>,
 }
 
 impl Watches {
@@ -75,6 +78,7 @@ impl Watches {
             return Err(format!("all {MAX_WATCHES} watchpoints are in use"));
         }
         self.list.push(w);
+        self.refresh_pages();
         Ok(())
     }
 
@@ -82,25 +86,29 @@ impl Watches {
     pub fn remove(&mut self, va: u64) -> bool {
         let before = self.list.len();
         self.list.retain(|w| w.va != va);
+        self.refresh_pages();
         self.list.len() != before
     }
 
     /// The pages to write-protect.
     pub fn pages(&self) -> BTreeSet<u64> {
-        let mut pages = BTreeSet::new();
-        for w in &self.list {
-            let last = w.pa + u64::from(w.len) - 1;
-            pages.insert(w.pa & !(PAGE - 1));
-            pages.insert(last & !(PAGE - 1));
-        }
-        pages
+        self.pages.clone()
+    }
+
+    fn refresh_pages(&mut self) {
+        self.pages = self
+            .list
+            .iter()
+            .flat_map(|w| [w.pa, w.pa + u64::from(w.len) - 1])
+            .map(|a| a & !(PAGE - 1))
+            .collect();
     }
 
     /// Whether a write of `len` bytes at `gpa` lands on a protected page
     /// (so it is ours to carry out), and the watchpoints it touched.
     pub fn on_write(&self, gpa: u64, len: usize) -> Option<Vec<u64>> {
         let end = gpa.checked_add(len as u64)?;
-        let pages = self.pages();
+        let pages = &self.pages;
         let first = gpa & !(PAGE - 1);
         let last = (end - 1) & !(PAGE - 1);
         if !pages.contains(&first) && !pages.contains(&last) {
