@@ -4,6 +4,7 @@
 //! brings the scenario model into scope.
 
 pub use ktstr_agent as agent;
+pub use ktstr_agent::decl;
 pub use ktstr_agent::scenario;
 pub use ktstr_host as host;
 pub use ktstr_protocol as protocol;

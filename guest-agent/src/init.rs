@@ -222,10 +222,18 @@ pub struct Registries {
 }
 
 impl Registries {
-    /// What every agent has.
+    /// What every agent has: the built-in probes and factories, and each
+    /// catalog entry that runs in the guest (from the declarations linked
+    /// into this binary; none when the catalog crate is not linked).
     pub fn builtin() -> Self {
+        let mut scenarios = ScenarioRegistry::with_builtins();
+        for decl in crate::decl::KTSTR_CATALOG.iter() {
+            if let Some(f) = decl.guest_fn() {
+                scenarios = scenarios.register(decl.full_name(), f);
+            }
+        }
         Self {
-            scenarios: ScenarioRegistry::with_builtins(),
+            scenarios,
             factories: FactoryRegistry::with_builtins(),
         }
     }

@@ -16,6 +16,7 @@
 //! - [`scheduler`]: starting, watching and detaching sched_ext schedulers.
 //! - [`scenario`]: the engine (`Ctx`, steps, ops, custom-scenario helpers).
 //! - [`plan_runner`]: a wire plan on the engine, its events as messages.
+//! - [`decl`]: what `#[ktstr::test]` declares, and the lists it fills.
 //! - [`init`]: PID 1: mounts, the ring, Hello, the plan, power-off.
 
 mod sys;
@@ -30,6 +31,7 @@ pub mod checks;
 pub mod scheduler;
 pub mod scenario;
 pub mod plan_runner;
+pub mod decl;
 pub mod kernel_info;
 pub mod init;
 

@@ -624,10 +624,18 @@ mod tests {
         );
         assert!(rec.msgs.is_empty(), "nothing ran");
 
-        let custom = Plan::custom("c", "custom_defs", Duration::from_millis(50))
+        fn two_cgroups(ctx: &crate::scenario::Ctx) -> Result<AssertResult> {
+            crate::scenario::execute_defs(
+                ctx,
+                vec![ctx.cgroup_def("cg_0"), ctx.cgroup_def("cg_1")],
+            )
+        }
+        let registry = ScenarioRegistry::with_builtins().register("two_cgroups", two_cgroups);
+        let custom = Plan::custom("c", "two_cgroups", Duration::from_millis(50))
             .set_assert(Assert::NONE.check_not_starved());
-        PlanRunner::validate(&custom).unwrap();
+        PlanRunner::validate_with(&custom, &FactoryRegistry::with_builtins(), &registry).unwrap();
         let v = PlanRunner::new(&cg, &topo, &phase, &mut rec)
+            .set_scenarios(registry)
             .run(&custom)
             .unwrap();
         assert!(v.passed, "{v:?}");

@@ -53,9 +53,10 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Builds `ktstr-agent` statically (release) and returns the binary path.
+/// Builds the default agent (`ktstr-agent`, the catalog crate's binary)
+/// statically (release) and returns the binary path.
 pub fn build_agent(root: &Path) -> Result<PathBuf, BuildError> {
-    build_static(root, "ktstr-agent", "ktstr-agent")
+    build_static(root, "ktstr-catalog", "ktstr-agent")
 }
 
 /// Builds binary `bin` of workspace package `package` statically (release,

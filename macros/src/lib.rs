@@ -1,8 +1,17 @@
 //! `#[ktstr::test]`: declares a scheduler test, a `fn(&Ctx) ->
 //! Result<AssertResult>` that runs inside a ktstr VM, and registers it in
-//! the test binary's list (a `linkme` distributed slice the `ktstr` crate
-//! owns), so `ktstr::main!()` can list it for cargo and nextest on the
-//! host and run it as the agent in the guest.
+//! the test binary's list (a `linkme` distributed slice in the agent
+//! crate's `decl` module, re-exported as `ktstr::decl`), so
+//! `ktstr::main!()` can list it for cargo and nextest on the host and run
+//! it as the agent in the guest.
+//!
+//! A function of `&ScenarioParams` returning `(Backdrop, Vec<Step>)` (wire
+//! types) is a scenario as data instead: the host builds its steps and
+//! sends them as the plan. With `family = "..."` (and `about`,
+//! `needs_scheduler`, `payloads`) a declaration joins the canned catalog
+//! rather than the binary's tests; `crate = path` names where `decl` lives
+//! for crates that cannot depend on the `ktstr` facade (the catalog
+//! itself, which the host links).
 //!
 //! Everything the attribute takes is checked here, at compile time, with
 //! the error pointing at the argument: unknown keys, wrong value kinds,
@@ -41,6 +50,11 @@ struct Args {
     checks: Option<Expr>,
     ignore: Option<String>,
     monitor: Option<bool>,
+    family: Option<LitStr>,
+    about: Option<LitStr>,
+    needs_scheduler: Option<bool>,
+    payloads: Option<Expr>,
+    krate: Option<syn::Path>,
 }
 
 /// `"3s"`, `"500ms"`, `"2m"` in milliseconds.
@@ -107,6 +121,11 @@ impl Args {
             "memory_mib" => set!(memory_mib, LitInt),
             "workers" => set!(workers, LitInt),
             "checks" => set!(checks, Expr),
+            "family" => set!(family, LitStr),
+            "about" => set!(about, LitStr),
+            "payloads" => set!(payloads, Expr),
+            "crate" => set!(krate, syn::Path),
+            "needs_scheduler" => self.needs_scheduler = Some(flag(&meta)?),
             "requires_smt" => self.requires_smt = Some(flag(&meta)?),
             "monitor" => self.monitor = Some(flag(&meta)?),
             "duration" => {
@@ -129,7 +148,8 @@ impl Args {
                     "unknown ktstr::test argument {key:?}; known: scheduler, sched_args, \
                      sched_flags, topology, min_llcs, max_llcs, min_cpus, max_cpus, \
                      min_numa_nodes, max_numa_nodes, requires_smt, duration, timeout, \
-                     memory_mib, workers, checks, monitor, ignore"
+                     memory_mib, workers, checks, monitor, ignore, about, family, \
+                     needs_scheduler, payloads, crate"
                 )));
             }
         }
@@ -162,18 +182,58 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Whether the function's one parameter is a `&Ctx` (a test run in the
+/// guest) rather than `&ScenarioParams` (steps built on the host).
+fn takes_ctx(sig: &syn::Signature) -> bool {
+    let Some(syn::FnArg::Typed(arg)) = sig.inputs.first() else {
+        return false;
+    };
+    let syn::Type::Reference(r) = &*arg.ty else {
+        return false;
+    };
+    match &*r.elem {
+        syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Ctx"),
+        _ => false,
+    }
+}
+
 fn expand(a: &Args, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     if sig.inputs.len() != 1 || sig.asyncness.is_some() || !sig.generics.params.is_empty() {
         return Err(syn::Error::new(
             sig.span(),
-            "a ktstr test is `fn name(ctx: &Ctx) -> Result<AssertResult>`",
+            "a ktstr test is `fn name(ctx: &Ctx) -> Result<AssertResult>` (run in the guest) \
+             or `fn name(p: &ScenarioParams) -> (Backdrop, Vec<Step>)` (steps sent as a plan)",
         ));
     }
+    let krate = a
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::ktstr));
     let ident = &sig.ident;
     let name = ident.to_string();
     let static_ident = format_ident!("__KTSTR_TEST_{}", name.to_uppercase());
     let checks_fn = format_ident!("__ktstr_checks_{}", name);
+    let body = if takes_ctx(sig) {
+        quote!(#krate::decl::TestBody::Guest(#ident))
+    } else {
+        quote!(#krate::decl::TestBody::Steps(#ident))
+    };
+    let slice = if a.family.is_some() {
+        quote!(#krate::decl::KTSTR_CATALOG)
+    } else {
+        quote!(#krate::decl::KTSTR_TESTS)
+    };
+    let family = opt(&a.family);
+    let about = a
+        .about
+        .clone()
+        .unwrap_or_else(|| LitStr::new("", Span::call_site()));
+    let needs_scheduler = a.needs_scheduler.unwrap_or(false);
+    let payloads = match &a.payloads {
+        Some(e) => quote!(&#e),
+        None => quote!(&[]),
+    };
     let scheduler = opt(&a.scheduler);
     let sched_args = a
         .sched_args
@@ -216,9 +276,9 @@ fn expand(a: &Args, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         Some(e) => (
             quote! {
                 #[doc(hidden)]
-                fn #checks_fn() -> ::ktstr::prelude::Assert {
+                fn #checks_fn() -> #krate::decl::check_scope::Assert {
                     #[allow(unused_imports)]
-                    use ::ktstr::prelude::*;
+                    use #krate::decl::check_scope::*;
                     #e
                 }
             },
@@ -232,17 +292,20 @@ fn expand(a: &Args, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         #checks_item
 
         #[doc(hidden)]
-        #[::ktstr::harness::linkme::distributed_slice(::ktstr::harness::KTSTR_TESTS)]
-        #[linkme(crate = ::ktstr::harness::linkme)]
-        static #static_ident: ::ktstr::harness::TestDecl = ::ktstr::harness::TestDecl {
+        #[#krate::decl::linkme::distributed_slice(#slice)]
+        #[linkme(crate = #krate::decl::linkme)]
+        static #static_ident: #krate::decl::TestDecl = #krate::decl::TestDecl {
             name: #name,
             module: ::core::module_path!(),
-            func: #ident,
+            line: ::core::line!(),
+            body: #body,
+            family: #family,
+            about: #about,
             scheduler: #scheduler,
             sched_args: #sched_args,
             sched_flags: #sched_flags,
             topology: #topology,
-            needs: ::ktstr::prelude::Needs {
+            needs: #krate::decl::check_scope::Needs {
                 min_llcs: #min_llcs,
                 max_llcs: #max_llcs,
                 min_cpus: #min_cpus,
@@ -251,6 +314,8 @@ fn expand(a: &Args, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                 max_numa_nodes: #max_numa,
                 smt: #requires_smt,
             },
+            needs_scheduler: #needs_scheduler,
+            payloads: #payloads,
             duration_ms: #duration_ms,
             timeout_ms: #timeout_ms,
             memory_mib: #memory_mib,

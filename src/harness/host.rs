@@ -22,10 +22,12 @@ use ktstr_host::runner::{self, RunConfig};
 use ktstr_host::scheds::{self, SchedulerRequest};
 use ktstr_host::vm::VmSpec;
 use ktstr_host::vm::select::{self, BackendChoice};
-use ktstr_protocol::model::{Assert, Plan, Topology};
+use ktstr_protocol::model::{Assert, Plan, ScenarioParams, Topology};
 
 use super::args::Args;
-use super::decl::{self, DEFAULT_DURATION_MS, TestDecl};
+use ktstr_agent::decl::{DEFAULT_DURATION_MS, TestBody, TestDecl};
+
+use super::decl;
 
 /// Workers per cgroup when a test names none.
 const DEFAULT_WORKERS: usize = 2;
@@ -48,7 +50,11 @@ fn entries(env_topology: Option<&str>) -> Result<Vec<Entry>, String> {
         .into_iter()
         .map(|decl| {
             let topology = decl.topology(env_topology);
-            let unmet = topology.as_ref().ok().and_then(|t| decl.unmet(t));
+            let unmet = topology
+                .as_ref()
+                .ok()
+                .and_then(|t| decl.unmet(t))
+                .or_else(|| decl.payloads.iter().find_map(|p| p.missing()));
             let unrunnable = unmet.is_some();
             let ignored = unmet.or_else(|| decl.ignore.map(String::from));
             Entry {
@@ -253,12 +259,13 @@ fn run_one(
     let executables: Vec<(String, PathBuf)> = sched
         .iter()
         .map(|s| (s.spec.binary.clone(), s.host_binary.clone()))
+        .chain(decl.payloads.iter().map(|p| p.executable()))
         .collect();
     let me = std::env::current_exe().map_err(|e| format!("finding this test binary: {e}"))?;
     let prepared = prepare_with(kernel.as_deref(), Some(&me), &executables, &progress)
         .map_err(|e| chain(&e))?;
     let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
-    let test_checks = decl.checks.map_or(Assert::NONE, |f| f());
+    let test_checks = decl.own_checks();
     let assert = Assert::default_checks()
         .merge(&sched_checks)
         .merge(&test_checks)
@@ -271,10 +278,20 @@ fn run_one(
         0 => DEFAULT_WORKERS,
         n => n,
     };
-    let mut plan = Plan::custom(name, name, duration)
-        .set_assert(assert)
-        .set_workers_per_cgroup(workers)
-        .set_scheduler(sched.as_ref().map(|s| s.spec.clone()));
+    let mut plan = match decl.body {
+        TestBody::Guest(_) => Plan::custom(name, name, duration),
+        TestBody::Steps(build) => {
+            let (backdrop, steps) = build(&ScenarioParams {
+                topology: topo,
+                duration,
+                workers_per_cgroup: workers,
+            });
+            Plan::new(name, steps, duration).set_backdrop(backdrop)
+        }
+    }
+    .set_assert(assert)
+    .set_workers_per_cgroup(workers)
+    .set_scheduler(sched.as_ref().map(|s| s.spec.clone()));
     if decl.monitor {
         plan = plan.set_monitor(Default::default());
     }

@@ -1,5 +1,5 @@
 //! Scheduler tests in a scheduler author's own crate: functions declared
-//! with `#[ktstr::test]` land in [`KTSTR_TESTS`], and `ktstr::main!()`
+//! with `#[ktstr::test]` land in [`KTSTR_TESTS`](static@KTSTR_TESTS), and `ktstr::main!()`
 //! gives the test binary (`harness = false`) a `main` that works on both
 //! sides of a VM:
 //!
@@ -9,7 +9,7 @@
 //! - in the guest (PID 1) it is the agent, with the binary's tests in its
 //!   registry, so the host's plan can name one.
 //!
-//! This module owns the dispatch ([`decl`] the declarations); booting is the
+//! This module owns the dispatch ([`decl`] the binary's declarations); booting is the
 //! host crate's, running scenarios the agent's.
 
 pub mod args;
@@ -18,7 +18,8 @@ pub mod host;
 
 pub use linkme;
 
-pub use decl::{DEFAULT_DURATION_MS, DEFAULT_TOPOLOGY, KTSTR_TESTS, TestDecl, registries, tests};
+pub use decl::{registries, tests};
+pub use ktstr_agent::decl::{DEFAULT_DURATION_MS, DEFAULT_TOPOLOGY, KTSTR_TESTS, TestDecl};
 
 /// `main` of a test binary: the agent when it is the guest's PID 1, the
 /// libtest-speaking runner otherwise. Returns the exit status.

@@ -325,3 +325,31 @@ mod tests {
         assert_eq!(guest_path("ktstr_fifo"), "/usr/local/bin/ktstr_fifo");
     }
 }
+
+/// A [`Payload`] and where the host has its binary, so the host can pack
+/// it (at the payload's own path in the guest) or say what to install.
+#[derive(Debug)]
+pub struct HostPayload {
+    pub payload: Payload,
+    /// On the host.
+    pub host_path: &'static str,
+    /// The Debian package that installs it.
+    pub package: &'static str,
+}
+
+impl HostPayload {
+    /// Why it cannot be packed, if the host lacks it.
+    pub fn missing(&self) -> Option<String> {
+        (!std::path::Path::new(self.host_path).is_file()).then(|| {
+            format!(
+                "needs {} ({}) on the host: apt-get install {} (the setup step installs it)",
+                self.payload.name, self.host_path, self.package
+            )
+        })
+    }
+
+    /// (guest path, host path) for packing.
+    pub fn executable(&self) -> (String, std::path::PathBuf) {
+        (self.payload.binary.to_string(), self.host_path.into())
+    }
+}

@@ -24,7 +24,8 @@ pub use assert::{Assert, Check, CheckName, Setting};
 pub use cgroup::CgroupDef;
 pub use cpuset::CpusetSpec;
 pub use decl::{
-    FlagError, GUEST_BIN_DIR, Payload, SchedFlag, Scheduler, SchedulerBinary, guest_path,
+    FlagError, GUEST_BIN_DIR, HostPayload, Payload, SchedFlag, Scheduler, SchedulerBinary,
+    guest_path,
 };
 pub use error::ModelError;
 pub use hold::HoldSpec;
@@ -35,7 +36,7 @@ pub use op::{
     IrqSelector, KernelTarget, KernelValue, KernelValueWidth, Op, OpKind, PayloadSpec,
     SchedulerSpec, SpawnPlacement,
 };
-pub use plan::{Backdrop, FaultInjection, Needs, Plan, Shape, validate_sequence};
+pub use plan::{Backdrop, FaultInjection, Needs, Plan, ScenarioParams, Shape, validate_sequence};
 pub use report::{CpuEpoch, CpuSeen, CpusetInterval, GapInfo, WorkerExit, WorkerReport};
 pub use result::{AssertDetail, AssertResult, CgroupStats, CheckRecord, CheckState, DetailKind};
 pub use step::{DeclaredDefs, Setup, Step, WireSetup};

@@ -68,6 +68,22 @@ impl Backdrop {
     }
 }
 
+/// What a scenario built from data is built from: the topology it runs
+/// on, its hold and how many workers a cgroup gets by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScenarioParams {
+    pub topology: super::Topology,
+    pub duration: Duration,
+    pub workers_per_cgroup: usize,
+}
+
+impl ScenarioParams {
+    /// CPUs of the topology (at least one).
+    pub fn cpus(&self) -> usize {
+        (self.topology.total_cpus() as usize).max(1)
+    }
+}
+
 /// Test-only misbehaviour the host can ask of the agent, to prove that the
 /// host copes (a guest that hangs, a kernel that panics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

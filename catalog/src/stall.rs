@@ -9,14 +9,19 @@ use std::time::Duration;
 
 use ktstr_protocol::model::{Backdrop, CgroupDef, CpusetSpec, Step, WorkType};
 
-use super::canned::{Canned, ScenarioParams, one_step};
+use super::canned::{ScenarioParams, one_step};
 
 /// The last CPU: away from CPU 0, where the agent tends to run.
 fn last_cpu(p: &ScenarioParams) -> usize {
     p.cpus() - 1
 }
 
-fn pinned_hog(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stall",
+    about = "a spinner and a bursty task confined to the same CPU",
+)]
+fn stall_pinned_hog(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let cpu = CpusetSpec::exact([last_cpu(p)]);
     one_step(vec![
         CgroupDef::named("hog").workers(1).with_cpuset(cpu.clone()),
@@ -30,7 +35,12 @@ fn pinned_hog(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
-fn pinned_pair(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stall",
+    about = "two spinners confined to the same CPU",
+)]
+fn stall_pinned_pair(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![
         CgroupDef::named("pair")
             .workers(2)
@@ -38,7 +48,12 @@ fn pinned_pair(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
-fn pinned_per_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stall",
+    about = "two single-CPU spinners on every CPU",
+)]
+fn stall_pinned_per_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // A cgroup per CPU, confined to it, with two spinners.
     one_step(
         (0..p.cpus())
@@ -49,24 +64,4 @@ fn pinned_per_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
             })
             .collect(),
     )
-}
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "stall_pinned_hog",
-            "a spinner and a bursty task confined to the same CPU",
-            pinned_hog,
-        ),
-        Canned::steps(
-            "stall_pinned_pair",
-            "two spinners confined to the same CPU",
-            pinned_pair,
-        ),
-        Canned::steps(
-            "stall_pinned_per_cpu",
-            "two single-CPU spinners on every CPU",
-            pinned_per_cpu,
-        ),
-    ]
 }

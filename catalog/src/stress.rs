@@ -5,7 +5,7 @@
 
 use ktstr_protocol::model::{Assert, Backdrop, CgroupDef, Step, WorkType};
 
-use super::canned::{Canned, ScenarioParams, UNEVEN, one_step};
+use super::canned::{ScenarioParams, UNEVEN, one_step};
 
 /// Two cgroups sharing `factor` times as many CpuSpin workers as CPUs.
 fn oversub(p: &ScenarioParams, factor: usize) -> (Backdrop, Vec<Step>) {
@@ -16,14 +16,32 @@ fn oversub(p: &ScenarioParams, factor: usize) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "two cgroups sharing twice as many CpuSpin workers as CPUs (spread limit 30%)",
+    checks = OVERSUBSCRIBED,
+)]
 fn oversub_2x(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     oversub(p, 2)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "two cgroups sharing four times as many CpuSpin workers as CPUs (spread limit 30%)",
+    checks = OVERSUBSCRIBED,
+)]
 fn oversub_4x(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     oversub(p, 4)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "two cgroups sharing eight times as many CpuSpin workers as CPUs (spread limit 30%)",
+    checks = OVERSUBSCRIBED,
+)]
 fn oversub_8x(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     oversub(p, 8)
 }
@@ -36,30 +54,75 @@ fn churn_beside_spin(p: &ScenarioParams, kind: WorkType) -> (Backdrop, Vec<Step>
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a ForkExit worker per CPU (fork a child that exits, repeatedly) beside spinners \
+             (spread off: forking is uneven)",
+    checks = UNEVEN,
+)]
 fn fork_storm(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::ForkExit)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a worker per CPU re-pinning itself to a random CPU every batch, beside spinners",
+)]
 fn affinity_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::AffinityChurn)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a worker per CPU cycling SCHED_OTHER, BATCH and IDLE, beside spinners (spread \
+             off: IDLE phases get less by design)",
+    checks = UNEVEN,
+)]
 fn policy_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::PolicyChurn)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a worker per CPU sweeping nice -20..19, beside spinners (spread off: nice \
+             changes the share by design)",
+    checks = UNEVEN,
+)]
 fn nice_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::NiceSweep)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a worker per CPU mapping, touching and unmapping pages, beside spinners",
+)]
 fn page_fault_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::PageFaultChurn)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "a sched_yield loop per CPU beside spinners (spread off: yielders give their \
+             time away)",
+    checks = UNEVEN,
+)]
 fn yield_storm(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     churn_beside_spin(p, WorkType::YieldHeavy)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "groups of four fighting over one mutex, twice as many workers as CPUs (spread \
+             off: waiters block)",
+    checks = UNEVEN,
+)]
 fn mutex_storm(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let contenders = 4;
     one_step(vec![
@@ -71,6 +134,12 @@ fn mutex_storm(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "stress",
+    about = "twice as many workers as CPUs striding through 4 MiB each (spread limit 30%)",
+    checks = OVERSUBSCRIBED,
+)]
 fn cache_thrash(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![
         CgroupDef::named("thrash")
@@ -86,77 +155,3 @@ fn cache_thrash(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
 /// queue stays under 10%). The spread limit is 30%, which a scheduler
 /// that parks a worker still fails.
 const OVERSUBSCRIBED: Assert = Assert::NONE.max_spread_pct(30.0);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "oversub_2x",
-            "two cgroups sharing twice as many CpuSpin workers as CPUs (spread limit 30%)",
-            oversub_2x,
-        )
-        .set_checks(OVERSUBSCRIBED),
-        Canned::steps(
-            "oversub_4x",
-            "two cgroups sharing four times as many CpuSpin workers as CPUs (spread limit 30%)",
-            oversub_4x,
-        )
-        .set_checks(OVERSUBSCRIBED),
-        Canned::steps(
-            "oversub_8x",
-            "two cgroups sharing eight times as many CpuSpin workers as CPUs (spread limit 30%)",
-            oversub_8x,
-        )
-        .set_checks(OVERSUBSCRIBED),
-        Canned::steps(
-            "fork_storm",
-            "a ForkExit worker per CPU (fork a child that exits, repeatedly) beside spinners \
-             (spread off: forking is uneven)",
-            fork_storm,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "affinity_churn",
-            "a worker per CPU re-pinning itself to a random CPU every batch, beside spinners",
-            affinity_churn,
-        ),
-        Canned::steps(
-            "policy_churn",
-            "a worker per CPU cycling SCHED_OTHER, BATCH and IDLE, beside spinners (spread \
-             off: IDLE phases get less by design)",
-            policy_churn,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "nice_churn",
-            "a worker per CPU sweeping nice -20..19, beside spinners (spread off: nice \
-             changes the share by design)",
-            nice_churn,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "page_fault_churn",
-            "a worker per CPU mapping, touching and unmapping pages, beside spinners",
-            page_fault_churn,
-        ),
-        Canned::steps(
-            "yield_storm",
-            "a sched_yield loop per CPU beside spinners (spread off: yielders give their \
-             time away)",
-            yield_storm,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "mutex_storm",
-            "groups of four fighting over one mutex, twice as many workers as CPUs (spread \
-             off: waiters block)",
-            mutex_storm,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "cache_thrash",
-            "twice as many workers as CPUs striding through 4 MiB each (spread limit 30%)",
-            cache_thrash,
-        )
-        .set_checks(OVERSUBSCRIBED),
-    ]
-}

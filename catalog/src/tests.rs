@@ -196,3 +196,23 @@ fn a_scheduler_s_offs_outrank_a_scenario_s_checks() {
     );
     assert_eq!(mixed.assert.not_starved, Check::On(()));
 }
+
+#[test]
+fn every_declaration_is_in_the_catalog_and_the_default_agent_runs_the_functions() {
+    assert_eq!(
+        catalog().len(),
+        ktstr_agent::decl::KTSTR_CATALOG.len(),
+        "every declaration names a family the catalog knows"
+    );
+    let registries = ktstr_agent::init::Registries::builtin();
+    for c in catalog() {
+        let in_guest = c.decl.guest_fn().is_some();
+        assert_eq!(in_guest, c.family == Family::Custom, "{}", c.name);
+        assert_eq!(
+            registries.scenarios.get(c.name).is_ok(),
+            in_guest,
+            "{}: the agent has exactly the catalog's guest functions",
+            c.name
+        );
+    }
+}

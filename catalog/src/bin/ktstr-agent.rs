@@ -1,4 +1,9 @@
-//! The static `/init` of a ktstr guest.
+//! The default `/init` of a ktstr guest: the agent with the canned
+//! catalog as its registry (the same entry a test binary's `main` takes in
+//! the guest, with that binary's tests instead).
+
+// Links the catalog's declarations into this binary.
+use ktstr_catalog as _;
 
 fn main() {
     if std::process::id() != 1 {

@@ -8,12 +8,19 @@ use std::time::Duration;
 
 use ktstr_protocol::model::{Assert, Backdrop, CpusetSpec, HoldSpec, Op, Step, Work};
 
-use super::canned::{Canned, ScenarioParams, UNEVEN, backdrop, cg, third};
+use super::canned::{ScenarioParams, UNEVEN, backdrop, cg, third};
 
 /// Long enough that a changed cpuset is judged past its grace period even
 /// under emulation.
 const EVERY: Duration = Duration::from_millis(600);
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "a cgroup removed and re-created with fresh workers every 600 ms beside a steady one \
+             (spread off: start-up dominates a 600 ms life)",
+    checks = UNEVEN,
+)]
 fn cgroup_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // Made by ops, not the Backdrop or a step's setup, so a later step may
     // remove it and it outlives the step that made it.
@@ -34,6 +41,12 @@ fn cgroup_churn(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "two cgroups on disjoint cpusets swapping them every 600 ms (spread limit 30%)",
+    checks = MOVING,
+)]
 fn cpuset_swap_loop(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![
@@ -47,6 +60,12 @@ fn cpuset_swap_loop(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "all workers moved between two cgroups and back every 600 ms (spread limit 30%)",
+    checks = MOVING,
+)]
 fn task_move_loop(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("a", p), cg("b", p)],
@@ -57,6 +76,11 @@ fn task_move_loop(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "one cgroup's cpuset stepped through a quarter, all, the upper and the middle half",
+)]
 fn cpuset_steps(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let quarter = HoldSpec::frac(0.25);
     let to = |lo: f64, hi: f64| Op::set_cpuset("cg_0", CpusetSpec::range(lo, hi));
@@ -71,6 +95,11 @@ fn cpuset_steps(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "a cgroup frozen for 500 ms, then thawed, beside a steady one",
+)]
 fn freeze_thaw(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("steady", p), cg("thawed", p)],
@@ -85,6 +114,12 @@ fn freeze_thaw(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "dynamic",
+    about = "the scheduler detached for a third of the run, then attached again",
+    needs_scheduler,
+)]
 fn sched_reattach(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p), cg("cg_1", p)],
@@ -100,43 +135,3 @@ fn sched_reattach(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
 /// not evened out yet (EEVDF measured 14.9% in `task_move_loop`, at the
 /// default limit): spread limit 30%, still failed by a parked worker.
 const MOVING: Assert = Assert::NONE.max_spread_pct(30.0);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "cgroup_churn",
-            "a cgroup removed and re-created with fresh workers every 600 ms beside a steady one \
-             (spread off: start-up dominates a 600 ms life)",
-            cgroup_churn,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "cpuset_swap_loop",
-            "two cgroups on disjoint cpusets swapping them every 600 ms (spread limit 30%)",
-            cpuset_swap_loop,
-        )
-        .set_checks(MOVING),
-        Canned::steps(
-            "task_move_loop",
-            "all workers moved between two cgroups and back every 600 ms (spread limit 30%)",
-            task_move_loop,
-        )
-        .set_checks(MOVING),
-        Canned::steps(
-            "cpuset_steps",
-            "one cgroup's cpuset stepped through a quarter, all, the upper and the middle half",
-            cpuset_steps,
-        ),
-        Canned::steps(
-            "freeze_thaw",
-            "a cgroup frozen for 500 ms, then thawed, beside a steady one",
-            freeze_thaw,
-        ),
-        Canned::steps(
-            "sched_reattach",
-            "the scheduler detached for a third of the run, then attached again",
-            sched_reattach,
-        )
-        .set_needs_scheduler(),
-    ]
-}

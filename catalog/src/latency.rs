@@ -11,13 +11,20 @@
 
 use ktstr_protocol::model::{Assert, Backdrop, CgroupDef, Step, WorkType};
 
-use super::canned::{Canned, ScenarioParams, one_step};
+use super::canned::{ScenarioParams, one_step};
 
 /// Pairs: one per two CPUs (at least one).
 fn pairs(p: &ScenarioParams) -> usize {
     (p.cpus() / 2).max(1)
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "latency",
+    about = "futex ping-pong pairs, one per two CPUs, p99 wake latency within 20 ms (spread \
+             off: pairs block)",
+    checks = LATENCY,
+)]
 fn futex_pingpong(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![
         CgroupDef::named("futex")
@@ -26,6 +33,12 @@ fn futex_pingpong(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "latency",
+    about = "pipe ping-pong pairs, one per two CPUs, p99 wake latency within 20 ms",
+    checks = LATENCY,
+)]
 fn pipe_pingpong(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![
         CgroupDef::named("pipe")
@@ -34,6 +47,12 @@ fn pipe_pingpong(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "latency",
+    about = "futex and pipe pairs, two of each per CPU, p99 wake latency within 50 ms",
+    checks = CROWDED,
+)]
 fn pingpong_crowded(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // Two pairs per CPU: every wake-up competes with other runnable work.
     one_step(vec![
@@ -46,6 +65,12 @@ fn pingpong_crowded(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "latency",
+    about = "one waker futex-waking three waiters per round, p99 wake latency within 20 ms",
+    checks = LATENCY,
+)]
 fn fanout_wake(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let fan_out = 3;
     one_step(vec![
@@ -66,33 +91,3 @@ const LATENCY: Assert = Assert::NONE
 const CROWDED: Assert = Assert::NONE
     .max_wake_p99_us(50_000)
     .switch_off(ktstr_protocol::model::CheckName::MaxSpreadPct);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "futex_pingpong",
-            "futex ping-pong pairs, one per two CPUs, p99 wake latency within 20 ms (spread \
-             off: pairs block)",
-            futex_pingpong,
-        )
-        .set_checks(LATENCY),
-        Canned::steps(
-            "pipe_pingpong",
-            "pipe ping-pong pairs, one per two CPUs, p99 wake latency within 20 ms",
-            pipe_pingpong,
-        )
-        .set_checks(LATENCY),
-        Canned::steps(
-            "pingpong_crowded",
-            "futex and pipe pairs, two of each per CPU, p99 wake latency within 50 ms",
-            pingpong_crowded,
-        )
-        .set_checks(CROWDED),
-        Canned::steps(
-            "fanout_wake",
-            "one waker futex-waking three waiters per round, p99 wake latency within 20 ms",
-            fanout_wake,
-        )
-        .set_checks(LATENCY),
-    ]
-}

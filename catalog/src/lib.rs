@@ -1,15 +1,22 @@
-//! The canned scenario catalog: named plans the host can send to the
-//! agent (`cargo xtask vmtest --scenario NAME`, `--list`), grouped in
-//! families, one module each, over [`canned`] (what an entry is).
+//! The canned scenario catalog (`cargo xtask vmtest --scenario NAME`,
+//! `--list`), grouped in families, one module each, over [`canned`] (what
+//! an entry is to the host), and the default agent (`src/bin`), which is
+//! the agent with this catalog as its registry.
 //!
-//! Each entry builds a wire [`Plan`] from the requested topology, duration
-//! and workers per cgroup. Cgroups that must outlive a step (so later ops
-//! can change their cpusets, affinity or tasks) live in the plan's
-//! backdrop; cgroups in a step's setup are torn down when the step ends.
+//! Every entry is declared with the same `#[ktstr::test]` attribute a
+//! scheduler author uses (with a `family`, so it lands in the catalog
+//! list, not in a test binary's tests): a function of the scenario
+//! parameters returning steps, which the host builds into a wire [`Plan`]
+//! from the requested topology, duration and workers per cgroup; or a
+//! `fn(&Ctx)` (the custom family), which the plan names and the agent
+//! runs. Cgroups that must outlive a step (so later ops can change their
+//! cpusets, affinity or tasks) live in the plan's backdrop; cgroups in a
+//! step's setup are torn down when the step ends.
 //!
 //! The catalog only builds plans; it never boots anything. What a scenario
 //! needs from the host (a scheduler, payload binaries) it declares, and
-//! the command decides whether it can run.
+//! the command decides whether it can run. It sits below the host crate
+//! and beside the agent, and knows neither the host nor any backend.
 
 mod basic;
 pub mod canned;
@@ -27,25 +34,11 @@ mod tests;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use ktstr_agent::decl::KTSTR_CATALOG;
 use ktstr_protocol::model::Plan;
 use thiserror::Error;
 
 pub use canned::{Canned, Family, HostPayload, ScenarioParams};
-
-/// The entries of `family`, from its module.
-fn entries_of(family: Family) -> Vec<Canned> {
-    match family {
-        Family::Basic => basic::entries(),
-        Family::Stress => stress::entries(),
-        Family::Classes => classes::entries(),
-        Family::Dynamic => dynamic::entries(),
-        Family::Nested => nested::entries(),
-        Family::Latency => latency::entries(),
-        Family::Stall => stall::entries(),
-        Family::Payload => payload::entries(),
-        Family::Custom => custom::entries(),
-    }
-}
 
 /// workers each, for `duration`, with the default checks; the catalog's
 /// entry is this with two cgroups.
@@ -54,16 +47,17 @@ pub fn steady_plan(cgroups: usize, workers: usize, duration: Duration) -> Plan {
         .set_workers_per_cgroup(workers)
 }
 
+/// The declarations with one of our families, by family and then in the
+/// order their modules declare them. (A declaration naming a family we do
+/// not have is left out: the list is this crate's, and its unit tests
+/// check every entry's family.)
 static CATALOG: LazyLock<Vec<Canned>> = LazyLock::new(|| {
-    Family::ALL
-        .iter()
-        .flat_map(|&family| {
-            entries_of(family).into_iter().map(move |mut c| {
-                c.family = family;
-                c
-            })
-        })
-        .collect()
+    let mut all: Vec<Canned> = KTSTR_CATALOG.iter().filter_map(Canned::of).collect();
+    all.sort_by_key(|c| {
+        let rank = Family::ALL.iter().position(|f| *f == c.family);
+        (rank, c.decl.line)
+    });
+    all
 });
 
 /// Every canned scenario, family by family.

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use ktstr_protocol::model::{
-    AffinityIntent, Assert, Backdrop, CgroupDef, CpusetSpec, HoldSpec, MemPolicy, Needs, Op, Step,
-    Work, WorkType,
+    AffinityIntent, Assert, Backdrop, CgroupDef, CpusetSpec, HoldSpec, MemPolicy, Op, Step, Work,
+    WorkType,
 };
 
-use super::canned::{Canned, ScenarioParams, UNEVEN, backdrop, cg, half, steps_only};
+use super::canned::{ScenarioParams, UNEVEN, backdrop, cg, half, steps_only};
 
 pub(super) fn steady_steps(cgroups: usize, workers: usize) -> Vec<Step> {
     let defs = (0..cgroups)
@@ -18,10 +18,20 @@ pub(super) fn steady_steps(cgroups: usize, workers: usize) -> Vec<Step> {
     vec![Step::with_defs(defs, HoldSpec::FULL)]
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "two cgroups of CpuSpin workers for the whole run",
+)]
 fn steady(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(steady_steps(2, p.workers_per_cgroup))
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "one cgroup per LLC, confined to it",
+)]
 fn steady_llc(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let defs = (0..p.topology.llcs as usize)
         .map(|i| cg(&format!("llc_{i}"), p).with_cpuset(CpusetSpec::llc(i)))
@@ -29,6 +39,11 @@ fn steady_llc(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "two unconfined cgroups, then disjoint cpusets applied mid-run",
+)]
 fn cpuset_apply(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p), cg("cg_1", p)],
@@ -45,6 +60,11 @@ fn cpuset_apply(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "two cgroups on disjoint cpusets, then cleared mid-run",
+)]
 fn cpuset_clear(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![
@@ -61,6 +81,11 @@ fn cpuset_clear(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "one cgroup's cpuset grown, then shrunk",
+)]
 fn cpuset_resize(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let third = HoldSpec::frac(1.0 / 3.0);
     backdrop(
@@ -79,6 +104,11 @@ fn cpuset_resize(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "a second cgroup appears halfway",
+)]
 fn cgroup_add(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
@@ -89,6 +119,11 @@ fn cgroup_add(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "a cgroup created by ops is removed halfway",
+)]
 fn cgroup_remove(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
@@ -105,6 +140,11 @@ fn cgroup_remove(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "workers pinned to single CPUs halfway",
+)]
 fn affinity_change(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     backdrop(
         vec![cg("cg_0", p)],
@@ -118,6 +158,11 @@ fn affinity_change(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "single-CPU and LLC-aligned worker affinity",
+)]
 fn affinity_pinned(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // Each cgroup gets its own LLC so the two affinity kinds do not end up
     // sharing one CPU (which would be an oversubscription test instead).
@@ -135,6 +180,12 @@ fn affinity_pinned(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "managed cgroups plus workers in the runner's own cgroup (spread limit 30%)",
+    checks = CONTENTION_CHECKS,
+)]
 fn host_contention(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![
         Step::with_defs(vec![cg("cg_0", p), cg("cg_1", p)], HoldSpec::FULL).set_ops(vec![
@@ -143,6 +194,13 @@ fn host_contention(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side (spread check \
+             off: they use the CPU unevenly by design)",
+    checks = UNEVEN,
+)]
 fn mixed_workloads(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let w = p.workers_per_cgroup;
     let defs = vec![
@@ -168,6 +226,12 @@ fn mixed_workloads(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     steps_only(vec![Step::with_defs(defs, HoldSpec::FULL)])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "SmtSiblingSpin pairs, each on the two SMT siblings of a core",
+    requires_smt,
+)]
 fn smt_siblings(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // Pairs: an even worker count of at least two.
     let n = p.workers_per_cgroup.max(2).next_multiple_of(2);
@@ -181,6 +245,13 @@ fn smt_siblings(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "basic",
+    about = "a cgroup per NUMA node, its memory bound to that node, checked for locality",
+    checks = Assert::NONE.min_numa_locality(0.9),
+    min_numa_nodes = 2,
+)]
 fn numa_locality(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let defs = (0..p.topology.numa_nodes as usize)
         .map(|n| {
@@ -195,81 +266,3 @@ fn numa_locality(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
 /// Workers outside any managed cgroup take CPU time unevenly from the
 /// managed ones, so their spread gets more room than the default 15%.
 const CONTENTION_CHECKS: Assert = Assert::NONE.max_spread_pct(30.0);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "steady",
-            "two cgroups of CpuSpin workers for the whole run",
-            steady,
-        ),
-        Canned::steps(
-            "steady_llc",
-            "one cgroup per LLC, confined to it",
-            steady_llc,
-        ),
-        Canned::steps(
-            "cpuset_apply",
-            "two unconfined cgroups, then disjoint cpusets applied mid-run",
-            cpuset_apply,
-        ),
-        Canned::steps(
-            "cpuset_clear",
-            "two cgroups on disjoint cpusets, then cleared mid-run",
-            cpuset_clear,
-        ),
-        Canned::steps(
-            "cpuset_resize",
-            "one cgroup's cpuset grown, then shrunk",
-            cpuset_resize,
-        ),
-        Canned::steps("cgroup_add", "a second cgroup appears halfway", cgroup_add),
-        Canned::steps(
-            "cgroup_remove",
-            "a cgroup created by ops is removed halfway",
-            cgroup_remove,
-        ),
-        Canned::steps(
-            "affinity_change",
-            "workers pinned to single CPUs halfway",
-            affinity_change,
-        ),
-        Canned::steps(
-            "affinity_pinned",
-            "single-CPU and LLC-aligned worker affinity",
-            affinity_pinned,
-        ),
-        Canned::steps(
-            "host_contention",
-            "managed cgroups plus workers in the runner's own cgroup (spread limit 30%)",
-            host_contention,
-        )
-        .set_checks(CONTENTION_CHECKS),
-        Canned::steps(
-            "mixed_workloads",
-            "SpinWait, Bursty, IoSyncWrite, Mixed and YieldHeavy side by side (spread check \
-             off: they use the CPU unevenly by design)",
-            mixed_workloads,
-        )
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "smt_siblings",
-            "SmtSiblingSpin pairs, each on the two SMT siblings of a core",
-            smt_siblings,
-        )
-        .set_needs(Needs {
-            smt: true,
-            ..Needs::NONE
-        }),
-        Canned::steps(
-            "numa_locality",
-            "a cgroup per NUMA node, its memory bound to that node, checked for locality",
-            numa_locality,
-        )
-        .set_checks(Assert::NONE.min_numa_locality(0.9))
-        .set_needs(Needs {
-            min_numa_nodes: 2,
-            ..Needs::NONE
-        }),
-    ]
-}

@@ -9,7 +9,7 @@
 
 use ktstr_protocol::model::{Assert, Backdrop, CgroupDef, CheckName, SchedPolicy, Step, Work};
 
-use super::canned::{Canned, ScenarioParams, one_step};
+use super::canned::{ScenarioParams, one_step};
 
 /// Real-time workers: half the CPUs (at least one), so normal tasks keep
 /// the rest.
@@ -33,34 +33,64 @@ fn mix(works: Vec<Work>) -> (Backdrop, Vec<Step>) {
     one_step(vec![def])
 }
 
-fn rt_fifo(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "classes",
+    about = "SCHED_FIFO spinners on half the CPUs beside a normal worker per CPU",
+    checks = CLASS_CHECKS,
+)]
+fn rt_fifo_mix(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     mix(vec![
         of(rt_workers(p), SchedPolicy::Fifo(10)),
         of(p.cpus(), SchedPolicy::Normal),
     ])
 }
 
-fn rt_rr(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "classes",
+    about = "SCHED_RR spinners on half the CPUs beside a normal worker per CPU",
+    checks = CLASS_CHECKS,
+)]
+fn rt_rr_mix(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     mix(vec![
         of(rt_workers(p), SchedPolicy::RoundRobin(10)),
         of(p.cpus(), SchedPolicy::Normal),
     ])
 }
 
-fn idle_beside_normal(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "classes",
+    about = "a SCHED_IDLE and a normal worker per CPU: idle must not get more",
+    checks = CLASS_CHECKS,
+)]
+fn idle_mix(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     mix(vec![
         of(p.cpus(), SchedPolicy::Idle),
         of(p.cpus(), SchedPolicy::Normal),
     ])
 }
 
-fn batch_beside_normal(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "classes",
+    about = "a SCHED_BATCH and a normal worker per CPU",
+    checks = CLASS_CHECKS,
+)]
+fn batch_mix(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     mix(vec![
         of(p.cpus(), SchedPolicy::Batch),
         of(p.cpus(), SchedPolicy::Normal),
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "classes",
+    about = "normal, BATCH and IDLE workers together, in class order",
+    checks = CLASS_CHECKS,
+)]
 fn fair_classes(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // No RT spinner here: one holding a CPU skews where the load balancer
     // puts the rest, and the class means would measure placement.
@@ -77,38 +107,3 @@ fn fair_classes(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
 const CLASS_CHECKS: Assert = Assert::NONE
     .max_class_inversion_pct(10.0)
     .switch_off(CheckName::MaxSpreadPct);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "rt_fifo_mix",
-            "SCHED_FIFO spinners on half the CPUs beside a normal worker per CPU",
-            rt_fifo,
-        )
-        .set_checks(CLASS_CHECKS),
-        Canned::steps(
-            "rt_rr_mix",
-            "SCHED_RR spinners on half the CPUs beside a normal worker per CPU",
-            rt_rr,
-        )
-        .set_checks(CLASS_CHECKS),
-        Canned::steps(
-            "idle_mix",
-            "a SCHED_IDLE and a normal worker per CPU: idle must not get more",
-            idle_beside_normal,
-        )
-        .set_checks(CLASS_CHECKS),
-        Canned::steps(
-            "batch_mix",
-            "a SCHED_BATCH and a normal worker per CPU",
-            batch_beside_normal,
-        )
-        .set_checks(CLASS_CHECKS),
-        Canned::steps(
-            "fair_classes",
-            "normal, BATCH and IDLE workers together, in class order",
-            fair_classes,
-        )
-        .set_checks(CLASS_CHECKS),
-    ]
-}

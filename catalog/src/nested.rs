@@ -6,12 +6,22 @@
 
 use ktstr_protocol::model::{Assert, Backdrop, CgroupDef, CpusetSpec, HoldSpec, Op, Step};
 
-use super::canned::{Canned, ScenarioParams, cg, half, one_step, steps_only};
+use super::canned::{ScenarioParams, cg, half, one_step, steps_only};
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "nested",
+    about = "nested cgroups parent/a and parent/b next to a sibling",
+)]
 fn nested_steady(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![cg("parent/a", p), cg("parent/b", p), cg("other", p)])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "nested",
+    about = "cgroups three levels deep (top/mid/a, top/mid/b) beside shallower ones",
+)]
 fn nested_three_levels(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     one_step(vec![
         cg("top/mid/a", p),
@@ -21,6 +31,11 @@ fn nested_three_levels(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     ])
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "nested",
+    about = "all tasks of parent/a moved to parent/b halfway",
+)]
 fn nested_task_move(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     (
         Backdrop {
@@ -42,7 +57,13 @@ fn weighted(name: &'static str, weight: u32) -> CgroupDef {
         .cpu_weight(weight)
 }
 
-fn weights_two_levels(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "nested",
+    about = "w2/a and w2/b with cpu.weight 100 and 300 on one CPU: shares 1/4 and 3/4",
+    checks = WEIGHT_CHECKS,
+)]
+fn nested_weights(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // w2/a : w2/b = 100 : 300, so a quarter and three quarters of CPU 0.
     steps_only(vec![Step::with_defs(
         vec![weighted("w2/a", 100), weighted("w2/b", 300)],
@@ -50,7 +71,14 @@ fn weights_two_levels(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )])
 }
 
-fn weights_three_levels(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "nested",
+    about = "w3/a (weight 100) beside w3/m (300) whose child w3/m/x holds the workers, on one \
+             CPU: shares 1/4 and 3/4",
+    checks = WEIGHT_CHECKS,
+)]
+fn nested_weights_deep(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     // w3/a : w3/m = 100 : 300, and m's only busy child w3/m/x holds its
     // workers: a 1/4, m/x 3/4, decided by a weight two levels above x's
     // workers.
@@ -68,36 +96,3 @@ fn weights_three_levels(_: &ScenarioParams) -> (Backdrop, Vec<Step>) {
 
 /// Shares within a fifth of what the weights give.
 const WEIGHT_CHECKS: Assert = Assert::NONE.max_weight_error_pct(20.0);
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "nested_steady",
-            "nested cgroups parent/a and parent/b next to a sibling",
-            nested_steady,
-        ),
-        Canned::steps(
-            "nested_three_levels",
-            "cgroups three levels deep (top/mid/a, top/mid/b) beside shallower ones",
-            nested_three_levels,
-        ),
-        Canned::steps(
-            "nested_task_move",
-            "all tasks of parent/a moved to parent/b halfway",
-            nested_task_move,
-        ),
-        Canned::steps(
-            "nested_weights",
-            "w2/a and w2/b with cpu.weight 100 and 300 on one CPU: shares 1/4 and 3/4",
-            weights_two_levels,
-        )
-        .set_checks(WEIGHT_CHECKS),
-        Canned::steps(
-            "nested_weights_deep",
-            "w3/a (weight 100) beside w3/m (300) whose child w3/m/x holds the workers, on one \
-             CPU: shares 1/4 and 3/4",
-            weights_three_levels,
-        )
-        .set_checks(WEIGHT_CHECKS),
-    ]
-}

@@ -1,35 +1,20 @@
-//! What a catalog entry is: [`Canned`] (name, description, family, how
-//! its plan is built, its own checks, what it needs of the topology and the
-//! host), the parameters plans are built from, the payload programs a
-//! scenario may need packed ([`HostPayload`]), and the small builders the
-//! family modules share.
+//! What a catalog entry is to the host: [`Canned`], a view of a
+//! `#[ktstr::test]` declaration with a family (name, description, family,
+//! how its plan is built, its own checks, what it needs of the topology and
+//! the host), and the small builders the family modules share.
 //!
 //! Below every family module; it knows none of them.
 
-use std::path::Path;
-use std::time::Duration;
-
+use ktstr_agent::decl::{TestBody, TestDecl};
 use ktstr_protocol::model::{
-    Assert, Backdrop, CgroupDef, CheckName, HoldSpec, Needs, Payload, Plan, Step, Topology,
+    Assert, Backdrop, CgroupDef, CheckName, HoldSpec, Needs, Plan, Step, Topology,
 };
-
-/// What a canned scenario is built from.
-#[derive(Clone, Copy, Debug)]
-pub struct ScenarioParams {
-    pub topology: Topology,
-    pub duration: Duration,
-    pub workers_per_cgroup: usize,
-}
-
-impl ScenarioParams {
-    /// CPUs of the topology (at least one).
-    pub fn cpus(&self) -> usize {
-        (self.topology.total_cpus() as usize).max(1)
-    }
-}
+pub use ktstr_protocol::model::{HostPayload, ScenarioParams};
 
 /// A group of scenarios exercising one side of a scheduler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display, strum::VariantArray)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::Display, strum::EnumString, strum::VariantArray,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum Family {
     Basic,
@@ -74,93 +59,51 @@ impl Family {
     }
 }
 
-/// What a catalog entry runs.
-#[derive(Debug)]
-enum Body {
-    /// Steps built from the parameters.
-    Steps(fn(&ScenarioParams) -> (Backdrop, Vec<Step>)),
-    /// A scenario function every agent has, by name.
-    Custom(&'static str),
-}
-
-/// One catalog entry.
-#[derive(Debug)]
+/// One catalog entry: a `#[ktstr::test]` declaration with a family, as
+/// the host uses it.
+#[derive(Clone, Copy, Debug)]
 pub struct Canned {
     pub name: &'static str,
     pub about: &'static str,
     pub family: Family,
-    body: Body,
-    /// This scenario's own check layer, merged over the caller's.
-    checks: Assert,
     /// What it needs of the topology; unmet, it is skipped.
     pub needs: Needs,
     /// It only means something with a sched_ext scheduler attached.
     pub needs_scheduler: bool,
     /// Programs it runs, which the host must pack.
     pub payloads: &'static [&'static HostPayload],
+    /// The declaration it comes from.
+    pub decl: &'static TestDecl,
 }
 
 impl Canned {
-    pub(super) const fn steps(
-        name: &'static str,
-        about: &'static str,
-        build: fn(&ScenarioParams) -> (Backdrop, Vec<Step>),
-    ) -> Self {
-        Self {
-            name,
-            about,
-            family: Family::Basic,
-            body: Body::Steps(build),
-            checks: Assert::NONE,
-            needs: Needs::NONE,
-            needs_scheduler: false,
-            payloads: &[],
-        }
-    }
-
-    pub(super) const fn custom(
-        name: &'static str,
-        about: &'static str,
-        function: &'static str,
-    ) -> Self {
-        Self {
-            body: Body::Custom(function),
-            ..Self::steps(name, about, |_| (Backdrop::default(), Vec::new()))
-        }
-    }
-
-    pub(super) const fn set_checks(mut self, checks: Assert) -> Self {
-        self.checks = checks;
-        self
-    }
-
-    pub(super) const fn set_needs(mut self, needs: Needs) -> Self {
-        self.needs = needs;
-        self
-    }
-
-    pub(super) const fn set_needs_scheduler(mut self) -> Self {
-        self.needs_scheduler = true;
-        self
-    }
-
-    pub(super) const fn set_payloads(mut self, payloads: &'static [&'static HostPayload]) -> Self {
-        self.payloads = payloads;
-        self
+    /// The entry for `decl`, if its family is one of ours.
+    pub(crate) fn of(decl: &'static TestDecl) -> Option<Self> {
+        let family = decl.family?.parse::<Family>().ok()?;
+        Some(Self {
+            name: decl.name,
+            about: decl.about,
+            family,
+            needs: decl.needs,
+            needs_scheduler: decl.needs_scheduler,
+            payloads: decl.payloads,
+            decl,
+        })
     }
 
     /// The plan for `p`, checked with `assert` (default -> scheduler layers)
-    /// overlaid with the scenario's own layer.
+    /// overlaid with the scenario's own layer. Steps are built here, on
+    /// the host; a function entry is named for the agent to run.
     pub fn plan(&self, p: &ScenarioParams, assert: Assert) -> Plan {
-        let plan = match &self.body {
-            Body::Steps(build) => {
+        let plan = match self.decl.body {
+            TestBody::Steps(build) => {
                 let (backdrop, steps) = build(p);
                 Plan::new(self.name, steps, p.duration).set_backdrop(backdrop)
             }
-            Body::Custom(function) => Plan::custom(self.name, *function, p.duration),
+            TestBody::Guest(_) => Plan::custom(self.name, self.name, p.duration),
         };
         plan.set_workers_per_cgroup(p.workers_per_cgroup)
-            .set_assert(assert.merge(&self.checks))
+            .set_assert(assert.merge(&self.decl.own_checks()))
             .set_needs(self.needs)
     }
 
@@ -200,34 +143,6 @@ impl Canned {
             );
         }
         self.payloads.iter().find_map(|p| p.missing())
-    }
-}
-
-/// The `steady` scenario with `cgroups` cgroups of `workers` CpuSpin
-/// A payload and where the host has its binary.
-#[derive(Debug)]
-pub struct HostPayload {
-    pub payload: Payload,
-    /// On the host; packed at the payload's own path in the guest.
-    pub host_path: &'static str,
-    /// The Debian package that installs it.
-    pub package: &'static str,
-}
-
-impl HostPayload {
-    /// Why it cannot be packed, if the host lacks it.
-    pub fn missing(&self) -> Option<String> {
-        (!Path::new(self.host_path).is_file()).then(|| {
-            format!(
-                "needs {} ({}) on the host: apt-get install {} (the setup step installs it)",
-                self.payload.name, self.host_path, self.package
-            )
-        })
-    }
-
-    /// (guest path, host path) for packing.
-    pub fn executable(&self) -> (String, std::path::PathBuf) {
-        (self.payload.binary.to_string(), self.host_path.into())
     }
 }
 

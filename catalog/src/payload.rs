@@ -12,7 +12,7 @@ use ktstr_protocol::model::{
     Backdrop, CgroupDef, HoldSpec, MetricLimit, MetricsFormat, Op, Payload, PayloadSpec, Step,
 };
 
-use super::canned::{Canned, HostPayload, ScenarioParams, UNEVEN};
+use super::canned::{HostPayload, ScenarioParams, UNEVEN};
 
 /// stress-ng must have done some work.
 static STRESS_NG_LIMITS: [MetricLimit; 1] = [MetricLimit::at_least("cpu.bogo_ops", 1.0)];
@@ -94,6 +94,12 @@ fn stress_ng_args(p: &ScenarioParams) -> Vec<String> {
     ]
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "payload",
+    about = "stress-ng --cpu, one stressor per CPU; its bogo-ops land in the result",
+    payloads = USES_STRESS_NG,
+)]
 fn stress_ng_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     run_then_wait(
         (&STRESS_NG.payload).into(),
@@ -103,6 +109,14 @@ fn stress_ng_cpu(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "payload",
+    about = "stress-ng --cpu beside a CpuSpin worker per CPU (spread off: stress-ng's \
+             processes are not workers)",
+    payloads = USES_STRESS_NG,
+    checks = UNEVEN,
+)]
 fn stress_ng_beside_workers(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let spin = CgroupDef::named("spin").workers(p.cpus());
     run_then_wait(
@@ -120,7 +134,14 @@ fn cyclictest_args(p: &ScenarioParams) -> Vec<String> {
     ]
 }
 
-fn cyclictest_alone(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "payload",
+    about = "cyclictest, a normal-priority thread per CPU, on an idle guest; max latency \
+             within 50 ms",
+    payloads = USES_CYCLICTEST,
+)]
+fn cyclictest_idle(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     run_then_wait(
         (&CYCLICTEST.payload).into(),
         cyclictest_args(p),
@@ -129,6 +150,12 @@ fn cyclictest_alone(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     )
 }
 
+#[ktstr_macros::test(
+    crate = ktstr_agent,
+    family = "payload",
+    about = "cyclictest beside a CpuSpin worker per CPU; max latency within 250 ms",
+    payloads = USES_CYCLICTEST,
+)]
 fn cyclictest_loaded(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
     let spin = CgroupDef::named("spin").workers(p.cpus());
     let spec = PayloadSpec::from(&CYCLICTEST.payload).set_limits(vec![
@@ -136,36 +163,4 @@ fn cyclictest_loaded(p: &ScenarioParams) -> (Backdrop, Vec<Step>) {
         MetricLimit::at_most("max_latency_us", CYCLICTEST_LOADED_MAX_US),
     ]);
     run_then_wait(spec, cyclictest_args(p), "latency", vec![spin])
-}
-
-pub(super) fn entries() -> Vec<Canned> {
-    vec![
-        Canned::steps(
-            "stress_ng_cpu",
-            "stress-ng --cpu, one stressor per CPU; its bogo-ops land in the result",
-            stress_ng_cpu,
-        )
-        .set_payloads(&USES_STRESS_NG),
-        Canned::steps(
-            "stress_ng_beside_workers",
-            "stress-ng --cpu beside a CpuSpin worker per CPU (spread off: stress-ng's \
-             processes are not workers)",
-            stress_ng_beside_workers,
-        )
-        .set_payloads(&USES_STRESS_NG)
-        .set_checks(UNEVEN),
-        Canned::steps(
-            "cyclictest_idle",
-            "cyclictest, a normal-priority thread per CPU, on an idle guest; max latency \
-             within 50 ms",
-            cyclictest_alone,
-        )
-        .set_payloads(&USES_CYCLICTEST),
-        Canned::steps(
-            "cyclictest_loaded",
-            "cyclictest beside a CpuSpin worker per CPU; max latency within 250 ms",
-            cyclictest_loaded,
-        )
-        .set_payloads(&USES_CYCLICTEST),
-    ]
 }
