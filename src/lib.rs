@@ -21,6 +21,9 @@ pub use ktstr_macros::test;
 pub mod prelude {
     pub use ktstr_agent::scenario::prelude::*;
     pub use ktstr_agent::scenario::{Setup, Step};
+    /// The model's step as it travels in a plan (what a scenario written as
+    /// data returns).
+    pub use ktstr_protocol::model::Step as WireStep;
     pub use ktstr_protocol::model::*;
     pub use ktstr_protocol::{GuestMsg, HostMsg};
 }

@@ -100,7 +100,8 @@ fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
         [
             "a_cgroup_per_llc.json",
             "cpuset_narrows_under_load.json",
-            "every_worker_gets_cpu.json"
+            "every_worker_gets_cpu.json",
+            "spread_then_pinned.json"
         ]
     );
     let json: serde_json::Value = serde_json::from_str(
@@ -109,10 +110,18 @@ fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
     .unwrap();
     assert_eq!(json["passed"], true, "{json}");
     assert_eq!(json["scheduler"]["name"], "ktstr_fifo", "{json}");
+    // The test written as data ran the two steps the host built.
+    let data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.path().join("spread_then_pinned.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(data["passed"], true, "{data}");
+    assert_eq!(data["steps"].as_array().map(Vec::len), Some(2), "{data}");
     for name in [
         "every_worker_gets_cpu",
         "cpuset_narrows_under_load",
         "a_cgroup_per_llc",
+        "spread_then_pinned",
     ] {
         assert!(
             all.contains(&format!("test {name} ... ok")),
@@ -132,7 +141,7 @@ fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
         "{all}"
     );
     assert!(
-        all.contains("test result: ok. 3 passed; 0 failed; 2 ignored"),
+        all.contains("test result: ok. 4 passed; 0 failed; 2 ignored"),
         "{all}"
     );
 
@@ -218,6 +227,7 @@ fn nextest_partitions_cover_the_run_and_junit_has_the_failure() {
         "a_cgroup_per_llc",
         "cpuset_narrows_under_load",
         "every_worker_gets_cpu",
+        "spread_then_pinned",
     ]
     .into_iter()
     .map(String::from)

@@ -625,10 +625,7 @@ mod tests {
         assert!(rec.msgs.is_empty(), "nothing ran");
 
         fn two_cgroups(ctx: &crate::scenario::Ctx) -> Result<AssertResult> {
-            crate::scenario::execute_defs(
-                ctx,
-                vec![ctx.cgroup_def("cg_0"), ctx.cgroup_def("cg_1")],
-            )
+            crate::scenario::execute_defs(ctx, vec![ctx.cgroup_def("cg_0"), ctx.cgroup_def("cg_1")])
         }
         let registry = ScenarioRegistry::with_builtins().register("two_cgroups", two_cgroups);
         let custom = Plan::custom("c", "two_cgroups", Duration::from_millis(50))

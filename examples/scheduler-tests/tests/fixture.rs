@@ -61,6 +61,23 @@ fn cpuset_narrows_under_load(ctx: &Ctx) -> Result<AssertResult> {
     execute_scenario(ctx, backdrop, steps)
 }
 
+/// A scenario as data: a function of the parameters (topology, hold,
+/// workers per cgroup) that returns the backdrop and steps. The host builds
+/// them and sends them as the plan, so they are checked before the guest
+/// boots. These are the wire steps (`WireStep`): data only, no factories.
+#[ktstr::test(scheduler = "fixture", duration = "3s")]
+fn spread_then_pinned(p: &ScenarioParams) -> (Backdrop, Vec<WireStep>) {
+    let backdrop = Backdrop::new().push_cgroup(CgroupDef::named("all").workers(p.cpus()));
+    let steps = vec![
+        WireStep::hold(HoldSpec::frac(0.5)),
+        WireStep::with_op(
+            Op::set_affinity("all", AffinityIntent::SingleCpu),
+            HoldSpec::frac(0.5),
+        ),
+    ];
+    (backdrop, steps)
+}
+
 /// A setup factory: the cgroups depend on the topology the test got (one
 /// per LLC, pinned to it).
 fn one_cgroup_per_llc(ctx: &Ctx) -> Vec<CgroupDef> {
