@@ -86,9 +86,13 @@ pub struct VmtestArgs {
     /// lack them. Default: `--kernel` itself when that is an ELF.
     #[arg(long)]
     vmlinux: Option<PathBuf>,
-    /// Boot with `nokaslr`: the kernel at its link address (KASLR is on
-    /// by default, as on the machines schedulers ship to).
+    /// Randomize the kernel's address (KASLR), as on the machines
+    /// schedulers ship to. Off by default: the kernel at its link address
+    /// boots through PVH under QEMU, about a second faster under TCG.
     #[arg(long)]
+    kaslr: bool,
+    /// The default now (kept so older command lines still work).
+    #[arg(long, hide = true, conflicts_with = "kaslr")]
     no_kaslr: bool,
 }
 
@@ -194,7 +198,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
             spec.memory_mib = m;
         }
         spec.verbose = a.kernel_console;
-        spec.kaslr = !a.no_kaslr;
+        spec.kaslr = a.kaslr && !a.no_kaslr;
         let vmlinux = given_vmlinux.or_else(|| image_vmlinux(&prepared.kernel.image, progress));
         let cfg = RunConfig {
             vmlinux,

@@ -18,6 +18,7 @@
 //! | `fetch.rs` | package selection and the fetch itself |
 //! | `debver.rs` | Debian version ordering |
 //! | `modules.rs` | the KVM modules of a cached kernel, for the nested-KVM check |
+//! | `pvh.rs` | a bzImage's kernel as an ELF QEMU enters through PVH, extracted once |
 
 pub mod apt;
 pub mod cache;
@@ -27,6 +28,7 @@ mod error;
 pub mod fetch;
 pub mod image;
 pub mod modules;
+pub mod pvh;
 pub mod sources;
 
 use std::path::PathBuf;

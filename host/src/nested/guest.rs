@@ -79,6 +79,9 @@ fn run() -> Result<String, L1Error> {
     );
     spec.memory_mib = cfg.memory_mib;
     spec.verbose = cfg.verbose;
+    // Our VMM boots the bzImage through its decompressor: with KASLR on,
+    // the check that it moved the kernel proves that path.
+    spec.kaslr = true;
     spec.cmdline_extra = cfg.cmdline_extra;
     let run_cfg = RunConfig {
         boot_timeout: Duration::from_secs(cfg.boot_timeout_s),

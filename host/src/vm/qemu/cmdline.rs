@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ktstr_protocol::ShmArg;
 
+use super::fast_boot::FastBoot;
 use super::layout::MemoryLayout;
 use crate::vm::{VmError, VmSpec};
 
@@ -105,9 +106,9 @@ fn mem_size(bytes: u64) -> String {
 /// The guest kernel command line: console on the first serial port, KASLR
 /// unless the spec turns it off (the decompressor keeps clear of `memmap=`
 /// regions and the initrd, so the ring stays whole), panic and reboot turn into a QEMU exit (`-no-reboot`), the region
-/// reserved with `memmap=SIZE$ADDR` and announced with `ktstr.shm=`, then
-/// the spec's extra words.
-pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout) -> String {
+/// reserved with `memmap=SIZE$ADDR` and announced with `ktstr.shm=`, the
+/// fast-boot words, then the spec's extra words (last, so they win).
+pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout, fast: &FastBoot) -> String {
     let mut words: Vec<String> = ["console=ttyS0", "panic=-1", "reboot=k"]
         .map(String::from)
         .into();
@@ -130,6 +131,7 @@ pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout) -> String {
         }
         .to_string(),
     );
+    words.extend(fast.words.iter().cloned());
     words.extend(spec.cmdline_extra.iter().cloned());
     words.join(" ")
 }
@@ -145,6 +147,7 @@ pub fn qemu_args(
     accel: Accel,
     layout: &MemoryLayout,
     files: &QemuFiles,
+    fast: &FastBoot,
 ) -> Result<Vec<String>, VmError> {
     let topo = &spec.topology;
     if files.ram.len() != layout.nodes as usize || layout.nodes != topo.numa_nodes {
@@ -216,9 +219,12 @@ pub fn qemu_args(
         "-gdb",
         &format!("unix:{},server=on,wait=off", opt_path(&files.gdb)?),
     ]);
-    push(&["-kernel", &raw_path(&spec.kernel)?]);
+    push(&[
+        "-kernel",
+        &raw_path(fast.pvh_kernel.as_ref().unwrap_or(&spec.kernel))?,
+    ]);
     push(&["-initrd", &raw_path(&spec.initramfs)?]);
-    push(&["-append", &kernel_cmdline(spec, layout)]);
+    push(&["-append", &kernel_cmdline(spec, layout, fast)]);
     Ok(a)
 }
 
@@ -259,7 +265,7 @@ mod tests {
     fn one_node_one_llc() {
         let s = spec("1n1l2c1t", 512);
         let l = MemoryLayout::plan(512, 1, 16 * MIB, 0x400_0000, 0).unwrap();
-        let args = qemu_args(&s, Accel::Tcg, &l, &files(1)).unwrap();
+        let args = qemu_args(&s, Accel::Tcg, &l, &files(1), &FastBoot::default()).unwrap();
         let expected = [
             "-nodefaults",
             "-no-user-config",
@@ -291,7 +297,7 @@ mod tests {
             "-initrd",
             "/k/initrd.cpio",
             "-append",
-            "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 \
+            "console=ttyS0 panic=-1 reboot=k nokaslr quiet loglevel=3 \
              memmap=16M$0x10000000 ktstr.shm=0x10000000,0x1000000",
         ];
         assert_eq!(args, expected);
@@ -306,7 +312,7 @@ mod tests {
         s.cmdline_extra = vec!["foo=1".into(), "bar".into()];
         let l = MemoryLayout::plan(1024, 2, 16 * MIB, 0x400_0000, 0).unwrap();
         assert_eq!(l.node_bytes, 512 * MIB);
-        let args = qemu_args(&s, Accel::Kvm, &l, &files(2)).unwrap();
+        let args = qemu_args(&s, Accel::Kvm, &l, &files(2), &FastBoot::default()).unwrap();
         assert_eq!(values(&args, "-machine"), ["q35"]);
         assert_eq!(values(&args, "-accel"), ["kvm"]);
         assert_eq!(values(&args, "-cpu"), ["host"]);
@@ -354,7 +360,7 @@ mod tests {
         let mut s = spec("1n1l1c1t", 512);
         s.shm_size = 68 * 1024;
         let l = MemoryLayout::plan(512, 1, s.shm_size, 0, 0).unwrap();
-        let line = kernel_cmdline(&s, &l);
+        let line = kernel_cmdline(&s, &l, &FastBoot::default());
         assert!(
             line.contains("memmap=68K$0x10000000 ktstr.shm=0x10000000,0x11000"),
             "{line}"
@@ -366,7 +372,7 @@ mod tests {
         let s = spec("1n1l1c1t", 512);
         let l = MemoryLayout::plan(512, 1, 16 * MIB, 0, 0).unwrap();
         let f = QemuFiles::new(Path::new("/tmp/a,b"), Path::new("/dev/shm"), "k", 1);
-        let args = qemu_args(&s, Accel::Tcg, &l, &f).unwrap();
+        let args = qemu_args(&s, Accel::Tcg, &l, &f, &FastBoot::default()).unwrap();
         assert_eq!(
             values(&args, "-qmp"),
             ["unix:/tmp/a,,b/qmp.sock,server=on,wait=off"]
@@ -377,6 +383,25 @@ mod tests {
     fn node_count_mismatch_is_an_error() {
         let s = spec("2n2l1c1t", 512);
         let l = MemoryLayout::plan(512, 1, 16 * MIB, 0, 0).unwrap();
-        assert!(qemu_args(&s, Accel::Tcg, &l, &files(1)).is_err());
+        assert!(qemu_args(&s, Accel::Tcg, &l, &files(1), &FastBoot::default()).is_err());
+    }
+
+    #[test]
+    fn a_pvh_kernel_replaces_the_bzimage_and_user_words_come_last() {
+        let mut s = spec("1n1l1c1t", 512);
+        s.cmdline_extra = vec!["lpj=7".into()];
+        let l = MemoryLayout::plan(512, 1, 16 * MIB, 0, 0).unwrap();
+        let fast = FastBoot {
+            pvh_kernel: Some("/cache/pvh/abc.vmlinux".into()),
+            words: vec!["lpj=123".into(), "cryptomgr.notests".into()],
+            pvh_skipped: None,
+        };
+        let args = qemu_args(&s, Accel::Tcg, &l, &files(1), &fast).unwrap();
+        assert_eq!(values(&args, "-kernel"), ["/cache/pvh/abc.vmlinux"]);
+        let line = &values(&args, "-append")[0];
+        assert!(
+            line.ends_with("lpj=123 cryptomgr.notests lpj=7"),
+            "the user's own words override: {line}"
+        );
     }
 }

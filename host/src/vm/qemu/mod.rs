@@ -12,6 +12,7 @@
 //! `process` (spawning and exit classification).
 
 mod cmdline;
+mod fast_boot;
 mod gdb;
 mod layout;
 pub(crate) mod process;
@@ -187,7 +188,16 @@ impl QemuBackend {
                 files.qmp.display()
             )));
         }
-        let args = qemu_args(spec, self.accel, &layout, &files)?;
+        let fast = fast_boot::plan(spec, self.accel == Accel::Tcg);
+        match (&fast.pvh_kernel, &fast.pvh_skipped) {
+            (Some(k), _) => tracing::debug!("entering the kernel through PVH: {}", k.display()),
+            (None, Some(why)) => tracing::info!(
+                "booting {} as a bzImage (no PVH entry: {why})",
+                spec.kernel.display()
+            ),
+            (None, None) => {}
+        }
+        let args = qemu_args(spec, self.accel, &layout, &files, &fast)?;
 
         let mut node0 = None;
         let mut ram_maps = Vec::new();
