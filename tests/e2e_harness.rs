@@ -268,7 +268,7 @@ fn nextest_partitions_cover_the_run_and_junit_has_the_failure() {
         xml.contains(r#"<testcase name="crashing_scheduler_fails""#),
         "{xml}"
     );
-    assert!(xml.contains(r#"tests="5" skipped="2""#), "{xml}");
+    assert!(xml.contains(r#"tests="6" skipped="2""#), "{xml}");
 
     let (o1, part1, _) = run(&["--partition", "hash:1/2"]);
     let (o2, part2, _) = run(&["--partition", "hash:2/2"]);

@@ -12,6 +12,7 @@
 //! - [`vm`]: the backend trait, our KVM VMM, QEMU, and backend selection.
 //! - [`scenarios`], [`scheds`]: the canned plans and scheduler resolution.
 //! - [`outcome`], [`runner`], [`report`]: one run, its result, its text.
+//! - [`gauntlet`]: sweeps across presets, flag profiles and kernels.
 //! - [`nested`]: our VMM on real KVM inside QEMU's emulated SVM.
 //! - [`skip`]: what a test needs from this machine, or why it skips.
 //! - [`cli`]: the `ktstr` / `cargo xtask` commands.
@@ -35,6 +36,7 @@ pub use ktstr_catalog as scenarios;
 pub mod scheds;
 pub mod outcome;
 pub mod runner;
+pub mod gauntlet;
 pub mod report;
 pub mod junit;
 pub mod nested;

@@ -1,4 +1,4 @@
-//! The command line a person types: `ktstr vmtest|kernel fetch|setup`, the
+//! The command line a person types: `ktstr vmtest|gauntlet|compare|kernel fetch|setup`, the
 //! same commands `cargo xtask` forwards. Parsing (clap), diagnostics setup
 //! (`-v`, `RUST_LOG`), and each command's glue over the library.
 //!
@@ -6,7 +6,9 @@
 //! returns typed errors. It owns no logic a test could want without a
 //! terminal: that stays in the modules it calls.
 
+mod compare;
 mod duration;
+mod gauntlet;
 mod junit;
 mod vmtest;
 
@@ -34,6 +36,13 @@ pub struct Global {
 pub enum Command {
     /// Boot a kernel with the agent and run a scenario.
     Vmtest(Box<VmtestArgs>),
+    /// Sweep canned scenarios across topology presets, scheduler flag
+    /// profiles and kernels: a matrix, JSON, JUnit and a stored run.
+    Gauntlet(Box<gauntlet::GauntletArgs>),
+    /// Compare two sweeps (run ids, baseline names or run directories;
+    /// several comma-separated runs a side for a t-test): per-metric
+    /// deltas with their gates, exit 1 on a regression.
+    Compare(compare::CompareArgs),
     /// Kernel management.
     Kernel {
         #[command(subcommand)]
@@ -96,6 +105,8 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
     let progress = Progress::stderr();
     match cmd {
         Command::Vmtest(a) => vmtest::run(*a, &progress),
+        Command::Gauntlet(a) => gauntlet::run(*a, &progress),
+        Command::Compare(a) => compare::run(&a, &progress),
         Command::JunitSkipped(a) => junit::run(&a, &progress),
         Command::Kernel {
             cmd: KernelCmd::Fetch { refresh },

@@ -1,0 +1,293 @@
+//! What a sweep runs: cells (scenario x preset x flag profile x kernel),
+//! grouped into VM groups (preset x profile x kernel: one guest runs its
+//! scenarios one after another), the cells that cannot run and why, and
+//! the deterministic split into shards. Pure: nothing here boots.
+
+use std::fmt;
+
+use ktstr_protocol::model::Needs;
+use serde::{Deserialize, Serialize};
+
+use super::presets::Preset;
+use crate::scenarios::Canned;
+
+/// A scheduler flag profile: the flags enabled (none: the scheduler's
+/// defaults, or EEVDF when there is no scheduler).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Profile(pub Vec<String>);
+
+impl fmt::Display for Profile {
+    /// `default`, or the flags joined by `+`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("default")
+        } else {
+            f.write_str(&self.0.join("+"))
+        }
+    }
+}
+
+/// One variant of a sweep.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cell {
+    pub scenario: String,
+    pub preset: String,
+    /// The preset's topology, `NnLlCcTt`.
+    pub topology: String,
+    pub profile: Profile,
+    /// Index into the sweep's kernels, and that kernel's label.
+    pub kernel: usize,
+    pub kernel_label: String,
+}
+
+impl Cell {
+    /// `scenario/preset[/profile][/kernel]`: the name in tables, JUnit
+    /// and file names (the profile and kernel only when they vary).
+    pub fn name(&self, with_profile: bool, with_kernel: bool) -> String {
+        let mut n = format!("{}/{}", self.scenario, self.preset);
+        if with_profile {
+            n.push('/');
+            n.push_str(&self.profile.to_string());
+        }
+        if with_kernel {
+            n.push('/');
+            n.push_str(&self.kernel_label);
+        }
+        n
+    }
+}
+
+/// Scenarios that share one guest.
+#[derive(Clone, Debug)]
+pub struct Group<'c> {
+    pub preset: Preset,
+    pub profile: Profile,
+    pub kernel: usize,
+    pub scenarios: Vec<&'c Canned>,
+}
+
+impl Group<'_> {
+    /// `preset/profile/kernel`: what orders and shards groups.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.preset.name, self.profile, self.kernel)
+    }
+}
+
+/// A cell that does not run, and why.
+#[derive(Clone, Debug)]
+pub struct SkippedCell {
+    pub cell: Cell,
+    pub reason: String,
+}
+
+/// A whole sweep: the groups to boot and the cells skipped up front.
+#[derive(Clone, Debug)]
+pub struct Sweep<'c> {
+    pub groups: Vec<Group<'c>>,
+    pub skipped: Vec<SkippedCell>,
+}
+
+/// What decides whether a scenario can run, beyond its own needs.
+pub struct Constraints<'a> {
+    /// The scheduler's declared needs.
+    pub sched_needs: &'a Needs,
+    pub has_scheduler: bool,
+}
+
+/// Every cell of `scenarios` x `presets` x `profiles` x `kernels`, in
+/// groups; cells a preset cannot run are skipped with the reason.
+pub fn expand<'c>(
+    scenarios: &[&'c Canned],
+    presets: &[Preset],
+    profiles: &[Profile],
+    kernels: &[String],
+    c: &Constraints<'_>,
+) -> Sweep<'c> {
+    let mut groups = Vec::new();
+    let mut skipped = Vec::new();
+    for (k, kernel_label) in kernels.iter().enumerate() {
+        for profile in profiles {
+            for preset in presets {
+                let mut group = Group {
+                    preset: preset.clone(),
+                    profile: profile.clone(),
+                    kernel: k,
+                    scenarios: Vec::new(),
+                };
+                for &s in scenarios {
+                    match s.skip_reason_with(&preset.topology, c.sched_needs, c.has_scheduler) {
+                        Some(reason) => skipped.push(SkippedCell {
+                            cell: cell(s, preset, profile, k, kernel_label),
+                            reason,
+                        }),
+                        None => group.scenarios.push(s),
+                    }
+                }
+                if !group.scenarios.is_empty() {
+                    groups.push(group);
+                }
+            }
+        }
+    }
+    Sweep { groups, skipped }
+}
+
+/// The cell of scenario `s` in a group.
+pub fn cell(s: &Canned, preset: &Preset, profile: &Profile, kernel: usize, label: &str) -> Cell {
+    Cell {
+        scenario: s.name.to_string(),
+        preset: preset.name.clone(),
+        topology: preset.topology.to_string(),
+        profile: profile.clone(),
+        kernel,
+        kernel_label: label.to_string(),
+    }
+}
+
+/// A shard `K/N` (1-based) as the command line writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: a shard is K/N, e.g. 1/4"))?;
+        let index: u32 = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: K is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: N is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("{s:?}: need 1 <= K <= N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl<'c> Sweep<'c> {
+    /// This shard's part: groups dealt round-robin in key order, so every
+    /// shard of the same sweep agrees and each group runs in exactly one.
+    /// Skipped cells go with the group key they would have had, so a merge
+    /// of all shards lists each once.
+    pub fn shard(mut self, shard: Shard) -> Sweep<'c> {
+        let n = shard.count as usize;
+        let mine = |i: usize| i % n == (shard.index - 1) as usize;
+        self.groups.sort_by_key(Group::key);
+        let keys: Vec<String> = self.groups.iter().map(Group::key).collect();
+        let groups = self
+            .groups
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| mine(*i))
+            .map(|(_, g)| g)
+            .collect();
+        // A skipped cell's group may have no runnable scenario (so no
+        // group); those are dealt by their own key's hash-free position
+        // after the runnable ones.
+        let mut extra: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|s| skipped_key(&s.cell))
+            .filter(|k| !keys.contains(k))
+            .collect();
+        extra.sort();
+        extra.dedup();
+        let owner = |key: &str| -> bool {
+            match keys.iter().position(|k| k == key) {
+                Some(i) => mine(i),
+                None => extra
+                    .iter()
+                    .position(|k| k == key)
+                    .is_some_and(|i| mine(keys.len() + i)),
+            }
+        };
+        let skipped = self
+            .skipped
+            .into_iter()
+            .filter(|s| owner(&skipped_key(&s.cell)))
+            .collect();
+        Sweep { groups, skipped }
+    }
+
+    /// Cells to run, in order.
+    pub fn runnable(&self) -> usize {
+        self.groups.iter().map(|g| g.scenarios.len()).sum()
+    }
+}
+
+fn skipped_key(c: &Cell) -> String {
+    format!("{}/{}/{}", c.preset, c.profile, c.kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::presets;
+    use super::*;
+    use crate::scenarios;
+
+    fn sweep() -> Sweep<'static> {
+        let chosen = scenarios::select("steady,smt_siblings,numa_locality,cpuset_apply").unwrap();
+        let presets =
+            presets::choose(Some("1n1l2c1t,1n2l2c1t,2n2l1c1t,smt-2llc"), 8, 4096).unwrap();
+        expand(
+            &chosen,
+            &presets,
+            &[Profile::default(), Profile(vec!["slow".into()])],
+            &["k".into()],
+            &Constraints {
+                sched_needs: &Needs::NONE,
+                has_scheduler: true,
+            },
+        )
+    }
+
+    #[test]
+    fn cells_are_grouped_by_preset_and_profile_and_skips_say_why() {
+        let s = sweep();
+        // 4 scenarios x 4 presets x 2 profiles = 32 cells.
+        assert_eq!(s.runnable() + s.skipped.len(), 32);
+        assert_eq!(s.groups.len(), 8, "every preset runs something");
+        let smt = s
+            .skipped
+            .iter()
+            .find(|c| c.cell.scenario == "smt_siblings" && c.cell.preset == "1n1l2c1t")
+            .unwrap();
+        assert!(smt.reason.contains("SMT"), "{}", smt.reason);
+        assert!(
+            s.groups
+                .iter()
+                .filter(|g| g.preset.name == "2n2l1c1t")
+                .all(|g| g.scenarios.iter().any(|c| c.name == "numa_locality"))
+        );
+        assert_eq!(s.groups[0].key(), "1n1l2c1t/default/0");
+    }
+
+    #[test]
+    fn shards_split_groups_and_together_are_the_whole() {
+        let whole = sweep();
+        let mut groups: Vec<String> = Vec::new();
+        let mut skipped = 0;
+        for k in 1..=3 {
+            let part = sweep().shard(Shard { index: k, count: 3 });
+            groups.extend(part.groups.iter().map(Group::key));
+            skipped += part.skipped.len();
+        }
+        let mut all: Vec<String> = whole.groups.iter().map(Group::key).collect();
+        all.sort();
+        groups.sort();
+        assert_eq!(groups, all, "each group in exactly one shard");
+        assert_eq!(skipped, whole.skipped.len());
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/2", "3/2", "1", "a/b", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}

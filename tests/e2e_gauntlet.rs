@@ -1,0 +1,166 @@
+//! The gauntlet end to end under QEMU: a 3-preset x 5-scenario sweep under
+//! EEVDF passes with 15 cells in its matrix, JSON and JUnit; the same sweep
+//! as two shards, merged, is the same matrix; under the fixture's `crash`
+//! flag every cell fails with the scheduler's own words and every scenario
+//! of each VM group still runs (each in a fresh guest after a failure).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+use ktstr_host::gauntlet::CellRecord;
+use ktstr_host::gauntlet::store::RunDir;
+
+const PRESETS: &str = "1n1l2c1t,1n2l2c1t,2n2l1c1t";
+const SCENARIOS: &str = "steady,steady_llc,cpuset_apply,cgroup_add,nested_steady";
+
+/// Runs `ktstr gauntlet ARGS` into `results`; (passed, JSON document).
+fn gauntlet(results: &Path, json: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
+    let mut args: Vec<OsString> = vec!["ktstr".into(), "gauntlet".into()];
+    args.extend(extra.iter().map(OsString::from));
+    args.extend([
+        "--results-dir".into(),
+        results.as_os_str().to_owned(),
+        "--json".into(),
+        json.as_os_str().to_owned(),
+    ]);
+    let passed = ktstr_host::cli::run_from(args).expect("the gauntlet runs");
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (passed, doc)
+}
+
+fn sweep_args<'a>(duration: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--presets",
+        PRESETS,
+        "--scenario",
+        SCENARIOS,
+        "--duration",
+        duration,
+        "--jobs",
+        "1",
+    ];
+    v.extend_from_slice(more);
+    v
+}
+
+/// cell name -> status, from a sweep's JSON.
+fn statuses(doc: &serde_json::Value) -> BTreeMap<String, String> {
+    doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let c = &r["cell"];
+            (
+                format!(
+                    "{}/{}",
+                    c["scenario"].as_str().unwrap(),
+                    c["preset"].as_str().unwrap()
+                ),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell() {
+    if common::prepared().is_none() {
+        return;
+    }
+    let _vm = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("store");
+
+    // The whole sweep under EEVDF.
+    let whole_json = dir.path().join("whole.json");
+    let (passed, whole) = gauntlet(
+        &results,
+        &whole_json,
+        &sweep_args(
+            "2s",
+            &["--junit", dir.path().join("whole.xml").to_str().unwrap()],
+        ),
+    );
+    assert!(passed, "{}", serde_json::to_string_pretty(&whole).unwrap());
+    assert_eq!(whole["cells"], 15, "3 presets x 5 scenarios");
+    assert_eq!(whole["passed"], 15);
+    let xml = std::fs::read_to_string(dir.path().join("whole.xml")).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 15, "{xml}");
+    assert!(xml.contains("name=\"nested_steady/2n2l1c1t\""), "{xml}");
+    let run_dir = std::fs::read_dir(results.join("runs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let stored: Vec<CellRecord> = RunDir::read_cells(&run_dir).unwrap();
+    assert_eq!(stored.len(), 15, "one stored record per cell");
+    let matrix = std::fs::read_to_string(run_dir.join("matrix.txt")).unwrap();
+    assert!(
+        matrix.contains("15 cells: 15 passed, 0 failed, 0 skipped"),
+        "{matrix}"
+    );
+    let manifest = RunDir::read_manifest(&run_dir);
+    assert_eq!(
+        manifest["presets"].as_array().map(Vec::len),
+        Some(3),
+        "{manifest}"
+    );
+    assert!(manifest["kernels"][0]["release"].is_string(), "{manifest}");
+
+    // Two shards, merged: the same cells with the same verdicts.
+    let mut shard_runs = Vec::new();
+    for k in ["1/2", "2/2"] {
+        let json = dir.path().join(format!("shard{}.json", &k[..1]));
+        let (ok, doc) = gauntlet(&results, &json, &sweep_args("2s", &["--shard", k]));
+        assert!(ok, "shard {k}: {doc}");
+        assert!(doc["cells"].as_u64().unwrap() > 0, "shard {k} has work");
+        shard_runs.push(doc["manifest"]["run_id"].as_str().unwrap().to_string());
+    }
+    let merged_json = dir.path().join("merged.json");
+    let mut args: Vec<OsString> = vec!["ktstr".into(), "gauntlet".into(), "merge".into()];
+    args.extend(shard_runs.iter().map(OsString::from));
+    args.extend([
+        "--results-dir".into(),
+        results.as_os_str().to_owned(),
+        "--json".into(),
+        merged_json.as_os_str().to_owned(),
+    ]);
+    assert!(ktstr_host::cli::run_from(args).unwrap());
+    let merged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
+    assert_eq!(
+        statuses(&merged),
+        statuses(&whole),
+        "shards merged = the whole sweep"
+    );
+
+    // The fixture crashing after 1000 dispatches: every cell fails, in the
+    // scheduler's words, and every scenario still ran.
+    let crash_json = dir.path().join("crash.json");
+    let (passed, crash) = gauntlet(
+        &results,
+        &crash_json,
+        &sweep_args("2s", &["--scheduler", "fixture", "--profile", "crash"]),
+    );
+    assert!(!passed, "the crash sweep must fail");
+    assert_eq!(crash["cells"], 15);
+    for r in crash["results"].as_array().unwrap() {
+        let name = format!("{}/{}", r["cell"]["scenario"], r["cell"]["preset"]);
+        assert_eq!(r["status"], "fail", "{name}: {r}");
+        assert!(
+            r["outcome"]["hello"].is_object(),
+            "{name} booted and ran: {r}"
+        );
+        let text = format!("{}{}", r["reason"], r["outcome"]);
+        assert!(
+            text.contains("injected crash"),
+            "{name}: the scheduler's own error text: {}",
+            r["reason"]
+        );
+    }
+}
