@@ -2,7 +2,9 @@
 //! EEVDF passes with 15 cells in its matrix, JSON and JUnit; the same sweep
 //! as two shards, merged, is the same matrix; under the fixture's `crash`
 //! flag every cell fails with the scheduler's own words and every scenario
-//! of each VM group still runs (each in a fresh guest after a failure).
+//! of each VM group still runs (each in a fresh guest after a failure);
+//! `compare` finds no regression between two runs of one configuration
+//! and a throughput regression under the fixture's `slow` flag.
 
 mod common;
 
@@ -15,6 +17,9 @@ use ktstr_host::gauntlet::store::RunDir;
 
 const PRESETS: &str = "1n1l2c1t,1n2l2c1t,2n2l1c1t";
 const SCENARIOS: &str = "steady,steady_llc,cpuset_apply,cgroup_add,nested_steady";
+/// Each scenario's hold: long enough that a 2-vCPU share spread stays inside the
+/// default 15% under TCG.
+const HOLD: &str = "3s";
 
 /// Runs `ktstr gauntlet ARGS` into `results`; (passed, JSON document).
 fn gauntlet(results: &Path, json: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
@@ -66,6 +71,29 @@ fn statuses(doc: &serde_json::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `ktstr compare A B1,B2..`: (no regression, the deltas).
+fn compare(
+    results: &Path,
+    a: &serde_json::Value,
+    b: &[serde_json::Value],
+) -> (bool, serde_json::Value) {
+    let out = results.join("deltas.json");
+    let b: Vec<&str> = b.iter().map(|v| v.as_str().unwrap()).collect();
+    let ok = ktstr_host::cli::run_from([
+        OsString::from("ktstr"),
+        "compare".into(),
+        a.as_str().unwrap().into(),
+        b.join(",").into(),
+        "--results-dir".into(),
+        results.as_os_str().to_owned(),
+        "--json".into(),
+        out.as_os_str().to_owned(),
+    ])
+    .expect("compare runs");
+    let deltas = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (ok, deltas)
+}
+
 #[test]
 fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell() {
     if common::prepared().is_none() {
@@ -81,7 +109,7 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
         &results,
         &whole_json,
         &sweep_args(
-            "2s",
+            HOLD,
             &["--junit", dir.path().join("whole.xml").to_str().unwrap()],
         ),
     );
@@ -116,7 +144,7 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
     let mut shard_runs = Vec::new();
     for k in ["1/2", "2/2"] {
         let json = dir.path().join(format!("shard{}.json", &k[..1]));
-        let (ok, doc) = gauntlet(&results, &json, &sweep_args("2s", &["--shard", k]));
+        let (ok, doc) = gauntlet(&results, &json, &sweep_args(HOLD, &["--shard", k]));
         assert!(ok, "shard {k}: {doc}");
         assert!(doc["cells"].as_u64().unwrap() > 0, "shard {k} has work");
         shard_runs.push(doc["manifest"]["run_id"].as_str().unwrap().to_string());
@@ -139,13 +167,58 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
         "shards merged = the whole sweep"
     );
 
-    // The fixture crashing after 1000 dispatches: every cell fails, in the
+    // Two runs of one configuration (the whole sweep, and the shards'
+    // cells as the other side): no regression.
+    let shards: Vec<serde_json::Value> = shard_runs.iter().map(|i| i.as_str().into()).collect();
+    let same = compare(&results, &whole["manifest"]["run_id"], &shards);
+    assert!(same.0, "identical configurations: {}", same.1);
+
+    // The fixture's `slow` flag (it dispatches on one chance in four)
+    // against the fixture as it is, on wakeup-heavy pairs: a throughput
+    // regression, named with its delta, and exit status 1.
+    let mut ids = Vec::new();
+    for profile in ["default", "slow"] {
+        let json = dir.path().join(format!("{profile}.json"));
+        let (ok, doc) = gauntlet(
+            &results,
+            &json,
+            &[
+                "--presets",
+                "1n2l2c1t",
+                "--scenario",
+                "futex_pingpong,pipe_pingpong",
+                "--duration",
+                HOLD,
+                "--scheduler",
+                "fixture",
+                "--profile",
+                profile,
+            ],
+        );
+        assert!(ok, "{profile}: {doc}");
+        ids.push(doc["manifest"]["run_id"].clone());
+    }
+    let (ok, deltas) = compare(&results, &ids[0], &ids[1..]);
+    assert!(!ok, "the slow flag must be a regression: {deltas}");
+    let throughput: Vec<&serde_json::Value> = deltas
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["metric"] == "work_units_per_s" && d["regression"] == true)
+        .collect();
+    assert!(!throughput.is_empty(), "{deltas}");
+    assert!(
+        throughput.iter().all(|d| d["rel"].as_f64().unwrap() < -0.1),
+        "{deltas}"
+    );
+
+    // The fixture crashing after 100 dispatches: every cell fails, in the
     // scheduler's words, and every scenario still ran.
     let crash_json = dir.path().join("crash.json");
     let (passed, crash) = gauntlet(
         &results,
         &crash_json,
-        &sweep_args("2s", &["--scheduler", "fixture", "--profile", "crash"]),
+        &sweep_args(HOLD, &["--scheduler", "fixture", "--profile", "crash"]),
     );
     assert!(!passed, "the crash sweep must fail");
     assert_eq!(crash["cells"], 15);

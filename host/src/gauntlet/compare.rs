@@ -37,7 +37,12 @@ pub struct Gate {
     pub rel: f64,
 }
 
-/// The metrics compared, with their default gates.
+/// The metrics compared, with their default gates: sized so that two runs
+/// of one configuration (3-s holds under TCG on a 2-core host) stay inside
+/// them, where they moved by up to 6% (throughput), 31% (scheduling
+/// delay), 60 ms (longest gap) and a third (migrations); the fixture's
+/// `slow` flag moves throughput by 35-40% and scheduling delay by 130% or
+/// more. A side of several runs adds Welch's t-test on top.
 pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "work_units_per_s",
@@ -45,7 +50,7 @@ pub const METRICS: &[MetricDef] = &[
         polarity: Polarity::Higher,
         gate: Gate {
             abs: 1.0,
-            rel: 0.10,
+            rel: 0.15,
         },
     },
     MetricDef {
@@ -62,8 +67,8 @@ pub const METRICS: &[MetricDef] = &[
         unit: "ms",
         polarity: Polarity::Lower,
         gate: Gate {
-            abs: 50.0,
-            rel: 0.50,
+            abs: 100.0,
+            rel: 1.0,
         },
     },
     MetricDef {
@@ -71,8 +76,8 @@ pub const METRICS: &[MetricDef] = &[
         unit: "us",
         polarity: Polarity::Lower,
         gate: Gate {
-            abs: 500.0,
-            rel: 0.25,
+            abs: 1000.0,
+            rel: 0.50,
         },
     },
     MetricDef {
@@ -80,17 +85,19 @@ pub const METRICS: &[MetricDef] = &[
         unit: "us",
         polarity: Polarity::Lower,
         gate: Gate {
-            abs: 200.0,
-            rel: 0.25,
+            abs: 500.0,
+            rel: 0.50,
         },
     },
     MetricDef {
         name: "migrations_per_s",
         unit: "1/s",
         polarity: Polarity::Lower,
+        // Migrations swing by a third between identical runs of a few
+        // seconds: only a doubling, and by 20 a second, says something.
         gate: Gate {
-            abs: 5.0,
-            rel: 0.50,
+            abs: 20.0,
+            rel: 1.0,
         },
     },
 ];

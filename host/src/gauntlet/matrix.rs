@@ -31,7 +31,7 @@ pub struct CellRecord {
     pub check: Option<String>,
     /// The failure's text, or why it was skipped.
     pub reason: Option<String>,
-    /// The scenario's time in its guest (plan start to verdict), ms.
+    /// The scenario's own time in its guest (the verdict's), ms.
     pub run_ms: u64,
     /// The whole result (`vmtest --json`'s document) for a cell that ran.
     pub outcome: Option<serde_json::Value>,
@@ -70,11 +70,7 @@ impl CellRecord {
             Status::Fail => Some(out.failure_text()),
             Status::Pass => None,
         };
-        let t = &out.timings;
-        let run_ms = t
-            .verdict_ms
-            .zip(t.hello_ms)
-            .map_or(0, |(v, h)| v.saturating_sub(h));
+        let run_ms = out.verdict.as_ref().map_or(0, |v| v.elapsed_ms);
         Self {
             cell,
             status,
