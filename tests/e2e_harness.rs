@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ktstr_host::agent_build::workspace_root;
@@ -165,6 +165,55 @@ fn cargo_test_runs_the_example_in_vms_and_reports_skips_and_failures() {
         "the scheduler's own words: {all}"
     );
     assert!(all.contains("--- guest console (tail) ---"), "{all}");
+
+    // Gauntlet variants when asked for: ignored tests on each preset the
+    // test can use (the SMT test only where there is SMT; none for a test
+    // with its own topology or one ignored on purpose), run like any
+    // ignored test, with the test's own function in the guest.
+    let presets = Path::new("1n1l2c1t,smt-2llc");
+    let out = cargo_with(
+        &[
+            "test",
+            "--quiet",
+            "--",
+            "--list",
+            "--format",
+            "terse",
+            "--ignored",
+        ],
+        &[("KTSTR_GAUNTLET", presets)],
+    );
+    let listed = text(&out);
+    for want in [
+        "gauntlet/cpuset_narrows_under_load/1n1l2c1t: test",
+        "gauntlet/cpuset_narrows_under_load/smt-2llc: test",
+        "gauntlet/siblings_share_a_core/smt-2llc: test",
+    ] {
+        assert!(listed.contains(want), "{want}: {listed}");
+    }
+    assert!(
+        !listed.contains("gauntlet/siblings_share_a_core/1n1l2c1t")
+            && !listed.contains("gauntlet/crashing_scheduler_fails/")
+            && !listed.contains("gauntlet/every_worker_gets_cpu/"),
+        "{listed}"
+    );
+    let out = cargo_with(
+        &[
+            "test",
+            "--quiet",
+            "--",
+            "--ignored",
+            "--exact",
+            "gauntlet/cpuset_narrows_under_load/1n1l2c1t",
+        ],
+        &[("KTSTR_GAUNTLET", presets)],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("test gauntlet/cpuset_narrows_under_load/1n1l2c1t ... ok"),
+        "{all}"
+    );
 }
 
 /// Test names in a nextest JUnit file, and the failure texts.

@@ -8,7 +8,11 @@
 //! `KTSTR_KERNEL` (bzImage or vmlinux; default: the cached kernel),
 //! `KTSTR_TOPOLOGY`, `KTSTR_BACKEND` (auto, qemu, kvm). With
 //! `KTSTR_RESULTS_DIR` set, each test that ran leaves its whole result
-//! there as `NAME.json` (the same JSON as `vmtest --json`).
+//! there as `NAME.json` (the same JSON as `vmtest --json`). With
+//! `KTSTR_GAUNTLET` set (`1`, or presets), each test that names no
+//! topology also has ignored variants `gauntlet/<test>/<preset>`, so
+//! `cargo nextest run --run-ignored only --partition hash:K/N` spreads a
+//! sweep over CI machines.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use ktstr_protocol::model::{Assert, Plan, ScenarioParams, Topology};
 
 use super::args::Args;
 use ktstr_agent::decl::{DEFAULT_DURATION_MS, TestBody, TestDecl};
+use ktstr_host::gauntlet::presets::{self, Preset};
 
 use super::decl;
 
@@ -45,8 +50,54 @@ struct Entry {
     unrunnable: bool,
 }
 
+/// The presets `KTSTR_GAUNTLET` asks for (`1` or `default`: every preset
+/// of at most 8 vCPUs; else preset names or topologies, comma-separated).
+fn gauntlet_presets() -> Result<Vec<Preset>, String> {
+    let Some(sel) = std::env::var("KTSTR_GAUNTLET")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(Vec::new());
+    };
+    let selection = match sel.as_str() {
+        "1" | "default" => None,
+        s => Some(s),
+    };
+    presets::choose(selection, 8, u64::MAX / 2).map_err(|e| format!("KTSTR_GAUNTLET={sel:?}: {e}"))
+}
+
+/// Each test's gauntlet variants, `gauntlet/<test>/<preset>`: ignored
+/// tests on every chosen preset whose shape the test can use. A test that
+/// names its own topology, or is ignored on purpose, has none.
+fn gauntlet_entries(tests: &[&'static TestDecl], presets: &[Preset]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for &decl in tests {
+        if decl.topology.is_some() || decl.ignore.is_some() {
+            continue;
+        }
+        for p in presets {
+            if decl.unmet(&p.topology).is_some() {
+                continue;
+            }
+            out.push(Entry {
+                decl,
+                name: format!("gauntlet/{}/{}", decl.full_name(), p.name),
+                topology: Ok(p.topology),
+                ignored: Some(format!(
+                    "gauntlet variant on {} ({}): run with --ignored",
+                    p.name, p.topology
+                )),
+                unrunnable: false,
+            });
+        }
+    }
+    out
+}
+
 fn entries(env_topology: Option<&str>) -> Result<Vec<Entry>, String> {
-    Ok(decl::tests()?
+    let tests = decl::tests()?;
+    let variants = gauntlet_entries(&tests, &gauntlet_presets()?);
+    Ok(tests
         .into_iter()
         .map(|decl| {
             let topology = decl.topology(env_topology);
@@ -65,6 +116,7 @@ fn entries(env_topology: Option<&str>) -> Result<Vec<Entry>, String> {
                 unrunnable,
             }
         })
+        .chain(variants)
         .collect())
 }
 
@@ -204,10 +256,12 @@ fn failure_report(out: &RunOutcome) -> String {
     s
 }
 
-/// Writes `out` as `DIR/NAME.json` (`::` in a name becomes `__`).
+/// Writes `out` as `DIR/NAME.json` (`::` in a name becomes `__`, `/`
+/// becomes `~`).
 fn save_result(dir: &Path, name: &str, out: &RunOutcome) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join(format!("{}.json", name.replace("::", "__")));
+    let file = name.replace("::", "__").replace('/', "~");
+    let path = dir.join(format!("{file}.json"));
     let text = report::json(out).map_err(|e| format!("encoding {name}'s result: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
@@ -279,7 +333,8 @@ fn run_one(
         n => n,
     };
     let mut plan = match decl.body {
-        TestBody::Guest(_) => Plan::custom(name, name, duration),
+        // A gauntlet variant runs the test's own function.
+        TestBody::Guest(_) => Plan::custom(name, decl.full_name(), duration),
         TestBody::Steps(build) => {
             let (backdrop, steps) = build(&ScenarioParams {
                 topology: topo,

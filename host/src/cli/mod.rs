@@ -142,6 +142,16 @@ where
     run(&cli.global, cli.cmd)
 }
 
+/// Parses `args` (the program name first) without running anything: for
+/// checking command lines written elsewhere (docs, CI workflows).
+pub fn parse_only<I, S>(args: I) -> Result<(), clap::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map(|_| ())
+}
+
 /// The whole program: parse, run, exit 0 (passed), 1 (a scenario failed)
 /// or 2 (an error, printed as one readable chain).
 pub fn main() -> ! {

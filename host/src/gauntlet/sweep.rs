@@ -223,12 +223,112 @@ impl<'c> Sweep<'c> {
     }
 }
 
+/// What a cell adds to a sweep's coverage: a preset not covered yet
+/// counts most (enough to pay for a boot before the rest of a guest's
+/// scenarios), then a scenario not covered yet, then a new pairing.
+const NEW_PRESET: f64 = 8.0;
+const NEW_SCENARIO: f64 = 2.0;
+const NEW_PAIR: f64 = 1.0;
+
+impl<'c> Sweep<'c> {
+    /// Keeps the cells that cover the most within `budget`, greedily: each
+    /// time the cell with the most new coverage per estimated second (its
+    /// `hold`, plus `boot` when its group has no cell yet) that still fits.
+    /// Cells left out are skipped, saying so; `labels` names the kernels.
+    pub fn within_budget(
+        self,
+        budget: std::time::Duration,
+        boot: &dyn Fn(&Group<'_>) -> std::time::Duration,
+        hold: &dyn Fn(&Canned) -> std::time::Duration,
+        labels: &[String],
+    ) -> Sweep<'c> {
+        use std::collections::HashSet;
+        let mut left: Vec<(usize, usize)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, grp)| (0..grp.scenarios.len()).map(move |s| (g, s)))
+            .collect();
+        let mut chosen: HashSet<(usize, usize)> = HashSet::new();
+        let mut booted: HashSet<usize> = HashSet::new();
+        let (mut presets, mut scenarios, mut pairs) =
+            (HashSet::new(), HashSet::new(), HashSet::new());
+        let mut used = 0.0f64;
+        let limit = budget.as_secs_f64();
+        loop {
+            let mut best: Option<(f64, usize, f64)> = None;
+            for (i, &(g, s)) in left.iter().enumerate() {
+                let grp = &self.groups[g];
+                let c = grp.scenarios[s];
+                let mut cost = hold(c).as_secs_f64();
+                if !booted.contains(&g) {
+                    cost += boot(grp).as_secs_f64();
+                }
+                if used + cost > limit {
+                    continue;
+                }
+                let mut gain = 0.0;
+                if !presets.contains(&grp.preset.name) {
+                    gain += NEW_PRESET;
+                }
+                if !scenarios.contains(c.name) {
+                    gain += NEW_SCENARIO;
+                }
+                if !pairs.contains(&(grp.preset.name.clone(), c.name)) {
+                    gain += NEW_PAIR;
+                }
+                let score = gain / cost.max(0.001);
+                if best.is_none_or(|(b, _, _)| score > b) {
+                    best = Some((score, i, cost));
+                }
+            }
+            let Some((_, i, cost)) = best else { break };
+            let (g, s) = left.remove(i);
+            let grp = &self.groups[g];
+            used += cost;
+            booted.insert(g);
+            presets.insert(grp.preset.name.clone());
+            scenarios.insert(grp.scenarios[s].name);
+            pairs.insert((grp.preset.name.clone(), grp.scenarios[s].name));
+            chosen.insert((g, s));
+        }
+        let mut skipped = self.skipped;
+        let mut groups = Vec::new();
+        for (g, grp) in self.groups.into_iter().enumerate() {
+            let label = labels.get(grp.kernel).map_or("", String::as_str);
+            let mut kept = Vec::new();
+            for (s, c) in grp.scenarios.iter().enumerate() {
+                if chosen.contains(&(g, s)) {
+                    kept.push(*c);
+                } else {
+                    skipped.push(SkippedCell {
+                        cell: cell(c, &grp.preset, &grp.profile, grp.kernel, label),
+                        reason: format!(
+                            "left out by --budget {}s: other cells covered more per second",
+                            budget.as_secs()
+                        ),
+                    });
+                }
+            }
+            if !kept.is_empty() {
+                groups.push(Group {
+                    scenarios: kept,
+                    ..grp
+                });
+            }
+        }
+        Sweep { groups, skipped }
+    }
+}
+
 fn skipped_key(c: &Cell) -> String {
     format!("{}/{}/{}", c.preset, c.profile, c.kernel)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::super::presets;
     use super::*;
     use crate::scenarios;
@@ -268,6 +368,44 @@ mod tests {
                 .all(|g| g.scenarios.iter().any(|c| c.name == "numa_locality"))
         );
         assert_eq!(s.groups[0].key(), "1n1l2c1t/default/0");
+    }
+
+    #[test]
+    fn a_budget_covers_every_preset_and_scenario_it_can_first() {
+        use std::time::Duration;
+        let boot = |_: &Group<'_>| Duration::from_secs(3);
+        let hold = |_: &Canned| Duration::from_secs(2);
+        let labels = ["k".to_string()];
+        // Room for 3 boots and 4 holds: three presets first, each with a
+        // scenario not run yet where it has one.
+        let s = sweep().within_budget(Duration::from_secs(17), &boot, &hold, &labels);
+        assert_eq!(
+            s.groups.len(),
+            3,
+            "{:?}",
+            s.groups.iter().map(Group::key).collect::<Vec<_>>()
+        );
+        assert_eq!(s.runnable(), 4);
+        let presets: BTreeSet<String> = s.groups.iter().map(|g| g.preset.name.clone()).collect();
+        assert_eq!(presets.len(), 3, "a preset each");
+        let names: BTreeSet<&str> = s
+            .groups
+            .iter()
+            .flat_map(|g| g.scenarios.iter().map(|c| c.name))
+            .collect();
+        assert!(
+            names.contains("numa_locality") && names.contains("cpuset_apply"),
+            "new scenarios before repeats: {names:?}"
+        );
+        assert!(s.skipped.iter().any(|c| c.reason.contains("--budget 17s")));
+        let whole = sweep();
+        assert_eq!(
+            s.runnable() + s.skipped.len(),
+            whole.runnable() + whole.skipped.len()
+        );
+        // Nothing fits: everything is skipped, nothing boots.
+        let none = sweep().within_budget(Duration::from_secs(1), &boot, &hold, &labels);
+        assert!(none.groups.is_empty());
     }
 
     #[test]
