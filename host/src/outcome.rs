@@ -100,8 +100,8 @@ impl fmt::Display for Stage {
 /// a stable `kind` beside that message.
 #[derive(Clone, Debug)]
 pub enum RunFailure {
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
+    /// Ctrl-C or SIGTERM (`by` names which).
+    Interrupted { by: &'static str },
     /// No Hello within the boot limit.
     BootTimeout { after: Duration },
     /// The guest stopped reporting before Done.
@@ -139,7 +139,7 @@ impl RunFailure {
     /// A short stable name for machine-readable output.
     pub fn kind(&self) -> &'static str {
         match self {
-            RunFailure::Interrupted => "interrupted",
+            RunFailure::Interrupted { .. } => "interrupted",
             RunFailure::BootTimeout { .. } => "boot_timeout",
             RunFailure::RunTimeout { .. } => "run_timeout",
             RunFailure::VmEnded { .. } => "vm_ended",
@@ -166,7 +166,7 @@ pub(crate) fn secs(d: Duration) -> String {
 impl fmt::Display for RunFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunFailure::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+            RunFailure::Interrupted { by } => write!(f, "interrupted ({by})"),
             RunFailure::BootTimeout { after } => write!(
                 f,
                 "timed out after {} waiting for the agent's Hello",

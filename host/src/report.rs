@@ -95,11 +95,15 @@ pub fn table(out: &RunOutcome) -> String {
             Some(false) => "FAILED",
             None => "unfinished",
         };
+        // A step's label says more than its number only when it was named.
+        let name = if st.label == format!("step {}", st.step) {
+            st.label.clone()
+        } else {
+            format!("step {} ({})", st.step, st.label)
+        };
         let _ = writeln!(
             s,
-            "step {} ({}): {verdict}, scheduler {} -> {}",
-            st.step,
-            st.label,
+            "{name}: {verdict}, scheduler {} -> {}",
             sched(&st.scheduler_at_start),
             sched(&st.scheduler)
         );
@@ -289,6 +293,32 @@ mod tests {
         };
         assert!(table(&skip).ends_with("SKIPPED scenario: the topology has no SMT\n"));
         assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed\n"));
+    }
+
+    #[test]
+    fn a_step_is_named_once_and_a_signal_by_its_name() {
+        use crate::outcome::StepRecord;
+        let step = |n: u16, label: &str| StepRecord {
+            step: n,
+            label: label.into(),
+            passed: Some(true),
+            scheduler_at_start: Some("EEVDF".into()),
+            scheduler: Some("EEVDF".into()),
+            ..Default::default()
+        };
+        let out = RunOutcome {
+            passed: true,
+            steps: vec![step(1, "step 1"), step(2, "shrink")],
+            ..Default::default()
+        };
+        let t = table(&out);
+        assert!(
+            t.contains("\nstep 1: passed, scheduler EEVDF -> EEVDF\n"),
+            "{t}"
+        );
+        assert!(t.contains("\nstep 2 (shrink): passed"), "{t}");
+        let term = RunFailure::Interrupted { by: "SIGTERM" };
+        assert_eq!(term.to_string(), "interrupted (SIGTERM)");
     }
 
     #[test]

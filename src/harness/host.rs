@@ -186,7 +186,10 @@ pub fn run(a: &Args) -> i32 {
             println!("test {} ... FAILED", e.name);
             failures.push((
                 e.name.clone(),
-                "interrupted (Ctrl-C) before it ran\n".into(),
+                format!(
+                    "interrupted ({}) before it ran\n",
+                    ktstr_host::interrupt::interrupted_by()
+                ),
             ));
             continue;
         }

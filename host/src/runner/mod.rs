@@ -67,7 +67,9 @@ pub fn run_all(backend: &dyn Backend, cfg: RunConfig) -> Result<Vec<RunOutcome>,
         if interrupt::interrupted() {
             let plan = &cfg.plans[outs.len()];
             let mut out = fresh_outcome(backend, &cfg, plan);
-            out.failure = Some(RunFailure::Interrupted);
+            out.failure = Some(RunFailure::Interrupted {
+                by: interrupt::interrupted_by(),
+            });
             outs.push(out);
             continue;
         }
@@ -242,7 +244,9 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
                 },
                 Some(Instant::now()),
             );
-            return Err(RunFailure::Interrupted);
+            return Err(RunFailure::Interrupted {
+                by: interrupt::interrupted_by(),
+            });
         }
         match s.stage {
             Stage::Booting if launched.elapsed() > b.cfg.boot_timeout => {
