@@ -38,6 +38,8 @@ pub const PRESETS: &[(&str, &str)] = &[
 pub enum PresetError {
     #[error("{0:?} is neither a preset ({known}) nor a topology (NnLlCcTt): {1}", known = names())]
     Unknown(String, String),
+    #[error("--presets names no preset")]
+    Empty,
     #[error(
         "no preset fits: every one has more than {max_cpus} vCPUs or needs more than \
          {memory_mib} MiB (raise --max-cpus, or name presets with --presets)"
@@ -101,6 +103,9 @@ pub fn choose(
                 out.push(p);
             }
         }
+        if out.is_empty() {
+            return Err(PresetError::Empty);
+        }
         return Ok(out);
     }
     let fit: Vec<Preset> = all()
@@ -138,6 +143,7 @@ mod tests {
         assert_eq!(p.len(), 2, "duplicates dropped");
         assert_eq!(p[0].topology.to_string(), "1n2l2c1t");
         assert_eq!(p[1].name, "2n2l1c1t");
+        assert_eq!(choose(Some(" , "), 8, 4096), Err(PresetError::Empty));
         assert!(matches!(
             choose(Some("huge"), 8, 4096),
             Err(PresetError::Unknown(..))
