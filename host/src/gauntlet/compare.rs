@@ -27,6 +27,10 @@ pub struct MetricDef {
     pub unit: &'static str,
     pub polarity: Polarity,
     pub gate: Gate,
+    /// A single run's value is mostly noise (a longest gap, a tail or
+    /// mean latency under a shared host): judged only when each side has
+    /// two or more runs, so Welch's test can tell noise from change.
+    pub needs_repeats: bool,
 }
 
 /// How much worse a metric must get to be a regression: both `abs` (in
@@ -42,7 +46,12 @@ pub struct Gate {
 /// them, where they moved by up to 6% (throughput), 31% (scheduling
 /// delay), 60 ms (longest gap) and a third (migrations); the fixture's
 /// `slow` flag moves throughput by 35-40% and scheduling delay by 130% or
-/// more. A side of several runs adds Welch's t-test on top.
+/// more. A side of several runs adds Welch's t-test on top. The share
+/// spread, longest gap, latencies and migrations of one run moved by up to
+/// 10 points, 4.6x and 74% between identical runs in later runs, so only
+/// throughput (a mean over every worker) is judged on one run a side; the
+/// others need repeats (`needs_repeats`) and are shown, marked not judged,
+/// without them.
 pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "work_units_per_s",
@@ -52,6 +61,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 1.0,
             rel: 0.15,
         },
+        needs_repeats: false,
     },
     MetricDef {
         name: "spread_pct",
@@ -61,6 +71,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 5.0,
             rel: 0.25,
         },
+        needs_repeats: true,
     },
     MetricDef {
         name: "max_gap_ms",
@@ -70,6 +81,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 100.0,
             rel: 1.0,
         },
+        needs_repeats: true,
     },
     MetricDef {
         name: "wake_latency_p99_us",
@@ -79,6 +91,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 1000.0,
             rel: 0.50,
         },
+        needs_repeats: true,
     },
     MetricDef {
         name: "run_delay_us",
@@ -88,6 +101,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 500.0,
             rel: 0.50,
         },
+        needs_repeats: true,
     },
     MetricDef {
         name: "migrations_per_s",
@@ -99,6 +113,7 @@ pub const METRICS: &[MetricDef] = &[
             abs: 20.0,
             rel: 1.0,
         },
+        needs_repeats: true,
     },
 ];
 
@@ -190,6 +205,8 @@ pub struct Delta {
     pub gate: Gate,
     /// Welch's two-sided p, when both sides have two or more runs.
     pub p_value: Option<f64>,
+    /// False for a metric that needs repeats compared on one run a side.
+    pub judged: bool,
     /// Worse past both gates (and significant, when tested).
     pub regression: bool,
     /// Better past both gates (and significant, when tested).
@@ -276,7 +293,10 @@ pub fn compare(
                 0.0
             };
             let p_value = welch_p(xa, xb);
-            let significant = p_value.is_none_or(|p| p < ALPHA);
+            let significant = match p_value {
+                Some(p) => p < ALPHA,
+                None => !def.needs_repeats,
+            };
             let past = abs.abs() > gate.abs && rel.abs() > gate.rel && significant;
             let worse = match def.polarity {
                 Polarity::Lower => abs > 0.0,
@@ -293,6 +313,7 @@ pub fn compare(
                 rel,
                 gate,
                 p_value,
+                judged: p_value.is_some() || !def.needs_repeats,
                 regression: past && worse,
                 improvement: past && !worse,
             });
@@ -320,7 +341,9 @@ pub fn table(deltas: &[Delta]) -> String {
         "cell", "metric", "A", "B", "change", "p"
     );
     for d in deltas {
-        let verdict = if d.regression {
+        let verdict = if !d.judged {
+            "not judged (one run a side)"
+        } else if d.regression {
             "REGRESSION"
         } else if d.improvement {
             "improved"
@@ -429,6 +452,22 @@ mod tests {
         let tight = parse_gates("[work_units_per_s]\nabs = 1.0\nrel = 0.01\n").unwrap();
         assert!(compare(&base, &near, &tight).iter().any(|d| d.regression));
         assert!(parse_gates("[nope]\nabs = 1.0\nrel = 0.1\n").is_err());
+        // A longest gap quadrupled on one run a side is shown, not judged;
+        // the same change over repeats is a regression.
+        let gap = |ms: u64| {
+            let mut r = rec("", 1000, &[]);
+            r.outcome.as_mut().unwrap()["verdict"]["result"]["stats"][0]["max_gap_ms"] = ms.into();
+            r
+        };
+        let d = compare(&[vec![gap(40)]], &[vec![gap(170)]], &BTreeMap::new());
+        let g = d.iter().find(|d| d.metric == "max_gap_ms").unwrap();
+        assert!(!g.judged && !g.regression, "{g:?}");
+        assert!(table(&d).contains("not judged (one run a side)"));
+        let a = vec![vec![gap(40)], vec![gap(42)], vec![gap(38)]];
+        let b = vec![vec![gap(400)], vec![gap(420)], vec![gap(380)]];
+        let d = compare(&a, &b, &BTreeMap::new());
+        let g = d.iter().find(|d| d.metric == "max_gap_ms").unwrap();
+        assert!(g.judged && g.regression, "{g:?}");
     }
 
     #[test]
