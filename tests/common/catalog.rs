@@ -103,7 +103,11 @@ fn retry_failures_once(p: &Prepared, topo: &str, plans: &[Plan], outs: &mut [Run
             println!("{line}");
             eprintln!("{line}");
         } else {
-            eprintln!("catalog {}: failed again on a fresh guest", plans[i].name);
+            eprintln!(
+                "catalog {}: failed again on a fresh guest: {}",
+                plans[i].name,
+                second.failure_text()
+            );
         }
     }
 }
@@ -141,11 +145,13 @@ pub fn assert_all_pass(results: &[Ran], topo: &ScenarioParams, expect_skipped: &
             if out.passed { "PASS" } else { "FAIL" }
         );
         if !out.passed {
-            failures.push(format!(
-                "{name}: {}\n{}",
-                out.failure_text(),
-                out.console_tail.clone().unwrap_or_default()
-            ));
+            // The console tail goes to stderr first; the panic message
+            // keeps to the verdicts so a truncated CI log still shows them.
+            eprintln!(
+                "catalog {name}: console tail:\n{}",
+                out.console_tail.as_deref().unwrap_or("(none)")
+            );
+            failures.push(format!("{name}: {}", out.failure_text()));
         } else {
             assert!(
                 out.steps.iter().all(|s| s.passed == Some(true)),

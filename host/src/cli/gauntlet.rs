@@ -129,6 +129,11 @@ struct SweepArgs {
     /// listed as skipped.
     #[arg(long, value_parser = parse_duration)]
     budget: Option<Duration>,
+    /// Run every cell N times, each run in a guest of its own: `compare`
+    /// pools the runs of a cell and adds Welch's t-test, which judges the
+    /// noisy metrics (spread, gaps, latencies) one run a side cannot.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// List the cells (and the skipped ones, with why) without booting.
     #[arg(long)]
     list: bool,
@@ -205,6 +210,50 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The sweep to run: every cell, `--runs` times, this `--shard`'s part,
+/// then what fits the `--budget` (saying how much did).
+/// `topology` sizes the holds' estimate.
+fn plan<'c>(
+    a: &SweepArgs,
+    full: sweep::Sweep<'c>,
+    topology: ktstr_protocol::model::Topology,
+    labels: &[String],
+    tcg: bool,
+    progress: &Progress,
+) -> sweep::Sweep<'c> {
+    let full = full.repeated(a.runs);
+    let sweep = match a.shard {
+        Some(s) => full.shard(s),
+        None => full,
+    };
+    let Some(budget) = a.budget else {
+        return sweep;
+    };
+    let params = ScenarioParams {
+        topology,
+        duration: a.duration,
+        workers_per_cgroup: a.workers,
+    };
+    // Boots measured here: about 2.2 s to Hello for 2-4 vCPUs under TCG,
+    // longer with more (one host thread runs them all).
+    let boot = |g: &sweep::Group<'_>| {
+        let per_cpu = if tcg { 0.15 } else { 0.02 };
+        Duration::from_secs_f64(2.5 + per_cpu * f64::from(g.preset.topology.total_cpus()))
+    };
+    let hold = |c: &Canned| {
+        crate::runner::plan_time(&c.plan(&params, ktstr_protocol::model::Assert::NONE))
+            + Duration::from_millis(150)
+    };
+    let kept = sweep.within_budget(budget, &boot, &hold, labels);
+    progress.say(&format!(
+        "--budget {}: {} cells in {} guests fit",
+        crate::outcome::secs(budget),
+        kept.runnable(),
+        kept.groups.len()
+    ));
+    kept
+}
+
 fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
     let t0 = Instant::now();
     let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
@@ -236,7 +285,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
                     .map_or("default".into(), |p| p.display().to_string())
             })
             .collect();
-        let sweep = sweep::expand(
+        let full = sweep::expand(
             &chosen,
             &presets,
             &profiles,
@@ -246,10 +295,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
                 has_scheduler: a.scheduler.is_some(),
             },
         );
-        let sweep = match a.shard {
-            Some(s) => sweep.shard(s),
-            None => sweep,
-        };
+        let sweep = plan(&a, full, presets[0].topology, &labels, tcg, progress);
         for g in &sweep.groups {
             let names: Vec<&str> = g.scenarios.iter().map(|c| c.name).collect();
             println!("{} ({}): {}", g.key(), g.preset.topology, names.join(", "));
@@ -318,38 +364,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
             has_scheduler: any_sched.is_some(),
         },
     );
-    let sweep = match a.shard {
-        Some(s) => full.shard(s),
-        None => full,
-    };
-    let sweep = match a.budget {
-        Some(b) => {
-            let params = ScenarioParams {
-                topology: presets[0].topology,
-                duration: a.duration,
-                workers_per_cgroup: a.workers,
-            };
-            // Boots measured here: about 2.2 s to Hello for 2-4 vCPUs
-            // under TCG, longer with more (one host thread runs them all).
-            let boot = |g: &sweep::Group<'_>| {
-                let per_cpu = if tcg { 0.15 } else { 0.02 };
-                Duration::from_secs_f64(2.5 + per_cpu * f64::from(g.preset.topology.total_cpus()))
-            };
-            let hold = |c: &Canned| {
-                crate::runner::plan_time(&c.plan(&params, ktstr_protocol::model::Assert::NONE))
-                    + Duration::from_millis(150)
-            };
-            let kept = sweep.within_budget(b, &boot, &hold, &labels);
-            progress.say(&format!(
-                "--budget {}: {} cells in {} guests fit",
-                crate::outcome::secs(b),
-                kept.runnable(),
-                kept.groups.len()
-            ));
-            kept
-        }
-        None => sweep,
-    };
+    let sweep = plan(&a, full, presets[0].topology, &labels, tcg, progress);
     let root = a
         .out
         .results_dir
@@ -391,6 +406,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
         "duration_ms": a.duration.as_millis() as u64,
         "workers": a.workers,
         "shard": a.shard.map(|s| format!("{}/{}", s.index, s.count)),
+        "runs": a.runs,
     });
     dir.write("manifest.json", &serde_json::to_string_pretty(&manifest)?)?;
     let jobs = a.jobs.unwrap_or_else(|| (host_cpus() / 2).max(1)).max(1);

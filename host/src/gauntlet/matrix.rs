@@ -122,7 +122,9 @@ pub fn table(records: &[CellRecord]) -> String {
     };
     let mut columns: Vec<String> = Vec::new();
     let mut rows: Vec<String> = Vec::new();
-    let mut marks: BTreeMap<(String, String), String> = BTreeMap::new();
+    // Repeats (`--runs`) share a square: one mark when they agree, else
+    // each distinct mark with how many runs gave it.
+    let mut runs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for r in records {
         let col = column(&r.cell);
         if !columns.contains(&col) {
@@ -131,8 +133,14 @@ pub fn table(records: &[CellRecord]) -> String {
         if !rows.contains(&r.cell.scenario) {
             rows.push(r.cell.scenario.clone());
         }
-        marks.insert((r.cell.scenario.clone(), col), r.mark());
+        runs.entry((r.cell.scenario.clone(), col))
+            .or_default()
+            .push(r.mark());
     }
+    let marks: BTreeMap<(String, String), String> = runs
+        .into_iter()
+        .map(|(k, v)| (k, merge_marks(&v)))
+        .collect();
     let first = rows.iter().map(String::len).max().unwrap_or(0).max(8);
     let widths: Vec<usize> = columns
         .iter()
@@ -163,6 +171,26 @@ pub fn table(records: &[CellRecord]) -> String {
     out.push_str(&totals(records));
     out.push('\n');
     out
+}
+
+/// The marks of one square's runs: `pass` when all agree, else
+/// `pass x2/FAIL:Unfair x1` (distinct marks in first-seen order).
+fn merge_marks(marks: &[String]) -> String {
+    let mut distinct: Vec<(&str, usize)> = Vec::new();
+    for m in marks {
+        match distinct.iter_mut().find(|(d, _)| d == m) {
+            Some((_, n)) => *n += 1,
+            None => distinct.push((m, 1)),
+        }
+    }
+    if distinct.len() == 1 {
+        return distinct[0].0.to_string();
+    }
+    distinct
+        .iter()
+        .map(|(m, n)| format!("{m} x{n}"))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `N cells: P passed, F failed, S skipped`.
@@ -250,6 +278,7 @@ mod tests {
                 profile: Profile::default(),
                 kernel: 0,
                 kernel_label: "k".into(),
+                repeat: 0,
             },
             status,
             check: (status == Status::Fail).then(|| "Starved".into()),
@@ -299,5 +328,27 @@ mod tests {
         assert_eq!(j["failed"], 1);
         let back: Vec<CellRecord> = serde_json::from_value(j["results"].clone()).unwrap();
         assert_eq!(back.len(), 3);
+    }
+
+    #[test]
+    fn repeats_share_a_square_and_keep_their_own_names() {
+        let mut again = rec("steady", "a", Status::Fail);
+        again.cell.repeat = 1;
+        let mut third = rec("steady", "a", Status::Pass);
+        third.cell.repeat = 2;
+        let r = vec![rec("steady", "a", Status::Pass), again, third];
+        let t = table(&r);
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .contains("pass x2/FAIL:Starved x1"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 3, "{t}");
+        let x = junit(&r);
+        assert!(x.contains("name=\"steady/a#2\""), "{x}");
+        assert!(x.contains("name=\"steady/a#3\""), "{x}");
+        assert_eq!(merge_marks(&["pass".into(), "pass".into()]), "pass");
     }
 }

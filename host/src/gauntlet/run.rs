@@ -12,7 +12,7 @@ use std::time::Duration;
 use ktstr_protocol::model::{Assert, ScenarioParams};
 
 use super::matrix::{CellRecord, Status};
-use super::sweep::{Group, Profile, cell};
+use super::sweep::{Group, Profile};
 use crate::errors::chain;
 use crate::interrupt;
 use crate::prepare::Prepared;
@@ -44,10 +44,7 @@ fn failed_all(g: &Group<'_>, label: &str, check: &str, reason: &str) -> Vec<Cell
             status: Status::Fail,
             check: Some(check.to_string()),
             reason: Some(reason.to_string()),
-            ..CellRecord::skipped(
-                cell(s, &g.preset, &g.profile, g.kernel, label),
-                String::new(),
-            )
+            ..CellRecord::skipped(g.cell(s, label), String::new())
         })
         .collect()
 }
@@ -92,9 +89,7 @@ fn run_group(backend: &dyn crate::vm::Backend, g: &Group<'_>, sh: &Shared<'_>) -
             .scenarios
             .iter()
             .zip(&outs)
-            .map(|(s, out)| {
-                CellRecord::from_outcome(cell(s, &g.preset, &g.profile, g.kernel, label), out)
-            })
+            .map(|(s, out)| CellRecord::from_outcome(g.cell(s, label), out))
             .collect(),
         Err(e) => failed_all(g, label, "launch", &chain(&e)),
     }

@@ -38,11 +38,16 @@ pub struct Cell {
     /// Index into the sweep's kernels, and that kernel's label.
     pub kernel: usize,
     pub kernel_label: String,
+    /// Which run of the cell this is under `--runs N` (0: the first);
+    /// repeats are samples of one variant, which `compare` pools.
+    #[serde(default)]
+    pub repeat: u32,
 }
 
 impl Cell {
-    /// `scenario/preset[/profile][/kernel]`: the name in tables, JUnit
-    /// and file names (the profile and kernel only when they vary).
+    /// `scenario/preset[/profile][/kernel][#run]`: the name in tables,
+    /// JUnit and file names (the profile and kernel only when they vary,
+    /// the run number from the second run on).
     pub fn name(&self, with_profile: bool, with_kernel: bool) -> String {
         let mut n = format!("{}/{}", self.scenario, self.preset);
         if with_profile {
@@ -52,6 +57,9 @@ impl Cell {
         if with_kernel {
             n.push('/');
             n.push_str(&self.kernel_label);
+        }
+        if self.repeat > 0 {
+            n.push_str(&format!("#{}", self.repeat + 1));
         }
         n
     }
@@ -63,13 +71,32 @@ pub struct Group<'c> {
     pub preset: Preset,
     pub profile: Profile,
     pub kernel: usize,
+    /// Which run of its cells this guest makes (see [`Cell::repeat`]).
+    pub repeat: u32,
     pub scenarios: Vec<&'c Canned>,
 }
 
 impl Group<'_> {
-    /// `preset/profile/kernel`: what orders and shards groups.
+    /// `preset/profile/kernel[#run]`: what orders and shards groups.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.preset.name, self.profile, self.kernel)
+        let mut k = format!("{}/{}/{}", self.preset.name, self.profile, self.kernel);
+        if self.repeat > 0 {
+            k.push_str(&format!("#{}", self.repeat + 1));
+        }
+        k
+    }
+
+    /// The cell of scenario `s` in this group; `label` names its kernel.
+    pub fn cell(&self, s: &Canned, label: &str) -> Cell {
+        Cell {
+            scenario: s.name.to_string(),
+            preset: self.preset.name.clone(),
+            topology: self.preset.topology.to_string(),
+            profile: self.profile.clone(),
+            kernel: self.kernel,
+            kernel_label: label.to_string(),
+            repeat: self.repeat,
+        }
     }
 }
 
@@ -112,12 +139,13 @@ pub fn expand<'c>(
                     preset: preset.clone(),
                     profile: profile.clone(),
                     kernel: k,
+                    repeat: 0,
                     scenarios: Vec::new(),
                 };
                 for &s in scenarios {
                     match s.skip_reason_with(&preset.topology, c.sched_needs, c.has_scheduler) {
                         Some(reason) => skipped.push(SkippedCell {
-                            cell: cell(s, preset, profile, k, kernel_label),
+                            cell: group.cell(s, kernel_label),
                             reason,
                         }),
                         None => group.scenarios.push(s),
@@ -130,18 +158,6 @@ pub fn expand<'c>(
         }
     }
     Sweep { groups, skipped }
-}
-
-/// The cell of scenario `s` in a group.
-pub fn cell(s: &Canned, preset: &Preset, profile: &Profile, kernel: usize, label: &str) -> Cell {
-    Cell {
-        scenario: s.name.to_string(),
-        preset: preset.name.clone(),
-        topology: preset.topology.to_string(),
-        profile: profile.clone(),
-        kernel,
-        kernel_label: label.to_string(),
-    }
 }
 
 /// A shard `K/N` (1-based) as the command line writes it.
@@ -220,6 +236,21 @@ impl<'c> Sweep<'c> {
     /// Cells to run, in order.
     pub fn runnable(&self) -> usize {
         self.groups.iter().map(|g| g.scenarios.len()).sum()
+    }
+
+    /// Every group `runs` times, each repeat in a guest of its own so the
+    /// samples are independent (a fresh boot, fresh caches); cells skipped
+    /// up front are listed once. Applied before sharding and the budget,
+    /// so both see the repeats as the groups they are.
+    pub fn repeated(mut self, runs: u32) -> Sweep<'c> {
+        let first = self.groups.clone();
+        for r in 1..runs.max(1) {
+            self.groups.extend(first.iter().map(|g| Group {
+                repeat: r,
+                ..g.clone()
+            }));
+        }
+        self
     }
 }
 
@@ -302,7 +333,7 @@ impl<'c> Sweep<'c> {
                     kept.push(*c);
                 } else {
                     skipped.push(SkippedCell {
-                        cell: cell(c, &grp.preset, &grp.profile, grp.kernel, label),
+                        cell: grp.cell(c, label),
                         reason: format!(
                             "left out by --budget {}s: other cells covered more per second",
                             budget.as_secs()
@@ -321,8 +352,13 @@ impl<'c> Sweep<'c> {
     }
 }
 
+/// The key of the group `c` belongs to (as [`Group::key`] writes it).
 fn skipped_key(c: &Cell) -> String {
-    format!("{}/{}/{}", c.preset, c.profile, c.kernel)
+    let mut k = format!("{}/{}/{}", c.preset, c.profile, c.kernel);
+    if c.repeat > 0 {
+        k.push_str(&format!("#{}", c.repeat + 1));
+    }
+    k
 }
 
 #[cfg(test)]
@@ -427,5 +463,46 @@ mod tests {
         for bad in ["0/2", "3/2", "1", "a/b", "1/0"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn repeats_are_guests_of_their_own_and_shard_like_any_group() {
+        let once = sweep();
+        let thrice = sweep().repeated(3);
+        assert_eq!(thrice.groups.len(), 3 * once.groups.len());
+        assert_eq!(thrice.runnable(), 3 * once.runnable());
+        assert_eq!(
+            thrice.skipped.len(),
+            once.skipped.len(),
+            "skips listed once"
+        );
+        let keys: BTreeSet<String> = thrice.groups.iter().map(Group::key).collect();
+        assert_eq!(keys.len(), thrice.groups.len(), "keys stay distinct");
+        assert!(keys.contains("1n1l2c1t/default/0#3"), "{keys:?}");
+        let g = &thrice.groups[thrice.groups.len() - 1];
+        let c = g.cell(g.scenarios[0], "k");
+        assert_eq!(c.repeat, 2);
+        assert!(
+            c.name(false, false).ends_with("#3"),
+            "{}",
+            c.name(false, false)
+        );
+        assert_eq!(skipped_key(&c), g.key());
+        let mut parts: Vec<String> = (1..=2)
+            .flat_map(|k| {
+                sweep()
+                    .repeated(3)
+                    .shard(Shard { index: k, count: 2 })
+                    .groups
+                    .iter()
+                    .map(Group::key)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        parts.sort();
+        let mut all: Vec<String> = keys.into_iter().collect();
+        all.sort();
+        assert_eq!(parts, all);
+        assert_eq!(sweep().repeated(0).groups.len(), once.groups.len());
     }
 }
