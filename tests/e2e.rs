@@ -71,8 +71,38 @@ fn boots_2n2l2c2t_numa_smt_and_workers_report() {
 #[test]
 fn bad_plan_reports_an_error_and_powers_off_promptly() {
     let Some(p) = prepared() else { return };
-    let mut plan = steady(1, 1, 1);
-    plan.steps.clear();
+    // What the host can judge on its own never reaches a guest: a plan
+    // without steps, and one whose cgroup has no workers, are refused
+    // before any boot (no Hello, no VM exit), and a valid plan beside them
+    // still runs.
+    let mut empty = steady(1, 1, 1);
+    empty.steps.clear();
+    let mut idle = steady(1, 0, 1);
+    idle.name = "idle".into();
+    let started = std::time::Instant::now();
+    let refused = common::run_all(p, "1n1l2c1t", vec![empty.clone(), idle.clone()]);
+    for (out, why) in refused.iter().zip(["no steps", "0 workers"]) {
+        assert!(!out.passed);
+        let f = out.failure.as_ref().expect("a failure");
+        assert_eq!(f.kind(), "invalid_plan", "{f}");
+        assert!(f.to_string().contains(why), "{f}");
+        assert!(
+            out.hello.is_none() && out.vm_exit == "not booted",
+            "{out:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "nothing booted");
+    let mixed = common::run_all(p, "1n1l2c1t", vec![idle, steady(1, 1, 1)]);
+    assert_eq!(
+        mixed[0].failure.as_ref().map(|f| f.kind()),
+        Some("invalid_plan")
+    );
+    assert!(mixed[1].passed, "{}", mixed[1].failure_text());
+
+    // What only the guest can judge (a scenario function its registry
+    // lacks) comes back as the agent's error, and the guest powers off.
+    let plan =
+        ktstr_protocol::model::Plan::custom("unknown", "no_such_scenario", Duration::from_secs(1));
     let out = run(p, "1n1l2c1t", plan, None);
     assert!(!out.passed);
     let err = out
@@ -80,7 +110,7 @@ fn bad_plan_reports_an_error_and_powers_off_promptly() {
         .first()
         .expect("the agent's Error reached the host");
     assert_eq!(err.stage, "plan");
-    assert!(err.message.contains("no steps"), "{err:?}");
+    assert!(err.message.contains("no_such_scenario"), "{err:?}");
     assert_eq!(out.vm_exit, "shutdown");
     let hello = out.timings.hello_ms.unwrap();
     assert!(

@@ -100,6 +100,9 @@ impl fmt::Display for Stage {
 /// a stable `kind` beside that message.
 #[derive(Clone, Debug)]
 pub enum RunFailure {
+    /// The plan was refused on the host before any guest saw it (no VM
+    /// was started for it).
+    InvalidPlan(String),
     /// Ctrl-C or SIGTERM (`by` names which).
     Interrupted { by: &'static str },
     /// No Hello within the boot limit.
@@ -139,6 +142,7 @@ impl RunFailure {
     /// A short stable name for machine-readable output.
     pub fn kind(&self) -> &'static str {
         match self {
+            RunFailure::InvalidPlan(_) => "invalid_plan",
             RunFailure::Interrupted { .. } => "interrupted",
             RunFailure::BootTimeout { .. } => "boot_timeout",
             RunFailure::RunTimeout { .. } => "run_timeout",
@@ -166,6 +170,7 @@ pub(crate) fn secs(d: Duration) -> String {
 impl fmt::Display for RunFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RunFailure::InvalidPlan(why) => write!(f, "invalid plan, refused before boot: {why}"),
             RunFailure::Interrupted { by } => write!(f, "interrupted ({by})"),
             RunFailure::BootTimeout { after } => write!(
                 f,

@@ -55,20 +55,24 @@ fn verdict_word(o: &RunOutcome) -> String {
 /// A table per step: cgroup, workers, mean/min/max CPU share, worker exits.
 pub fn table(out: &RunOutcome) -> String {
     let mut s = String::new();
+    // Without a Hello the guest said nothing of its kernel (or never
+    // booted); a header without rows says nothing either.
     let kernel = out
         .hello
         .as_ref()
-        .map_or("?", |h| h.kernel_release.as_str());
+        .map_or(String::new(), |h| format!(", kernel {}", h.kernel_release));
     let _ = writeln!(
         s,
-        "scenario {} on {} ({} backend, kernel {kernel})",
+        "scenario {} on {} ({} backend{kernel})",
         out.scenario, out.topology, out.backend
     );
-    let _ = writeln!(
-        s,
-        "{:<6} {:<16} {:>7} {:>10} {:>8} {:>8} {:>10}",
-        "step", "cgroup", "workers", "cpu share", "min", "max", "migrations"
-    );
+    if !out.reports.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:<6} {:<16} {:>7} {:>10} {:>8} {:>8} {:>10}",
+            "step", "cgroup", "workers", "cpu share", "min", "max", "migrations"
+        );
+    }
     for cg in &out.reports {
         let shares: Vec<f64> = cg.reports.iter().map(|r| r.cpu_share_pct()).collect();
         let n = shares.len().max(1) as f64;

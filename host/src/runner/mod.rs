@@ -61,7 +61,54 @@ pub fn run(backend: &dyn Backend, cfg: RunConfig) -> Result<RunOutcome, VmError>
 /// Runs every plan of `cfg`, as many on one guest as pass in a row, and
 /// returns one outcome per plan, in order. Interrupted, the plans not run
 /// come back failed with [`RunFailure::Interrupted`].
-pub fn run_all(backend: &dyn Backend, cfg: RunConfig) -> Result<Vec<RunOutcome>, VmError> {
+///
+/// Every plan is first checked on the host ([`validate`]: steps, holds,
+/// cgroups, worker counts); one that fails comes back with
+/// [`RunFailure::InvalidPlan`] and no guest sees it (none boots when no
+/// plan is left).
+///
+/// [`validate`]: ktstr_protocol::model::Plan::validate
+pub fn run_all(backend: &dyn Backend, mut cfg: RunConfig) -> Result<Vec<RunOutcome>, VmError> {
+    let all = std::mem::take(&mut cfg.plans);
+    let verdicts: Vec<Option<String>> = all
+        .iter()
+        .map(|p| p.validate().err().map(|e| e.to_string()))
+        .collect();
+    if verdicts.iter().all(Option::is_none) {
+        cfg.plans = all;
+        return run_valid(backend, cfg);
+    }
+    let (valid, invalid): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .zip(verdicts)
+        .enumerate()
+        .partition(|(_, (_, why))| why.is_none());
+    let refused: Vec<(usize, RunOutcome)> = invalid
+        .into_iter()
+        .map(|(i, (plan, why))| {
+            let why = why.unwrap_or_default();
+            cfg.progress
+                .say(&format!("{}: refused before boot: {why}", plan.name));
+            let mut out = fresh_outcome(backend, &cfg, &plan);
+            out.failure = Some(RunFailure::InvalidPlan(why));
+            out.vm_exit = "not booted".into();
+            (i, out)
+        })
+        .collect();
+    let order: Vec<usize> = valid.iter().map(|(i, _)| *i).collect();
+    cfg.plans = valid.into_iter().map(|(_, (p, _))| p).collect();
+    let ran = if cfg.plans.is_empty() {
+        Vec::new()
+    } else {
+        run_valid(backend, cfg)?
+    };
+    let mut outs: Vec<(usize, RunOutcome)> = order.into_iter().zip(ran).chain(refused).collect();
+    outs.sort_by_key(|(i, _)| *i);
+    Ok(outs.into_iter().map(|(_, o)| o).collect())
+}
+
+/// [`run_all`] once every plan has passed the host's checks.
+fn run_valid(backend: &dyn Backend, cfg: RunConfig) -> Result<Vec<RunOutcome>, VmError> {
     let mut outs: Vec<RunOutcome> = Vec::with_capacity(cfg.plans.len());
     while outs.len() < cfg.plans.len() {
         if interrupt::interrupted() {

@@ -48,6 +48,11 @@ pub enum ModelError {
     #[error("plan {0:?} has a zero duration; give it a duration")]
     ZeroDuration(String),
     #[error(
+        "cgroup {0:?}: a work group with 0 workers would make every check pass with no reports; \
+         ask for at least 1 worker or drop the work group"
+    )]
+    ZeroWorkers(String),
+    #[error(
         "monitor sampling every {interval_ms} ms, sustained over {sustain} samples: the interval \
          (and any capture interval) must be at least 10 ms and the sustain at least 1"
     )]

@@ -322,7 +322,36 @@ impl Plan {
             }
             return self.backdrop.validate();
         }
-        validate_sequence(&self.name, &self.backdrop, &self.steps, self.duration)
+        validate_sequence(&self.name, &self.backdrop, &self.steps, self.duration)?;
+        self.check_worker_counts()
+    }
+
+    /// A work group declared with no workers (its own count, or the
+    /// plan's default) is refused: its cgroup would report nothing and
+    /// every check would pass on nothing.
+    fn check_worker_counts(&self) -> Result<(), ModelError> {
+        let steps = self.steps.iter().enumerate();
+        let declared = self
+            .backdrop
+            .cgroups
+            .iter()
+            .map(|d| ("Backdrop".to_string(), d));
+        let in_steps = steps.flat_map(|(i, s)| {
+            s.setup
+                .declared_defs()
+                .iter()
+                .map(move |d| (format!("step {}", i + 1), d))
+        });
+        for (at, def) in declared.chain(in_steps) {
+            if def
+                .works
+                .iter()
+                .any(|w| w.num_workers.unwrap_or(self.workers_per_cgroup) == 0)
+            {
+                return Err(ModelError::ZeroWorkers(def.name.to_string()).within(at));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +380,29 @@ pub fn validate_sequence<S: DeclaredDefs>(
 mod tests {
     use super::*;
     use crate::model::HoldSpec;
+
+    #[test]
+    fn a_work_group_with_no_workers_is_refused_up_front() {
+        let steps = vec![Step::with_defs(
+            vec![CgroupDef::named("busy"), CgroupDef::named("idle")],
+            HoldSpec::FULL,
+        )];
+        let mut plan = Plan::new("p", steps, Duration::from_secs(1));
+        assert!(plan.validate().is_ok());
+        plan.workers_per_cgroup = 0;
+        let e = plan.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("step 1: cgroup \"busy\": a work group with 0 workers"),
+            "{e}"
+        );
+        // A count of its own overrides the plan's default, both ways.
+        plan.steps[0] = Step::with_defs(vec![CgroupDef::named("busy").workers(2)], HoldSpec::FULL);
+        assert!(plan.validate().is_ok());
+        plan.workers_per_cgroup = 1;
+        plan.backdrop = Backdrop::new().push_cgroup(CgroupDef::named("bg").workers(0));
+        let e = plan.validate().unwrap_err().to_string();
+        assert!(e.starts_with("Backdrop: cgroup \"bg\""), "{e}");
+    }
 
     #[test]
     fn builders_replace_and_push() {
