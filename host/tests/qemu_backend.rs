@@ -361,6 +361,35 @@ fn qemu_startup_failure_reports_its_output() {
 }
 
 #[test]
+fn a_topology_tcg_cannot_address_is_refused_before_qemu_starts() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !qemu_on_path() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("kernel");
+    let initramfs = dir.path().join("initramfs.cpio");
+    std::fs::write(&kernel, vec![0u8; 8192]).unwrap();
+    std::fs::write(&initramfs, b"").unwrap();
+    let started = Instant::now();
+    let err = tcg()
+        .launch(&spec(&kernel, &initramfs, "1n10l12c2t"))
+        .err()
+        .expect("APIC IDs past 254 under TCG");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("APIC IDs up to 311") && msg.contains("hardware KVM"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused up front"
+    );
+    assert_eq!(our_qemu_children(), Vec::<String>::new(), "no QEMU started");
+    assert_eq!(our_shm_files(), Vec::<String>::new(), "/dev/shm leftovers");
+}
+
+#[test]
 fn missing_binary_is_unavailable() {
     let mut backend = tcg();
     backend.set_binary("/nonexistent/qemu-system-x86_64");

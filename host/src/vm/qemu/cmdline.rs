@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ktstr_protocol::ShmArg;
+use ktstr_protocol::model::Topology;
 
 use super::fast_boot::FastBoot;
 use super::layout::MemoryLayout;
@@ -136,6 +137,35 @@ pub fn kernel_cmdline(spec: &VmSpec, layout: &MemoryLayout, fast: &FastBoot) -> 
     words.join(" ")
 }
 
+/// The largest APIC ID QEMU gives a CPU of `topo` as [`qemu_args`] lays
+/// it out (socket, core and thread fields each rounded up to a power of
+/// two, as QEMU packs them).
+pub fn max_apic_id(topo: &Topology) -> u32 {
+    let bits = |n: u32| n.max(1).next_power_of_two().trailing_zeros();
+    let thread_bits = bits(topo.threads_per_core);
+    let core_bits = bits(topo.cores_per_llc);
+    ((topo.llcs - 1) << (core_bits + thread_bits))
+        | ((topo.cores_per_llc - 1) << thread_bits)
+        | (topo.threads_per_core - 1)
+}
+
+/// Refuses, before QEMU starts, what QEMU would refuse (its own words
+/// come back too, but only after a start-up): under TCG, APIC IDs past
+/// 254 (x2APIC needs KVM's in-kernel irqchip in QEMU 7.2). The vCPU count
+/// itself is capped by [`Topology::validate`] below q35's 288.
+pub fn check_limits(topo: &Topology, accel: Accel) -> Result<(), VmError> {
+    let apic = max_apic_id(topo);
+    if accel == Accel::Tcg && apic > 254 {
+        return Err(VmError::Setup(format!(
+            "topology {topo} needs APIC IDs up to {apic} (QEMU rounds cores and threads per LLC \
+             up to powers of two); under TCG QEMU stops at 254, since x2APIC needs KVM's \
+             in-kernel irqchip: choose fewer LLCs or cores per LLC, or run on a host with \
+             hardware KVM (--backend kvm, our VMM, has no such limit)"
+        )));
+    }
+    Ok(())
+}
+
 /// The QEMU arguments (without the program name).
 ///
 /// One socket per LLC, because QEMU shares its modelled L3 per socket; LLCs
@@ -150,6 +180,7 @@ pub fn qemu_args(
     fast: &FastBoot,
 ) -> Result<Vec<String>, VmError> {
     let topo = &spec.topology;
+    check_limits(topo, accel)?;
     if files.ram.len() != layout.nodes as usize || layout.nodes != topo.numa_nodes {
         return Err(VmError::Setup(format!(
             "{} RAM files and a {}-node memory layout for topology {topo}",
@@ -377,6 +408,25 @@ mod tests {
             values(&args, "-qmp"),
             ["unix:/tmp/a,,b/qmp.sock,server=on,wait=off"]
         );
+    }
+
+    #[test]
+    fn what_qemu_would_refuse_is_refused_before_it_starts() {
+        let t = |s: &str| s.parse::<Topology>().unwrap();
+        // Every preset the gauntlet ships fits under TCG.
+        assert_eq!(max_apic_id(&t("4n12l8c2t")), 191);
+        assert!(check_limits(&t("4n12l8c2t"), Accel::Tcg).is_ok());
+        assert_eq!(max_apic_id(&t("1n1l2c1t")), 1);
+        assert_eq!(max_apic_id(&t("1n2l3c1t")), 6, "3 cores take 2 bits");
+        // 10 LLCs of 12 cores (16 IDs) x 2 threads: 240 vCPUs, IDs to 311.
+        let big = t("1n10l12c2t");
+        assert_eq!(max_apic_id(&big), 311);
+        let e = check_limits(&big, Accel::Tcg).unwrap_err().to_string();
+        assert!(
+            e.contains("APIC IDs up to 311") && e.contains("hardware KVM"),
+            "{e}"
+        );
+        assert!(check_limits(&big, Accel::Kvm).is_ok());
     }
 
     #[test]
