@@ -130,9 +130,14 @@ pub fn table(out: &RunOutcome) -> String {
     let t = &out.timings;
     let secs =
         |ms: Option<u64>| ms.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
+    let own = out
+        .verdict
+        .as_ref()
+        .map(|v| format!("ran {}; ", secs(Some(v.elapsed_ms))))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "timings: hello {} verdict {} exit {}",
+        "timings: {own}from the command's start: hello {} verdict {} exit {}",
         secs(t.hello_ms),
         secs(t.verdict_ms),
         secs(Some(t.exit_ms))
@@ -169,12 +174,25 @@ pub fn summary(outcomes: &[RunOutcome]) -> String {
         .unwrap_or(0)
         .max(18);
     for o in outcomes {
-        let _ = writeln!(s, "  {:<width$} {}", o.scenario, verdict_word(o));
+        // The scenario's own time in its guest, when it got that far.
+        let own = o.verdict.as_ref().map_or(String::new(), |v| {
+            format!("{:>7.1} s  ", v.elapsed_ms as f64 / 1000.0)
+        });
+        let _ = writeln!(s, "  {:<width$} {own}{}", o.scenario, verdict_word(o));
     }
     let skipped = outcomes.iter().filter(|o| o.passed && o.skipped).count();
     let passed = outcomes.iter().filter(|o| o.passed).count() - skipped;
     let failed = outcomes.len() - passed - skipped;
-    let _ = writeln!(s, "{passed} passed, {skipped} skipped, {failed} failed");
+    let total = outcomes
+        .iter()
+        .map(|o| o.timings.exit_ms)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "{passed} passed, {skipped} skipped, {failed} failed in {:.1} s",
+        total as f64 / 1000.0
+    );
     s
 }
 
@@ -287,7 +305,10 @@ mod tests {
         assert!(table(&fail).contains("FAIL: the guest finished without a verdict"));
         let s = summary(&[pass, fail]);
         assert!(s.contains("steady             PASS"), "{s}");
-        assert!(s.ends_with("1 passed, 0 skipped, 1 failed\n"), "{s}");
+        assert!(
+            s.ends_with("1 passed, 0 skipped, 1 failed in 0.0 s\n"),
+            "{s}"
+        );
         let skip = RunOutcome {
             scenario: "smt_pairs".into(),
             passed: true,
@@ -296,7 +317,33 @@ mod tests {
             ..Default::default()
         };
         assert!(table(&skip).ends_with("SKIPPED scenario: the topology has no SMT\n"));
-        assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed\n"));
+        // A scenario late in a shared guest shows its own time; the total
+        // is the command's.
+        let mut late = RunOutcome {
+            scenario: "cgroup_add".into(),
+            passed: true,
+            verdict: Some(ktstr_protocol::message::Verdict {
+                passed: true,
+                result: Default::default(),
+                elapsed_ms: 1300,
+            }),
+            ..Default::default()
+        };
+        late.timings.verdict_ms = Some(7400);
+        late.timings.exit_ms = 7500;
+        assert!(
+            table(&late)
+                .contains("timings: ran 1.3s; from the command's start: hello - verdict 7.4s"),
+            "{}",
+            table(&late)
+        );
+        let s = summary(&[late]);
+        assert!(s.contains("cgroup_add             1.3 s  PASS"), "{s}");
+        assert!(
+            s.ends_with("1 passed, 0 skipped, 0 failed in 7.5 s\n"),
+            "{s}"
+        );
+        assert!(summary(&[skip]).ends_with("0 passed, 1 skipped, 0 failed in 0.0 s\n"));
     }
 
     #[test]

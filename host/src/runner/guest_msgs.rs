@@ -13,7 +13,9 @@ use ktstr_protocol::model::Topology;
 use super::batch::{Batch, Session, fold_monitor, fresh_outcome, ms_since, stamp};
 use super::kernel;
 use crate::monitor::{Monitor, Trigger};
-use crate::outcome::{HelloSummary, RunFailure, ServedRequest, Stage, StepRecord, StepReports};
+use crate::outcome::{
+    HelloSummary, RunFailure, ServedRequest, Stage, StepRecord, StepReports, secs,
+};
 use crate::vm::{Backend, Vm};
 
 /// Handles everything the guest has published; `true` once it said Done.
@@ -181,6 +183,13 @@ fn handle(
                 }
             }
             let passed = v.passed;
+            // Its own time, so a scenario late in a shared guest does not
+            // read as slow (the timings count from the command's start).
+            progress.say(&format!(
+                "{} in {}",
+                if passed { "passed" } else { "FAILED" },
+                secs(Duration::from_millis(v.elapsed_ms))
+            ));
             let out = b.out();
             out.verdict = Some(v);
             let next = b.current() + 1;
