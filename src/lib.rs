@@ -27,3 +27,8 @@ pub mod prelude {
     pub use ktstr_protocol::model::*;
     pub use ktstr_protocol::{GuestMsg, HostMsg};
 }
+
+/// The guide's pages under `docs/`, whose Rust examples compile (and the
+/// ones not marked `no_run` run) as this crate's doctests.
+#[cfg(doctest)]
+mod guide;

@@ -271,12 +271,13 @@ min_llcs = 2
         assert_eq!(s.default_topology, "1n2l4c1t");
     }
 
-    /// The README's example is a declaration that reads.
+    /// The guide's example is a declaration that reads.
     #[test]
-    fn the_readme_example_reads() {
-        let readme =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-                .unwrap();
+    fn the_guides_example_reads() {
+        let readme = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schedulers.md"),
+        )
+        .unwrap();
         let start = readme
             .find("```toml\nname = \"rusty\"")
             .expect("the example")
