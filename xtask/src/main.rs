@@ -58,3 +58,28 @@ fn main() {
         Cmd::CheckImports => check_imports(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Help reads as the command people type.
+    #[test]
+    fn help_names_cargo_xtask() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in ["vmtest", "gauntlet", "compare", "setup"] {
+            let usage = cmd
+                .find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("{sub} exists"))
+                .render_usage()
+                .to_string();
+            assert!(
+                usage.contains(&format!("Usage: cargo xtask {sub}")),
+                "{usage}"
+            );
+        }
+    }
+}

@@ -170,3 +170,23 @@ pub fn exit_with(result: Result<bool>) -> ! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The installed binary's help names itself.
+    #[test]
+    fn help_names_the_ktstr_binary() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let usage = cmd
+            .find_subcommand_mut("vmtest")
+            .expect("vmtest exists")
+            .render_usage()
+            .to_string();
+        assert!(usage.contains("Usage: ktstr vmtest"), "{usage}");
+    }
+}
