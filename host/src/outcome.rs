@@ -263,6 +263,10 @@ pub struct RunOutcome {
     pub agent_errors: Vec<AgentError>,
     pub logs: Vec<String>,
     pub vm_exit: String,
+    /// The share (0 to 1) of the plan's time the host kept the guest from
+    /// running (its threads waited for a host CPU), where the backend can
+    /// tell: rates are judged over the time the guest could run.
+    pub host_wait_share: Option<f64>,
     pub timings: Timings,
     /// Console tail, kept when the run failed.
     pub console_tail: Option<String>,

@@ -21,6 +21,14 @@ use ktstr_host::vm::qemu::{Accel, QemuBackend, QemuVm};
 use ktstr_host::vm::{Backend, Vm, VmError, VmExit, VmSpec};
 use ktstr_initramfs::InitramfsBuilder;
 
+/// This process's user id, from /proc (no libc call needed).
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
 /// What the guest's init does after writing the ring.
 #[derive(Clone, Copy)]
 enum InitMode {
@@ -252,6 +260,23 @@ fn boots_writes_the_region_and_powers_off() {
         Vec::<String>::new(),
         "RAM files are unlinked once QEMU runs"
     );
+    // Everything else the VM made (QMP and gdb sockets, console, QEMU's
+    // log) lives in a directory only this user can enter.
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(vm.workdir()).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "work directory mode"
+        );
+        assert_eq!(meta.uid(), own_uid(), "owned by us");
+        let names: Vec<String> = std::fs::read_dir(vm.workdir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n.contains("qmp")), "{names:?}");
+    }
     let exit = vm.wait_timeout(BOOT_DEADLINE).unwrap();
     let took = start.elapsed();
     let console = vm.console_tail(16 << 10);

@@ -46,6 +46,9 @@ fn side(root: &std::path::Path, list: &str) -> Result<Vec<Vec<CellRecord>>> {
 }
 
 pub(super) fn run(a: &CompareArgs, progress: &Progress) -> Result<bool> {
+    if let Some(p) = &a.json {
+        super::result_path::ensure_writable("--json", p)?;
+    }
     let root = a.results_dir.clone().unwrap_or_else(store::default_root);
     let gates: BTreeMap<String, Gate> = match &a.gates {
         Some(p) => {
@@ -61,6 +64,12 @@ pub(super) fn run(a: &CompareArgs, progress: &Progress) -> Result<bool> {
         progress.say("no cell passed on both sides with a metric to compare");
     }
     print!("{}", compare::table(&deltas));
+    if !deltas.is_empty() && deltas.iter().all(|d| !d.judged) {
+        progress.say(
+            "nothing was judged: every metric needs two or more runs a side (sweep with \
+             `--runs 5`, or list several run ids comma-separated)",
+        );
+    }
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&deltas)?)
             .with_context(|| format!("writing {}", p.display()))?;

@@ -8,6 +8,7 @@
 
 mod compare;
 mod duration;
+mod result_path;
 mod gauntlet;
 mod junit;
 mod vmtest;
@@ -176,6 +177,37 @@ mod tests {
     use clap::CommandFactory;
 
     use super::Cli;
+
+    #[test]
+    fn an_unwritable_result_path_is_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/r.json");
+        let started = std::time::Instant::now();
+        let e = super::run_from(["ktstr", "vmtest", "--json", missing.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--json") && e.contains("cannot be written"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        for args in [
+            vec!["gauntlet", "--junit", missing.to_str().unwrap()],
+            vec!["gauntlet", "--json", dir.path().to_str().unwrap()],
+            vec!["compare", "a", "b", "--json", missing.to_str().unwrap()],
+        ] {
+            let argv = std::iter::once("ktstr").chain(args.iter().copied());
+            let e = super::run_from(argv).unwrap_err().to_string();
+            assert!(e.contains("cannot be written"), "{args:?}: {e}");
+        }
+        // A writable path is left as it was.
+        let ok = dir.path().join("fine.json");
+        super::result_path::ensure_writable("--json", &ok).unwrap();
+        assert!(!ok.exists(), "the probe file is removed");
+        std::fs::write(&ok, "kept").unwrap();
+        super::result_path::ensure_writable("--json", &ok).unwrap();
+        assert_eq!(std::fs::read_to_string(&ok).unwrap(), "kept");
+    }
 
     /// The installed binary's help names itself.
     #[test]

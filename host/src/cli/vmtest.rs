@@ -103,6 +103,9 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         print!("{}", scenarios::listing());
         return Ok(true);
     }
+    if let Some(path) = &a.json {
+        super::result_path::ensure_writable("--json", path)?;
+    }
     let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
     // A vmlinux that cannot be used fails now, before anything is built.
     let given_vmlinux = match a.vmlinux.as_deref() {

@@ -41,17 +41,15 @@ pub struct Gate {
     pub rel: f64,
 }
 
-/// The metrics compared, with their default gates: sized so that two runs
+/// The metrics compared, with their default gates: sized so that repeats
 /// of one configuration (3-s holds under TCG on a 2-core host) stay inside
-/// them, where they moved by up to 6% (throughput), 31% (scheduling
-/// delay), 60 ms (longest gap) and a third (migrations); the fixture's
-/// `slow` flag moves throughput by 35-40% and scheduling delay by 130% or
-/// more. A side of several runs adds Welch's t-test on top. The share
-/// spread, longest gap, latencies and migrations of one run moved by up to
-/// 10 points, 4.6x and 74% between identical runs in later runs, so only
-/// throughput (a mean over every worker) is judged on one run a side; the
-/// others need repeats (`needs_repeats`) and are shown, marked not judged,
-/// without them.
+/// them, where single runs moved by up to 6% (throughput, on a quiet day;
+/// 13% standard deviation between the boots of one sweep on a busy one),
+/// 31% (scheduling delay), 60 ms (longest gap) and a third (migrations);
+/// the fixture's `slow` flag moves throughput by 20-40% and scheduling
+/// delay by 130% or more. Every metric needs repeats (`needs_repeats`):
+/// with one run a side it is shown, marked not judged; with two or more a
+/// side Welch's t-test must also find the change (p < 0.05).
 pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "work_units_per_s",
@@ -61,7 +59,11 @@ pub const METRICS: &[MetricDef] = &[
             abs: 1.0,
             rel: 0.15,
         },
-        needs_repeats: false,
+        // Each boot under TCG runs at its own speed: the same sweep's
+        // guests differed by 13% (standard deviation) in work per second,
+        // up to 40% between two, the same within each guest (a boot-time
+        // yardstick did not track it). Judged over repeats only.
+        needs_repeats: true,
     },
     MetricDef {
         name: "spread_pct",
@@ -131,11 +133,16 @@ pub fn metrics(r: &CellRecord) -> BTreeMap<&'static str, f64> {
         .flat_map(|s| s["reports"].as_array().into_iter().flatten())
         .collect();
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    // Throughput counts only the time the guest could run: under TCG the
+    // guest's clock keeps going while the host runs something else, so a
+    // loaded host would otherwise read as a slow scheduler (identical
+    // sweeps differed by a third in work per wall second on a busy day).
+    let could_run = 1.0 - o["host_wait_share"].as_f64().unwrap_or(0.0).clamp(0.0, 0.9);
     if !workers.is_empty() {
         let rate: f64 = workers
             .iter()
             .map(|w| {
-                let wall = num(&w["wall_time_ns"]) / 1e9;
+                let wall = num(&w["wall_time_ns"]) / 1e9 * could_run;
                 if wall > 0.0 {
                     num(&w["work_units"]) / wall
                 } else {
@@ -435,26 +442,44 @@ mod tests {
         assert_eq!(m["spread_pct"], 10.0);
         assert_eq!(m["wake_latency_p99_us"], 3000.0);
         assert_eq!(m["run_delay_us"], 0.1);
+        // A host that kept the guest waiting a quarter of the time: the
+        // same work in three quarters of the time it could run.
+        let mut busy = rec("", 300, &[]);
+        if let Some(o) = busy.outcome.as_mut() {
+            o["host_wait_share"] = serde_json::json!(0.25);
+        }
+        assert_eq!(metrics(&busy)["work_units_per_s"], 400.0);
     }
 
     #[test]
     fn a_throughput_drop_past_both_gates_is_a_regression_and_noise_is_not() {
         let base = vec![vec![rec("", 1000, &[])]];
         let slow = vec![vec![rec("slow", 700, &[])]];
+        // One run a side: shown, not judged (one boot's speed is noise).
+        let d = compare(&base, &slow, &BTreeMap::new());
+        let t = d.iter().find(|d| d.metric == "work_units_per_s").unwrap();
+        assert!(!t.judged && !t.regression, "{t:?}");
+        // Three runs a side, 30% lower with little noise: a regression.
+        let runs = |who: &str, units: &[u64]| -> Vec<Vec<CellRecord>> {
+            units.iter().map(|u| vec![rec(who, *u, &[])]).collect()
+        };
+        let base = runs("", &[1000, 1020, 990]);
+        let slow = runs("slow", &[700, 690, 720]);
         let d = compare(&base, &slow, &BTreeMap::new());
         let t = d.iter().find(|d| d.metric == "work_units_per_s").unwrap();
         assert!(t.regression && t.cell == "steady/tiny", "{t:?}");
         assert!(table(&d).contains("REGRESSION"));
-        // 3% lower: inside the 10% gate.
-        let near = vec![vec![rec("", 970, &[])]];
+        // 3% lower, and significant: inside the 15% gate.
+        let steady = runs("", &[1000, 1001, 999]);
+        let near = runs("", &[970, 971, 969]);
         assert!(
-            !compare(&base, &near, &BTreeMap::new())
+            !compare(&steady, &near, &BTreeMap::new())
                 .iter()
                 .any(|d| d.regression)
         );
         // A custom gate makes 3% count.
         let tight = parse_gates("[work_units_per_s]\nabs = 1.0\nrel = 0.01\n").unwrap();
-        assert!(compare(&base, &near, &tight).iter().any(|d| d.regression));
+        assert!(compare(&steady, &near, &tight).iter().any(|d| d.regression));
         assert!(parse_gates("[nope]\nabs = 1.0\nrel = 0.1\n").is_err());
         // A longest gap quadrupled on one run a side is shown, not judged;
         // the same change over repeats is a regression.

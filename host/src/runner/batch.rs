@@ -126,6 +126,9 @@ pub(super) struct Batch<'c> {
     pub(super) frozen: Duration,
     /// The exit-kind watchpoint set for the loaded sched_ext scheduler.
     pub(super) exit_watch: Option<u64>,
+    /// The host threads' scheduler accounting when the running plan was
+    /// sent.
+    pub(super) host_at_send: Option<Vec<crate::vm::HostThreadTime>>,
 }
 
 impl Batch<'_> {

@@ -56,6 +56,7 @@ enum Flow {
 /// Sends the plan at `index` and opens its outcome.
 fn send_plan(
     backend: &dyn Backend,
+    vm: &dyn Vm,
     b: &mut Batch<'_>,
     s: &mut Session<'_>,
     index: usize,
@@ -65,6 +66,7 @@ fn send_plan(
     b.monitor = Monitor::for_plan(plan);
     b.frozen = Duration::ZERO;
     b.sent = Instant::now();
+    b.host_at_send = vm.host_sched();
     s.tx.send_msg(
         "plan",
         &HostMsg::Plan(Box::new(plan.clone())),
@@ -97,7 +99,7 @@ fn handle(
         ));
         check_topology(h, &b.cfg.spec.topology)?;
         let first = b.first;
-        send_plan(backend, b, s, first)?;
+        send_plan(backend, vm, b, s, first)?;
         return Ok(Flow::Continue);
     }
     if let GuestMsg::Done = msg {
@@ -182,6 +184,15 @@ fn handle(
                     }
                 }
             }
+            // How much of the plan's time the host kept the guest from
+            // running (a loaded host, not the scheduler under test).
+            let window = b.sent.elapsed();
+            let share = b
+                .host_at_send
+                .take()
+                .zip(vm.host_sched())
+                .and_then(|(before, after)| crate::vm::host_wait_share(&before, &after, window));
+            b.out().host_wait_share = share;
             let passed = v.passed;
             // Its own time, so a scenario late in a shared guest does not
             // read as slow (the timings count from the command's start).
@@ -194,7 +205,7 @@ fn handle(
             out.verdict = Some(v);
             let next = b.current() + 1;
             if passed && next < b.cfg.plans.len() {
-                send_plan(backend, b, s, next)?;
+                send_plan(backend, vm, b, s, next)?;
             } else {
                 // The last plan, or a failed one: this guest is done.
                 let _ = s.tx.send_msg(

@@ -152,6 +152,7 @@ fn run_batch(
         monitor: None,
         frozen: Duration::ZERO,
         exit_watch: None,
+        host_at_send: None,
     };
     let result = drive(vm.as_mut(), backend, &mut b);
     if let Some(m) = b.monitor.take()

@@ -202,6 +202,71 @@ pub trait Vm: Send {
     fn guest_ram(&self) -> Option<Arc<dyn ram::PhysMemory>> {
         None
     }
+
+    /// How long each host thread running the guest has run and waited
+    /// for a host CPU so far (`/proc/<pid>/task/*/schedstat`): what lets a
+    /// result tell a slow scheduler from a busy host. `None` where the
+    /// backend cannot say.
+    fn host_sched(&self) -> Option<Vec<HostThreadTime>> {
+        None
+    }
+}
+
+/// One host thread's scheduler accounting, cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostThreadTime {
+    pub tid: u32,
+    pub ran: Duration,
+    pub waited: Duration,
+}
+
+/// The threads of process `pid` as `/proc` accounts them (threads that
+/// cannot be read are left out: they ended).
+pub fn process_thread_times(pid: u32) -> Option<Vec<HostThreadTime>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(ran)), Some(Some(waited))) = (f.next(), f.next()) {
+            out.push(HostThreadTime {
+                tid,
+                ran: Duration::from_nanos(ran),
+                waited: Duration::from_nanos(waited),
+            });
+        }
+    }
+    Some(out)
+}
+
+/// The share of the time between `before` and `after` (`window` long)
+/// the guest could not run because the host gave it no CPU: the mean
+/// waiting share of the threads that were busy then (ran at least a tenth
+/// of the window; idle helper threads say nothing), in `0..=1`.
+pub fn host_wait_share(
+    before: &[HostThreadTime],
+    after: &[HostThreadTime],
+    window: Duration,
+) -> Option<f64> {
+    let w = window.as_secs_f64();
+    if w <= 0.0 {
+        return None;
+    }
+    let shares: Vec<f64> = after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.tid == a.tid)?;
+            let ran = a.ran.saturating_sub(b.ran).as_secs_f64();
+            let waited = a.waited.saturating_sub(b.waited).as_secs_f64();
+            (ran >= w / 10.0).then_some((waited / w).clamp(0.0, 1.0))
+        })
+        .collect();
+    (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
 }
 
 /// A few registers of one vCPU, as a capture shows them.
@@ -222,4 +287,35 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Boots `spec`; returns once the VMM runs and the ring region is mapped.
     fn launch(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, VmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(tid: u32, ran_ms: u64, waited_ms: u64) -> HostThreadTime {
+        HostThreadTime {
+            tid,
+            ran: Duration::from_millis(ran_ms),
+            waited: Duration::from_millis(waited_ms),
+        }
+    }
+
+    #[test]
+    fn the_wait_share_comes_from_the_busy_threads() {
+        let before = [t(1, 0, 0), t(2, 0, 0), t(3, 100, 0)];
+        // Thread 1 ran 2 s and waited 1 s of a 3 s window; thread 2 ran
+        // 10 ms (idle helper: left out); thread 3 is new (left out).
+        let after = [t(1, 2000, 1000), t(2, 10, 500), t(4, 3000, 0)];
+        let share = host_wait_share(&before, &after, Duration::from_secs(3)).unwrap();
+        assert!((share - 1.0 / 3.0).abs() < 1e-9, "{share}");
+        assert_eq!(
+            host_wait_share(&before, &before, Duration::from_secs(3)),
+            None
+        );
+        assert_eq!(host_wait_share(&before, &after, Duration::ZERO), None);
+        // This process can read its own accounting.
+        let me = process_thread_times(std::process::id()).unwrap();
+        assert!(!me.is_empty());
+    }
 }

@@ -519,6 +519,10 @@ impl Vm for QemuVm {
         Ok(self.finish(status))
     }
 
+    fn host_sched(&self) -> Option<Vec<crate::vm::HostThreadTime>> {
+        crate::vm::process_thread_times(self.pid()?)
+    }
+
     fn console_tail(&self, max_bytes: usize) -> String {
         file_tail(&self.console, max_bytes)
     }

@@ -4,15 +4,21 @@
 //! joins shard runs into one matrix.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod host;
+mod output;
+
+use host::{default_jobs, git_commit, host_cpus, host_memory_mib};
+use output::{MergeArgs, Outputs, finish, merge, order};
+
 use super::duration::parse_duration;
-use crate::gauntlet::matrix::{self, CellRecord, Status};
+use crate::gauntlet::matrix::{CellRecord, Status};
 use crate::gauntlet::presets;
 use crate::gauntlet::run::{self as sweep_run, Shared};
 use crate::gauntlet::store::{self, RunDir};
@@ -38,30 +44,6 @@ enum GauntletCmd {
     /// Join the runs of a sharded sweep (run directories, run ids or
     /// baseline names) into one matrix, JSON and JUnit.
     Merge(MergeArgs),
-}
-
-#[derive(Args, Debug)]
-struct MergeArgs {
-    /// The shards' run directories (or run ids, or baseline names).
-    #[arg(required = true)]
-    runs: Vec<String>,
-    #[command(flatten)]
-    out: Outputs,
-}
-
-/// Where results go besides the run directory.
-#[derive(Args, Debug, Clone, Default)]
-struct Outputs {
-    /// Write the sweep's JSON here too.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write JUnit XML here too (a testcase per cell).
-    #[arg(long)]
-    junit: Option<PathBuf>,
-    /// Where runs and baselines are kept (default: $CARGO_TARGET_DIR or
-    /// ./target, then ktstr/).
-    #[arg(long)]
-    results_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +130,15 @@ struct SweepArgs {
 }
 
 pub(super) fn run(a: GauntletArgs, progress: &Progress) -> Result<bool> {
+    let out = match &a.cmd {
+        Some(GauntletCmd::Merge(m)) => &m.out,
+        None => &a.sweep.out,
+    };
+    for (what, path) in [("--json", &out.json), ("--junit", &out.junit)] {
+        if let Some(p) = path {
+            super::result_path::ensure_writable(what, p)?;
+        }
+    }
     match a.cmd {
         Some(GauntletCmd::Merge(m)) => merge(&m, progress),
         None => sweep_cmd(a.sweep, progress),
@@ -185,58 +176,6 @@ fn profiles(a: &SweepArgs, decl_flags: Option<Vec<Vec<&'static str>>>) -> Result
         }
     }
     Ok(out)
-}
-
-fn host_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// MemAvailable of /proc/meminfo in MiB (a large figure when unknown).
-fn host_memory_mib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(u64::MAX / 2, |kb| kb / 1024)
-}
-
-/// Guests to run at once when `--jobs` is not given (see its help): TCG
-/// runs each guest on one host thread (single-threaded TCG), so a guest
-/// per host CPU keeps each on a CPU of its own (measured here: two guests
-/// on two CPUs gave the same spreads and gaps as one, in two thirds of
-/// the time); hardware KVM runs a thread per vCPU. QEMU and the host's
-/// threads get 256 MiB a guest on top of its RAM.
-fn default_jobs(
-    tcg: bool,
-    groups: &[sweep::Group<'_>],
-    cpus: usize,
-    memory_mib: u64,
-    memory: Option<u64>,
-) -> usize {
-    let largest = |f: &dyn Fn(&sweep::Group<'_>) -> u64| groups.iter().map(f).max().unwrap_or(1);
-    let per_guest_cpus = if tcg {
-        1
-    } else {
-        largest(&|g| u64::from(g.preset.topology.total_cpus()))
-    };
-    let per_guest_mib =
-        largest(&|g| memory.unwrap_or_else(|| presets::guest_memory_mib(&g.preset.topology))) + 256;
-    let by_cpu = cpus as u64 / per_guest_cpus.max(1);
-    let by_memory = memory_mib / per_guest_mib.max(1);
-    by_cpu.min(by_memory).max(1) as usize
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The sweep to run: every cell, `--runs` times, this `--shard`'s part,
@@ -504,173 +443,4 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
     }
     progress.say(&format!("sweep took {:.1} s", t0.elapsed().as_secs_f64()));
     Ok(ok)
-}
-
-/// Records in matrix order: kernel, profile, preset, scenario as chosen.
-fn order(
-    records: &mut [CellRecord],
-    chosen: &[&Canned],
-    presets: &[presets::Preset],
-    profiles: &[Profile],
-) {
-    let pos = |v: Option<usize>| v.unwrap_or(usize::MAX);
-    records.sort_by_key(|r| {
-        (
-            r.cell.kernel,
-            pos(profiles.iter().position(|p| *p == r.cell.profile)),
-            pos(presets.iter().position(|p| p.name == r.cell.preset)),
-            pos(chosen.iter().position(|c| c.name == r.cell.scenario)),
-        )
-    });
-}
-
-/// Prints the matrix and every failure, writes the run directory's files
-/// and the asked-for copies; `Ok(false)` when a cell failed.
-fn finish(
-    records: &[CellRecord],
-    manifest: &serde_json::Value,
-    dir: &RunDir,
-    out: &Outputs,
-) -> Result<bool> {
-    for r in records {
-        dir.write_cell(records, r)?;
-    }
-    for r in records.iter().filter(|r| r.status == Status::Fail) {
-        print!("{}", failure_section(records, r));
-    }
-    let table = matrix::table(records);
-    print!("{table}");
-    let json = matrix::json(records, manifest)?;
-    let junit = matrix::junit(records);
-    dir.write("matrix.txt", &table)?;
-    dir.write("results.json", &json)?;
-    dir.write("junit.xml", &junit)?;
-    write_copy(out.json.as_deref(), &json)?;
-    write_copy(out.junit.as_deref(), &junit)?;
-    Ok(!records.iter().any(|r| r.status == Status::Fail))
-}
-
-fn write_copy(path: Option<&Path>, text: &str) -> Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
-/// A failed cell: its check and failure, the agent's errors, the last log
-/// lines (the scheduler's own words land there) and the console tail.
-fn failure_section(records: &[CellRecord], r: &CellRecord) -> String {
-    let mut s = format!(
-        "--- FAILED {} ({}) ---\n{}\n",
-        matrix::name_of(records, r),
-        r.check.as_deref().unwrap_or("?"),
-        r.reason.as_deref().unwrap_or("")
-    );
-    if let Some(o) = &r.outcome {
-        if let Some(errs) = o["agent_errors"].as_array().filter(|e| !e.is_empty()) {
-            for e in errs {
-                s.push_str(&format!("agent error: {e}\n"));
-            }
-        }
-        if let Some(logs) = o["logs"].as_array().filter(|l| !l.is_empty()) {
-            s.push_str("log (last lines):\n");
-            for l in logs.iter().rev().take(20).rev() {
-                s.push_str(&format!("  {}\n", l.as_str().unwrap_or_default()));
-            }
-        }
-        if let Some(tail) = o["console_tail"].as_str() {
-            s.push_str(&format!("console (tail):\n{tail}\n"));
-        }
-    }
-    s
-}
-
-fn merge(m: &MergeArgs, progress: &Progress) -> Result<bool> {
-    let root = m
-        .out
-        .results_dir
-        .clone()
-        .unwrap_or_else(store::default_root);
-    let mut records: Vec<CellRecord> = Vec::new();
-    let mut manifests = Vec::new();
-    for what in &m.runs {
-        let dir = store::resolve(&root, what)?;
-        manifests.push(RunDir::read_manifest(&dir));
-        for r in RunDir::read_cells(&dir)? {
-            if records.iter().any(|q| q.cell == r.cell) {
-                bail!(
-                    "{} is in more than one of the runs merged (shards of different sweeps?)",
-                    r.cell.name(true, true)
-                );
-            }
-            records.push(r);
-        }
-    }
-    // Matrix order from the first manifest's presets and scenarios.
-    let names = |key: &str, field: Option<&str>| -> Vec<String> {
-        manifests
-            .first()
-            .and_then(|m| m[key].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| match field {
-                Some(f) => v[f].as_str().map(String::from),
-                None => v.as_str().map(String::from),
-            })
-            .collect()
-    };
-    let presets_order = names("presets", Some("name"));
-    let scenario_order = names("scenarios", None);
-    let pos = |v: Option<usize>| v.unwrap_or(usize::MAX);
-    records.sort_by_key(|r| {
-        (
-            r.cell.kernel,
-            r.cell.profile.clone(),
-            pos(presets_order.iter().position(|p| *p == r.cell.preset)),
-            pos(scenario_order.iter().position(|s| *s == r.cell.scenario)),
-        )
-    });
-    let dir = RunDir::create(&root, &format!("merged-{}", store::new_run_id()))?;
-    let manifest = serde_json::json!({ "merged": manifests });
-    dir.write("manifest.json", &serde_json::to_string_pretty(&manifest)?)?;
-    progress.say(&format!(
-        "merged {} runs into {}",
-        m.runs.len(),
-        dir.path.display()
-    ));
-    finish(&records, &manifest, &dir, &m.out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn groups(names: &str) -> Vec<sweep::Group<'static>> {
-        presets::choose(Some(names), 64, u64::MAX / 2)
-            .unwrap()
-            .into_iter()
-            .map(|preset| sweep::Group {
-                preset,
-                profile: Profile::default(),
-                kernel: 0,
-                repeat: 0,
-                scenarios: Vec::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn default_jobs_follow_cpus_per_guest_and_memory() {
-        let g = groups("1n1l2c1t,1n2l2c1t");
-        // TCG: a guest per host CPU.
-        assert_eq!(default_jobs(true, &g, 2, 64 * 1024, None), 2);
-        assert_eq!(default_jobs(true, &g, 16, 64 * 1024, None), 16);
-        // KVM: 16 CPUs over 4-vCPU guests.
-        assert_eq!(default_jobs(false, &g, 16, 64 * 1024, None), 4);
-        // Memory: 768 MiB guests plus 256 in 2 GiB: two.
-        assert_eq!(default_jobs(true, &g, 16, 2048, None), 2);
-        assert_eq!(default_jobs(true, &g, 16, 2048, Some(1792)), 1);
-        // Never zero.
-        assert_eq!(default_jobs(false, &g, 1, 100, None), 1);
-    }
 }
