@@ -45,8 +45,6 @@ fn sweep_args<'a>(duration: &'a str, more: &[&'a str]) -> Vec<&'a str> {
         SCENARIOS,
         "--duration",
         duration,
-        "--jobs",
-        "1",
     ];
     v.extend_from_slice(more);
     v
