@@ -1,12 +1,14 @@
 //! The kernel command line words the host sets for the agent:
 //! `ktstr.shm=ADDR,SIZE`, parsed by its owner [`ShmArg`] in the protocol
-//! crate, and `ktstr.verbose`.
+//! crate, `ktstr.verbose`, and the test-only `ktstr.hostile=MODE`
+//! ([`HostileMode`], also the protocol crate's).
 //!
 //! Parsing only: this module must not act on what it finds, and must not
 //! parse `ktstr.shm` itself (the host formats it with the same `ShmArg`).
 
 use ktstr_protocol::ShmArg;
 use ktstr_protocol::bootarg::BootArgError;
+use ktstr_protocol::hostile::HostileMode;
 
 /// What the host told the agent on the kernel command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,6 +17,8 @@ pub struct AgentArgs {
     pub shm: Option<ShmArg>,
     /// `ktstr.verbose`: log more to the console.
     pub verbose: bool,
+    /// `ktstr.hostile=MODE`: misbehave on purpose (tests of the host).
+    pub hostile: Option<HostileMode>,
 }
 
 /// A command line word the agent cannot use.
@@ -28,6 +32,7 @@ pub fn parse(cmdline: &str) -> Result<AgentArgs, CmdlineError> {
     Ok(AgentArgs {
         shm: ShmArg::find(cmdline)?,
         verbose,
+        hostile: HostileMode::find(cmdline)?,
     })
 }
 
@@ -46,7 +51,12 @@ mod tests {
             })
         );
         assert!(a.verbose);
+        assert_eq!(a.hostile, None);
         assert!(parse("ktstr.verbose=1").unwrap().verbose);
+        assert_eq!(
+            parse("ktstr.hostile=log_flood").unwrap().hostile,
+            Some(HostileMode::LogFlood)
+        );
         for quiet in ["quiet", "ktstr.verbose=0", "ktstr.verbosex"] {
             assert_eq!(parse(quiet).unwrap(), AgentArgs::default(), "{quiet}");
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ktstr_protocol::PROTOCOL_VERSION;
+use ktstr_protocol::hostile::HostileMode;
 use ktstr_protocol::layout::agent_state;
 use ktstr_protocol::message::{AgentError, GuestMsg, Hello, HostMsg, LogLevel};
 use ktstr_protocol::model::{FaultInjection, KernelAccess, KernelReply, KernelRequest};
@@ -290,7 +291,7 @@ fn agent_main(registries: &Registries) -> Result<()> {
         });
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        session(&mut chan, shm, registries)
+        session(&mut chan, shm, registries, args.hostile)
     }));
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -327,9 +328,14 @@ fn at<T>(stage: &str, r: Result<T>) -> StageResult<T> {
 }
 
 /// Everything after the ring is up; errors carry the stage they happened in.
-fn session(chan: &mut Channel<'_>, shm: Shm<'_>, registries: &Registries) -> StageResult<()> {
+fn session(
+    chan: &mut Channel<'_>,
+    shm: Shm<'_>,
+    registries: &Registries,
+    hostile: Option<HostileMode>,
+) -> StageResult<()> {
     let observed = at("topology", crate::sysfs::observe(Path::new("/sys")))?;
-    let hello = Hello {
+    let mut hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
         kernel_release: kernel_release(),
@@ -339,7 +345,10 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>, registries: &Registries) -> Sta
             .ok()
             .map(|s| s.trim().to_string()),
     };
-    at("hello", chan.send(GuestMsg::Hello(hello)))?;
+    if hostile == Some(HostileMode::LyingHello) {
+        crate::hostile::lie_in_hello(&mut hello);
+    }
+    at("hello", chan.send(GuestMsg::Hello(hello.clone())))?;
     info!("ring attached, Hello sent; waiting for the plan");
     let cgroups = std::cell::OnceCell::new();
     let topo = TestTopology::from_observed(&observed);
@@ -378,6 +387,9 @@ fn session(chan: &mut Channel<'_>, shm: Shm<'_>, registries: &Registries) -> Sta
             plan.steps.len(),
             plan.duration
         );
+        if let Some(mode) = hostile {
+            crate::hostile::act(mode, &mut chan.tx, shm, &hello);
+        }
         match plan.fault {
             Some(FaultInjection::HangAfterPlan) => loop {
                 info!("fault injection: hanging on purpose");

@@ -17,6 +17,7 @@
 //! - [`scenario`]: the engine (`Ctx`, steps, ops, custom-scenario helpers).
 //! - [`plan_runner`]: a wire plan on the engine, its events as messages.
 //! - [`decl`]: what `#[ktstr::test]` declares, and the lists it fills.
+//! - [`hostile`]: misbehaving on purpose, for tests of the host.
 //! - [`init`]: PID 1: mounts, the ring, Hello, the plan, power-off.
 
 mod sys;
@@ -33,6 +34,7 @@ pub mod scenario;
 pub mod plan_runner;
 pub mod decl;
 pub mod kernel_info;
+pub mod hostile;
 pub mod init;
 
 pub use ktstr_protocol as protocol;

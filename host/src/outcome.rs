@@ -120,6 +120,14 @@ pub enum RunFailure {
     },
     /// The guest->host stream cannot be read any further.
     RingCorrupt(MsgError),
+    /// The guest overwrote the shared-memory header (what it holds now).
+    HeaderOverwritten(String),
+    /// Too many frames from the guest could not be decoded.
+    BadFrames { count: u32, last: String },
+    /// The guest sent more than the host takes for one plan.
+    GuestFlood { bytes: u64, limit: u64 },
+    /// A guest message out of the protocol's order.
+    ProtocolViolation(String),
     /// The plan could not be sent.
     SendPlan(MsgError),
     /// A message other than the plan could not be sent.
@@ -150,6 +158,10 @@ impl RunFailure {
             RunFailure::VmCheck(_) => "vm_check",
             RunFailure::RingOpen { .. } => "ring_open",
             RunFailure::RingCorrupt(_) => "ring_corrupt",
+            RunFailure::HeaderOverwritten(_) => "header_overwritten",
+            RunFailure::BadFrames { .. } => "bad_frames",
+            RunFailure::GuestFlood { .. } => "guest_flood",
+            RunFailure::ProtocolViolation(_) => "protocol_violation",
             RunFailure::SendPlan(_) => "send_plan",
             RunFailure::Send { .. } => "send",
             RunFailure::Thaw(_) => "thaw",
@@ -193,6 +205,21 @@ impl fmt::Display for RunFailure {
                 crate::errors::chain(&**error)
             ),
             RunFailure::RingCorrupt(e) => write!(f, "the guest->host ring is corrupt: {e}"),
+            RunFailure::HeaderOverwritten(what) => write!(
+                f,
+                "the guest overwrote the shared-memory header ({what}); the run was ended"
+            ),
+            RunFailure::BadFrames { count, last } => write!(
+                f,
+                "{count} frames from the guest could not be decoded (the last: {last}); the run was ended"
+            ),
+            RunFailure::GuestFlood { bytes, limit } => write!(
+                f,
+                "the guest sent {bytes} bytes for one plan, more than the {limit} the host takes; the run was ended"
+            ),
+            RunFailure::ProtocolViolation(what) => {
+                write!(f, "the guest broke the protocol: {what}")
+            }
             RunFailure::SendPlan(e) => write!(f, "sending the plan: {e}"),
             RunFailure::Send { what, error } => write!(f, "sending the {what}: {error}"),
             RunFailure::Thaw(e) => write!(

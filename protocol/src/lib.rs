@@ -8,6 +8,7 @@
 //! - [`layout`]: the region header, ring control blocks and their offsets.
 //! - [`shm`]: a region with a validated header, and its header words.
 //! - [`bootarg`]: the `ktstr.shm=ADDR,SIZE` boot argument.
+//! - [`hostile`]: the test-only `ktstr.hostile=MODE` boot argument.
 //! - [`frame`]: the `[len u32][crc32 u32][payload]` frame format.
 //! - [`ring`]: a single-producer single-consumer byte ring of frames.
 //! - [`codec`]: bincode encoding of messages with a size limit.
@@ -25,6 +26,7 @@ pub mod mapping;
 pub mod layout;
 pub mod shm;
 pub mod bootarg;
+pub mod hostile;
 pub mod frame;
 pub mod ring;
 pub mod codec;

@@ -90,6 +90,8 @@ pub(super) struct Session<'v> {
     pub(super) step: &'v std::sync::atomic::AtomicU32,
     /// Messages handled so far (a change means the guest is busy).
     pub(super) handled: u64,
+    /// What the guest has sent, against the host's limits.
+    pub(super) intake: super::intake::Intake,
 }
 
 impl Session<'_> {

@@ -11,6 +11,7 @@ use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel};
 use ktstr_protocol::model::Topology;
 
 use super::batch::{Batch, Session, fold_monitor, fresh_outcome, ms_since, stamp};
+use super::intake::{DRAIN_BATCH, LOG_KEEP_BYTES, LogFate};
 use super::kernel;
 use crate::monitor::{Monitor, Trigger};
 use crate::outcome::{
@@ -18,14 +19,16 @@ use crate::outcome::{
 };
 use crate::vm::{Backend, Vm};
 
-/// Handles everything the guest has published; `true` once it said Done.
+/// Handles what the guest has published, up to [`DRAIN_BATCH`] messages
+/// (the caller's clocks are checked between batches); `true` once it said
+/// Done.
 pub(super) fn drain(
     vm: &mut dyn Vm,
     backend: &dyn Backend,
     b: &mut Batch<'_>,
     s: &mut Session<'_>,
 ) -> Result<bool, RunFailure> {
-    loop {
+    for _ in 0..DRAIN_BATCH {
         let msg = match s
             .rx
             .recv_msg::<GuestMsg>("guest message", &mut s.buf, Some(Instant::now()))
@@ -38,14 +41,19 @@ pub(super) fn drain(
                 if let Some(out) = b.outs.last_mut() {
                     out.logs.push(format!("bad frame from the guest: {e}"));
                 }
+                s.intake.bad_frame(&e.to_string())?;
                 continue;
             }
         };
+        s.intake.frame(s.buf.len())?;
+        let plan = (!b.outs.is_empty()).then(|| b.plan());
+        s.intake.check_order(&msg, plan, s.stage)?;
         s.handled += 1;
         if let Flow::Done = handle(msg, vm, backend, b, s)? {
             return Ok(true);
         }
     }
+    Ok(false)
 }
 
 enum Flow {
@@ -67,6 +75,7 @@ fn send_plan(
     b.frozen = Duration::ZERO;
     b.sent = Instant::now();
     b.host_at_send = vm.host_sched();
+    s.intake.plan_sent();
     s.tx.send_msg(
         "plan",
         &HostMsg::Plan(Box::new(plan.clone())),
@@ -216,10 +225,17 @@ fn handle(
                 s.stage = Stage::Finishing;
             }
         }
-        GuestMsg::Log { level, text } => {
-            log_agent_line(level, &text);
-            out.logs.push(format!("{}: {text}", level_name(level)));
-        }
+        GuestMsg::Log { level, text } => match s.intake.log_line(text.len()) {
+            LogFate::Keep => {
+                log_agent_line(level, &text);
+                out.logs.push(format!("{}: {text}", level_name(level)));
+            }
+            LogFate::DropFirst => out.logs.push(format!(
+                "the guest's log passed {} KiB for this plan; further lines are dropped",
+                LOG_KEEP_BYTES >> 10
+            )),
+            LogFate::Drop => {}
+        },
         GuestMsg::Error(e) => {
             progress.say(&format!("agent error in {}: {}", e.stage, e.message));
             out.agent_errors.push(e);

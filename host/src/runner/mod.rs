@@ -13,6 +13,7 @@
 
 mod batch;
 mod guest_msgs;
+mod intake;
 mod kernel;
 
 use batch::{Batch, Session, fresh_outcome, ms_since, stamp};
@@ -278,6 +279,7 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         stage: Stage::Booting,
         step: shm.current_step(),
         handled: 0,
+        intake: intake::Intake::default(),
     };
     let mut pause = POLL;
     let mut handled_before = 0;
@@ -313,6 +315,7 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
                 }
             }
         }
+        check_header(&shm)?;
         if drain(vm, backend, b, &mut s)? {
             return Ok(());
         }
@@ -346,6 +349,22 @@ fn drive(vm: &mut dyn Vm, backend: &dyn Backend, b: &mut Batch<'_>) -> Result<()
         let until_sample = b.monitor.as_ref().map_or(pause, Monitor::until_due);
         std::thread::sleep(pause.min(until_sample));
     }
+}
+
+/// The region's magic is the host's own word: a guest that overwrote it
+/// has scribbled over the header, and nothing it says can be trusted.
+fn check_header(shm: &ktstr_protocol::Shm<'_>) -> Result<(), RunFailure> {
+    let magic = shm
+        .region()
+        .atomic_u64(0)
+        .map(|m| m.load(std::sync::atomic::Ordering::Acquire))
+        .map_err(|e| RunFailure::HeaderOverwritten(e.to_string()))?;
+    if magic != ktstr_protocol::layout::SHM_MAGIC {
+        return Err(RunFailure::HeaderOverwritten(format!(
+            "magic {magic:#018x}"
+        )));
+    }
+    Ok(())
 }
 
 /// Captures for watchpoints that fired; a monitor sample when one is due

@@ -23,6 +23,7 @@ type Script = fn(&mut FakeGuest<'_>);
 
 /// The agent's side of the ring.
 struct FakeGuest<'a> {
+    shm: Shm<'a>,
     tx: Producer<'a>,
     rx: Consumer<'a>,
     buf: Vec<u8>,
@@ -187,6 +188,7 @@ impl Backend for FakeBackend {
         let guest = std::thread::spawn(move || {
             let shm = Shm::attach(guest_map.region()).unwrap();
             let mut g = FakeGuest {
+                shm,
                 tx: shm.g2h_producer().unwrap(),
                 rx: shm.h2g_consumer().unwrap(),
                 buf: Vec::new(),
@@ -544,3 +546,5 @@ fn kernel_requests_are_served_inside_one_freeze() {
         out.failure_text()
     );
 }
+
+mod hostile;
