@@ -228,15 +228,28 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
     }
 
     // The fixture crashing after 100 dispatches: every cell fails, in the
-    // scheduler's words, and every scenario still ran.
+    // scheduler's words, and every scenario of both VM groups still ran
+    // (each in a fresh guest). Two groups of three show that as well as
+    // the whole sweep's fifteen would, in under half the boots.
     let crash_json = dir.path().join("crash.json");
     let (passed, crash) = gauntlet(
         &results,
         &crash_json,
-        &sweep_args(HOLD, &["--scheduler", "fixture", "--profile", "crash"]),
+        &[
+            "--presets",
+            "1n1l2c1t,2n2l1c1t",
+            "--scenario",
+            "steady,cpuset_apply,nested_steady",
+            "--duration",
+            HOLD,
+            "--scheduler",
+            "fixture",
+            "--profile",
+            "crash",
+        ],
     );
     assert!(!passed, "the crash sweep must fail");
-    assert_eq!(crash["cells"], 15);
+    assert_eq!(crash["cells"], 6, "2 presets x 3 scenarios");
     for r in crash["results"].as_array().unwrap() {
         let name = format!("{}/{}", r["cell"]["scenario"], r["cell"]["preset"]);
         assert_eq!(r["status"], "fail", "{name}: {r}");
