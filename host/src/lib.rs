@@ -15,6 +15,7 @@
 //! - [`gauntlet`]: sweeps across presets, flag profiles and kernels.
 //! - [`nested`]: our VMM on real KVM inside QEMU's emulated SVM.
 //! - [`skip`]: what a test needs from this machine, or why it skips.
+//! - [`soak`]: what a series of runs left on the host.
 //! - [`cli`]: the `ktstr` / `cargo xtask` commands.
 
 pub use ktstr_protocol as protocol;
@@ -40,4 +41,5 @@ pub mod gauntlet;
 pub mod report;
 pub mod junit;
 pub mod nested;
+pub mod soak;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The command line a person types: `ktstr vmtest|gauntlet|compare|kernel fetch|setup`, the
+//! The command line a person types: `ktstr vmtest|gauntlet|compare|soak|kernel fetch|setup`, the
 //! same commands `cargo xtask` forwards. Parsing (clap), diagnostics setup
 //! (`-v`, `RUST_LOG`), and each command's glue over the library.
 //!
@@ -11,6 +11,7 @@ mod duration;
 mod result_path;
 mod gauntlet;
 mod junit;
+mod soak;
 mod vmtest;
 
 use anyhow::{Result, bail};
@@ -44,6 +45,11 @@ pub enum Command {
     /// several comma-separated runs a side for a t-test): per-metric
     /// deltas with their gates, exit 1 on a regression.
     Compare(compare::CompareArgs),
+    /// Run canned scenarios many times, each in a fresh guest, several at
+    /// once; report each verdict, then what was left on the host
+    /// (processes, files, threads, cgroups, cache growth) and the peak
+    /// resident memory. Exit 1 on a failed run or a leftover.
+    Soak(Box<soak::SoakArgs>),
     /// Kernel management.
     Kernel {
         #[command(subcommand)]
@@ -108,6 +114,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
         Command::Vmtest(a) => vmtest::run(*a, &progress),
         Command::Gauntlet(a) => gauntlet::run(*a, &progress),
         Command::Compare(a) => compare::run(&a, &progress),
+        Command::Soak(a) => soak::run(*a, &progress),
         Command::JunitSkipped(a) => junit::run(&a, &progress),
         Command::Kernel {
             cmd: KernelCmd::Fetch { refresh },
