@@ -37,5 +37,8 @@ pub struct Architecture;
 #[doc = include_str!("../docs/performance.md")]
 pub struct Performance;
 
+#[doc = include_str!("../docs/trust.md")]
+pub struct Trust;
+
 #[doc = include_str!("../docs/development.md")]
 pub struct Development;

@@ -32,6 +32,10 @@ pub struct SoakArgs {
     /// How many runs in all (each a fresh guest); the scenarios take turns.
     #[arg(long, default_value_t = 100)]
     runs: usize,
+    /// Runs per scenario instead (`--scenario all --each 5`: every
+    /// scenario that can run, five times).
+    #[arg(long, conflicts_with = "runs")]
+    each: Option<usize>,
     /// Guests at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -103,9 +107,9 @@ fn status(out: &RunOutcome) -> &'static str {
 }
 
 /// Runs the command; `Ok(false)` on an unexpected verdict or a leftover.
-pub(super) fn run(a: SoakArgs, progress: &Progress) -> Result<bool> {
-    if a.runs == 0 || a.jobs == 0 {
-        bail!("--runs and --jobs must be at least 1");
+pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
+    if a.runs == 0 || a.jobs == 0 || a.each == Some(0) {
+        bail!("--runs, --each and --jobs must be at least 1");
     }
     if let Some(path) = &a.json {
         super::result_path::ensure_writable("--json", path)?;
@@ -130,6 +134,9 @@ pub(super) fn run(a: SoakArgs, progress: &Progress) -> Result<bool> {
     }
     if chosen.is_empty() {
         bail!("no scenario of {:?} can run on {}", a.scenario, a.topology);
+    }
+    if let Some(each) = a.each {
+        a.runs = each * chosen.len();
     }
     let mut executables: Vec<(String, PathBuf)> = sched
         .iter()
