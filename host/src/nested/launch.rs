@@ -6,6 +6,7 @@
 //! every path.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,9 +176,19 @@ fn l1_initramfs(req: &NestedRequest<'_>) -> Result<TempFile, NestedError> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let file = TempFile(path);
     let bytes = b.build()?;
-    std::fs::write(&file.0, bytes).map_err(io(format!("writing {}", file.0.display())))?;
+    // Private to us (it carries our VMM and the plans), and never a file
+    // someone else put at that name: only a file we created is ours to
+    // remove.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(format!("creating {}", path.display())))?;
+    let file = TempFile(path);
+    std::io::Write::write_all(&mut f, &bytes)
+        .map_err(io(format!("writing {}", file.0.display())))?;
     Ok(file)
 }
 
