@@ -44,7 +44,8 @@ fn fetches_and_caches_default_kernel() {
     let config_path = kernel.config.clone().expect("config cached");
     let config = std::fs::read_to_string(&config_path).expect("config readable");
     assert!(config.lines().any(|l| l == "CONFIG_SCHED_CLASS_EXT=y"));
-    // Only the three files are kept from the package. The nested-KVM check
+    // Only the three files are kept from the package, with their
+    // SHA256SUMS. The nested-KVM check
     // may have added its module cache beside them; it must be a directory
     // and nothing else may be there.
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -60,7 +61,7 @@ fn fetches_and_caches_default_kernel() {
         })
         .collect();
     names.sort();
-    assert_eq!(names, ["VERSION", "bzImage", "config"]);
+    assert_eq!(names, ["SHA256SUMS", "VERSION", "bzImage", "config"]);
 
     // Second call: served from the cache without any tool (a tool dir with
     // no apt in it would fail the call if apt were run).

@@ -1,8 +1,14 @@
 //! The kernel cache on disk: where it lives, what a complete entry is
-//! (`kernels/<release>/{bzImage,config,VERSION}`), staging directories
-//! that become entries by one `rename`, and the lock that serializes
-//! fetches. An entry is never written in place, so an interrupted fetch
-//! leaves at most a `.staging-*` directory, which the next fetch removes.
+//! (`kernels/<release>/{bzImage,config,VERSION,SHA256SUMS}`), staging
+//! directories that become entries by one `rename`, and the lock that
+//! serializes fetches. An entry is never written in place, so an
+//! interrupted fetch leaves at most a `.staging-*` directory, which the
+//! next fetch removes.
+//!
+//! An entry is checked against its `SHA256SUMS` ([`sums`]) before it is
+//! served; a damaged one is reported and fetched again, the same as a
+//! missing one ([`KernelCache::serve_or_fetch`], which also lets a
+//! process that finds another one fetching wait for it instead).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,10 @@ use super::KernelImage;
 use super::debver;
 use super::error::KernelError;
 use super::image::{BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, read_header};
+
+pub mod sums;
+
+use sums::{Damage, Verdict};
 
 /// Environment variable naming the cache root.
 pub const CACHE_ENV: &str = "KTSTR_CACHE_DIR";
@@ -66,9 +76,76 @@ impl KernelCache {
         &self.dir
     }
 
-    /// The complete entry for `release`, if there is one.
+    /// The complete entry for `release`, if there is one (its files are
+    /// not hashed: [`KernelCache::look`] does that).
     pub fn get(&self, release: &str) -> Option<KernelImage> {
         read_entry(&self.dir.join(release))
+    }
+
+    /// `kernel` (an entry of this cache) checked against its `SHA256SUMS`:
+    /// a hit when intact, [`Found::Damaged`] when a file is missing,
+    /// truncated or altered. An entry from before manifests existed gets
+    /// one now, if its bzImage is as long as its header says.
+    pub fn look(&self, kernel: KernelImage) -> Result<Found<KernelImage>, KernelError> {
+        let Some(dir) = kernel.image.parent().map(Path::to_path_buf) else {
+            return Ok(Found::Miss);
+        };
+        let verdict = sums::check_dir(&dir, &[IMAGE_FILE, VERSION_FILE], &[CONFIG_FILE], || {
+            bzimage_complete(&kernel.image)
+        })?;
+        let what = format!("cached kernel {} at {}", kernel.version, dir.display());
+        Ok(Found::judge(
+            verdict,
+            kernel,
+            what,
+            dir,
+            "fetching it again",
+        ))
+    }
+
+    /// Serves what `look` finds; else takes the fetch lock (`on_wait` is
+    /// called if another process holds it), looks again (that process may
+    /// have fetched it meanwhile), removes a damaged item still there and
+    /// stale staging directories, and returns what `fetch` gets. Damage is
+    /// reported through `say` once, as one line naming the item.
+    pub fn serve_or_fetch<T>(
+        &self,
+        look: impl Fn() -> Result<Found<T>, KernelError>,
+        on_wait: impl FnOnce(),
+        say: &dyn Fn(&str),
+        fetch: impl FnOnce() -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        let mut reported = None;
+        match look()? {
+            Found::Hit(t) => return Ok(t),
+            Found::Damaged(d) => {
+                say(&d.line());
+                reported = Some(d.path);
+            }
+            Found::Miss => {}
+        }
+        let _lock = self.lock(on_wait)?;
+        match look()? {
+            Found::Hit(t) => return Ok(t),
+            Found::Damaged(d) => {
+                if reported.as_ref() != Some(&d.path) {
+                    say(&d.line());
+                }
+                self.discard(&d.path)?;
+            }
+            Found::Miss => {}
+        }
+        self.remove_stale_staging();
+        fetch()
+    }
+
+    /// Removes `path` (an entry, or a directory inside one) by moving it
+    /// into a staging directory first, so no reader ever sees it half
+    /// deleted. Call with the lock held.
+    pub fn discard(&self, path: &Path) -> Result<(), KernelError> {
+        let aside = self.staging()?;
+        fs::rename(path, aside.path().join("old"))
+            .map_err(|e| KernelError::io("move aside", path, e))
     }
 
     /// Every complete entry, newest release first.
@@ -129,13 +206,14 @@ impl KernelCache {
         Ok(Staging { path: Some(path) })
     }
 
-    /// Moves a staged entry to `kernels/<release>`, replacing an incomplete
-    /// directory of that name, and returns it. The staging directory must
-    /// hold `bzImage`, `VERSION` and optionally `config`.
+    /// Records the staged entry's `SHA256SUMS`, moves it to
+    /// `kernels/<release>`, replacing a directory of that name (incomplete
+    /// or damaged), and returns it. The staging directory must hold
+    /// `bzImage`, `VERSION` and optionally `config`.
     pub fn install(&self, mut staging: Staging, release: &str) -> Result<KernelImage, KernelError> {
         let target = self.dir.join(release);
         if target.exists() {
-            // Incomplete (or it would have been served): move it aside
+            // Incomplete or damaged (or it would have been served): move it aside
             // first so the rename below cannot fail on a non-empty target.
             let aside = self.staging()?;
             let aside_path = aside.path().join("old");
@@ -143,6 +221,11 @@ impl KernelCache {
                 .map_err(|e| KernelError::io("move aside", &target, e))?;
             drop(aside);
         }
+        let mut recorded = vec![IMAGE_FILE, VERSION_FILE];
+        if staging.path().join(CONFIG_FILE).is_file() {
+            recorded.push(CONFIG_FILE);
+        }
+        sums::write_manifest(staging.path(), &recorded)?;
         let from = staging.path.take().unwrap_or_default();
         fs::rename(&from, &target)
             .map_err(|e| KernelError::io("install cache entry", &target, e))?;
@@ -201,6 +284,97 @@ fn read_entry(dir: &Path) -> Option<KernelImage> {
         config: config.is_file().then_some(config),
     })
 }
+
+/// What looking for a cached item found.
+#[derive(Debug)]
+pub enum Found<T> {
+    /// The item, checked against its recorded hashes.
+    Hit(T),
+    /// It is there but damaged, and must be replaced.
+    Damaged(Damaged),
+    /// It is not there.
+    Miss,
+}
+
+/// A damaged cached item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The item, for a person ("cached kernel 7.3.4 at /...").
+    pub what: String,
+    /// What is wrong with it.
+    pub damage: Damage,
+    /// Its directory, removed before it is replaced.
+    pub path: PathBuf,
+    /// What is done about it ("fetching it again").
+    pub remedy: &'static str,
+}
+
+impl Damaged {
+    /// The line telling the user.
+    pub fn line(&self) -> String {
+        format!(
+            "{} is damaged ({}); {}",
+            self.what, self.damage, self.remedy
+        )
+    }
+}
+
+impl<T> Found<T> {
+    /// `item` at `path` as `verdict` judges it.
+    pub fn judge(
+        verdict: Verdict,
+        item: T,
+        what: String,
+        path: PathBuf,
+        remedy: &'static str,
+    ) -> Found<T> {
+        match verdict {
+            Verdict::Intact => Found::Hit(item),
+            Verdict::Adopted => {
+                tracing::info!(
+                    target: "ktstr::cache",
+                    "recorded {} of {what}, cached before checksums were kept",
+                    sums::MANIFEST
+                );
+                Found::Hit(item)
+            }
+            Verdict::Damaged(damage) => Found::Damaged(Damaged {
+                what,
+                damage,
+                path,
+                remedy,
+            }),
+        }
+    }
+}
+
+/// Whether a bzImage is as long as its setup header says: the setup
+/// sectors (`setup_sects`, 0 meaning 4) and the boot sector, then
+/// `syssize` 16-byte units of kernel (Documentation/arch/x86/boot.rst).
+/// What a truncated image fails.
+fn bzimage_complete(image: &Path) -> Result<(), Damage> {
+    let incomplete = |why: String| Damage::Incomplete {
+        name: IMAGE_FILE.into(),
+        why,
+    };
+    let header = read_header(image).map_err(|e| incomplete(e.to_string()))?;
+    let (Some(&sects), Some(sys)) = (header.get(0x1f1), header.get(0x1f4..0x1f8)) else {
+        return Err(incomplete("shorter than its setup header".into()));
+    };
+    let sects = if sects == 0 { 4 } else { u64::from(sects) };
+    let syssize = u64::from(u32::from_le_bytes([sys[0], sys[1], sys[2], sys[3]]));
+    let want = (sects + 1) * 512 + syssize * 16;
+    let len = fs::metadata(image)
+        .map_err(|e| incomplete(e.to_string()))?
+        .len();
+    if len < want {
+        return Err(incomplete(format!("{len} bytes, its header says {want}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod heal_tests;
 
 #[cfg(test)]
 mod tests {

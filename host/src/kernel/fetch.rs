@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use super::KernelImage;
 use super::apt::{AptEnv, PackageInfo, Tools};
-use super::cache::{CONFIG_FILE, IMAGE_FILE, KernelCache, Staging, VERSION_FILE, cache_root};
+use super::cache::{
+    CONFIG_FILE, Found, IMAGE_FILE, KernelCache, Staging, VERSION_FILE, cache_root,
+};
 use super::config::{REQUIRED_CONFIG, check_config_file};
 use super::debver;
 use super::error::KernelError;
@@ -146,32 +148,42 @@ impl FetchOptions {
     }
 }
 
-/// The default kernel: the newest cached entry, or (when none is cached or
-/// `force_refresh` is set) the newest cloud-amd64 kernel of
-/// trixie-backports, fetched with apt into the cache.
+/// The default kernel: the newest cached entry, or (when none is cached,
+/// the newest is damaged, or `force_refresh` is set) the newest
+/// cloud-amd64 kernel of trixie-backports, fetched with apt into the cache.
 pub fn fetch_default_kernel(opts: &FetchOptions) -> Result<KernelImage, KernelError> {
     let root = cache_root(opts.cache_dir.as_deref())?;
     let cache = KernelCache::new(&root);
-    let cached = || {
-        let k = cache.newest().filter(|_| !opts.force_refresh)?;
-        opts.say(&format!(
-            "using cached kernel {} at {}",
-            k.version,
-            k.image.display()
-        ));
-        Some(k)
+    let look = || {
+        let Some(k) = cache.newest().filter(|_| !opts.force_refresh) else {
+            return Ok(Found::Miss);
+        };
+        let found = cache.look(k)?;
+        if let Found::Hit(k) = &found {
+            opts.say(&format!(
+                "using cached kernel {} at {}",
+                k.version,
+                k.image.display()
+            ));
+        }
+        Ok(found)
     };
-    if let Some(k) = cached() {
-        return Ok(k);
-    }
-    let _lock = cache.lock(|| opts.say("waiting for another ktstr kernel fetch to finish"))?;
-    // Another process may have fetched while we waited.
-    if let Some(k) = cached() {
-        return Ok(k);
-    }
-    cache.remove_stale_staging();
+    cache.serve_or_fetch(
+        look,
+        || opts.say("waiting for another ktstr kernel fetch to finish"),
+        &|line| opts.say(line),
+        || fetch_newest(opts, &root, &cache),
+    )
+}
 
-    let (apt, mirror, suite) = open_apt(opts, &root)?;
+/// Resolves the newest kernel and fetches it into the cache unless it is
+/// there intact. Runs with the fetch lock held.
+fn fetch_newest(
+    opts: &FetchOptions,
+    root: &Path,
+    cache: &KernelCache,
+) -> Result<KernelImage, KernelError> {
+    let (apt, mirror, suite) = open_apt(opts, root)?;
 
     opts.say(&format!(
         "resolving the newest {FLAVOUR} kernel in {suite} from {mirror}"
@@ -184,12 +196,19 @@ pub fn fetch_default_kernel(opts: &FetchOptions) -> Result<KernelImage, KernelEr
         looked_for: looked_for(),
     })?;
     if let Some(k) = cache.get(&pkgs.release) {
-        opts.say(&format!(
-            "newest kernel {} is cached at {}",
-            k.version,
-            k.image.display()
-        ));
-        return Ok(k);
+        match cache.look(k)? {
+            Found::Hit(k) => {
+                opts.say(&format!(
+                    "newest kernel {} is cached at {}",
+                    k.version,
+                    k.image.display()
+                ));
+                return Ok(k);
+            }
+            // Installing the new one below replaces it.
+            Found::Damaged(d) => opts.say(&d.line()),
+            Found::Miss => {}
+        }
     }
 
     let mut wanted = vec![pkgs.image_package.as_str()];

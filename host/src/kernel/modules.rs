@@ -2,14 +2,17 @@
 //! `kvm-amd`), fetched on demand from the same suite and mirror as the
 //! kernel and cached next to it in `kvm-modules/`. Only the nested-KVM
 //! check (a Linux guest of QEMU TCG loading `kvm_amd` on emulated SVM)
-//! needs them; the kernel fetch itself never downloads them.
+//! needs them; the kernel fetch itself never downloads them. The
+//! directory's own `SHA256SUMS` is checked before the modules are served;
+//! damaged modules are downloaded again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::KernelImage;
 use super::apt::AptEnv;
-use super::cache::{KernelCache, cache_root};
+use super::cache::sums;
+use super::cache::{Found, KernelCache, cache_root};
 use super::error::KernelError;
 use super::fetch::{FetchOptions, open_apt};
 
@@ -27,39 +30,79 @@ pub const MODULES_DIR: &str = "kvm-modules";
 /// Suffixes a packaged module may carry.
 const SUFFIXES: &[&str] = &[".ko.xz", ".ko.zst", ".ko.gz", ".ko"];
 
-/// The cached modules of `kernel` in load order, if all are there.
+/// The cached modules of `kernel` in load order, if all are there and
+/// match their `SHA256SUMS`.
 pub fn cached_kvm_modules(kernel: &KernelImage) -> Option<Vec<PathBuf>> {
-    let dir = kernel.image.parent()?.join(MODULES_DIR);
-    KVM_MODULES
+    match look(kernel) {
+        Ok(Found::Hit(found)) => Some(found),
+        _ => None,
+    }
+}
+
+/// The cached modules checked against the directory's `SHA256SUMS`
+/// (written now for a directory cached before manifests existed).
+fn look(kernel: &KernelImage) -> Result<Found<Vec<PathBuf>>, KernelError> {
+    let Some(dir) = kernel.image.parent().map(|e| e.join(MODULES_DIR)) else {
+        return Ok(Found::Miss);
+    };
+    let Some(found) = KVM_MODULES
         .iter()
         .map(|m| find_module(&dir, base_name(m)))
-        .collect()
+        .collect::<Option<Vec<PathBuf>>>()
+    else {
+        return Ok(Found::Miss);
+    };
+    let names: Vec<String> = found.iter().map(|p| file_name(p)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let verdict = sums::check_dir(&dir, &names, &[], || Ok(()))?;
+    let what = format!(
+        "cached KVM modules of {} at {}",
+        kernel.version,
+        dir.display()
+    );
+    Ok(Found::judge(
+        verdict,
+        found,
+        what,
+        dir,
+        "fetching them again",
+    ))
 }
 
 /// The KVM modules matching `kernel` (a default-kernel cache entry), from
 /// the cache or downloaded from its suite's `linux-modules-<release>`
 /// package (`linux-image-<release>` for kernels packaged the older way).
+/// Damaged cached modules are reported and downloaded again.
 pub fn fetch_kvm_modules(
     kernel: &KernelImage,
     opts: &FetchOptions,
 ) -> Result<Vec<PathBuf>, KernelError> {
-    if let Some(found) = cached_kvm_modules(kernel) {
-        return Ok(found);
-    }
     let entry = kernel
         .image
         .parent()
         .ok_or_else(|| KernelError::io("locate", &kernel.image, not_found()))?;
     let root = cache_root(opts.cache_dir.as_deref())?;
     let cache = KernelCache::new(&root);
-    let _lock = cache.lock(|| opts.say("waiting for another ktstr kernel fetch to finish"))?;
-    if let Some(found) = cached_kvm_modules(kernel) {
-        return Ok(found);
-    }
+    cache.serve_or_fetch(
+        || look(kernel),
+        || opts.say("waiting for another ktstr kernel fetch to finish"),
+        &|line| opts.say(line),
+        || fetch(kernel, entry, opts, &root),
+    )
+}
+
+/// Downloads the modules into `entry/kvm-modules`; runs with the fetch
+/// lock held.
+fn fetch(
+    kernel: &KernelImage,
+    entry: &Path,
+    opts: &FetchOptions,
+    root: &Path,
+) -> Result<Vec<PathBuf>, KernelError> {
     // Holding the lock, nobody else is staging: whatever staging or partial
     // module directory is here was left by an interrupted fetch.
     remove_leftovers(entry);
-    let (apt, mirror, suite) = open_apt(opts, &root)?;
+    let (apt, mirror, suite) = open_apt(opts, root)?;
     apt.update()?;
     let release = &kernel.version;
     let candidates = [
@@ -118,7 +161,7 @@ fn remove_leftovers(entry: &Path) {
 }
 
 /// Downloads and unpacks the package into `staging/tmp`, then keeps only the
-/// modules in `staging`.
+/// modules in `staging`, with their `SHA256SUMS`.
 fn stage_modules(
     apt: &AptEnv,
     info: &super::apt::PackageInfo,
@@ -137,6 +180,7 @@ fn stage_modules(
         tree.join("usr/lib/modules").join(release).join("kernel"),
         tree.join("lib/modules").join(release).join("kernel"),
     ];
+    let mut kept = Vec::new();
     for m in KVM_MODULES {
         let (dir, name) = m.rsplit_once('/').unwrap_or(("", m));
         let found = roots
@@ -153,10 +197,14 @@ fn stage_modules(
             })?;
         let dst = staging.join(found.file_name().unwrap_or_default());
         fs::rename(&found, &dst).map_err(|e| KernelError::io("move", &found, e))?;
+        kept.push(dst);
     }
     for d in [&debs, &tree] {
         fs::remove_dir_all(d).map_err(|e| KernelError::io("remove", d, e))?;
     }
+    let names: Vec<String> = kept.iter().map(|p| file_name(p)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    sums::write_manifest(staging, &names)?;
     Ok(())
 }
 
@@ -169,6 +217,12 @@ fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
         .iter()
         .map(|s| dir.join(format!("{name}{s}")))
         .find(|p| p.is_file())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn not_found() -> std::io::Error {
@@ -202,6 +256,108 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["irqbypass.ko.xz", "kvm.ko.zst", "kvm-amd.ko"]);
+    }
+
+    /// A kernel entry under `root` with its module directory as a fetch
+    /// leaves it (modules and `SHA256SUMS`).
+    fn entry_with_modules(root: &Path) -> KernelImage {
+        let entry = root.join("kernels/7.3.4+deb13-cloud-amd64");
+        let mods = entry.join(MODULES_DIR);
+        fs::create_dir_all(&mods).unwrap();
+        fs::write(entry.join("bzImage"), b"k").unwrap();
+        write_modules(&mods);
+        KernelImage {
+            version: "7.3.4+deb13-cloud-amd64".into(),
+            image: entry.join("bzImage"),
+            config: None,
+        }
+    }
+
+    fn write_modules(dir: &Path) {
+        let names = ["irqbypass.ko.xz", "kvm.ko.xz", "kvm-amd.ko.xz"];
+        for n in names {
+            fs::write(dir.join(n), format!("module {n}").repeat(100)).unwrap();
+        }
+        sums::write_manifest(dir, &names).unwrap();
+    }
+
+    #[test]
+    fn damaged_modules_are_noticed_and_fetched_again() {
+        type Corrupt = fn(&Path);
+        let damage: [(&str, Corrupt, &str); 3] = [
+            (
+                "truncated",
+                |d| fs::write(d.join("kvm.ko.xz"), b"mod").unwrap(),
+                "kvm.ko.xz (3 bytes)",
+            ),
+            (
+                "flipped byte",
+                |d| {
+                    let mut b = fs::read(d.join("kvm-amd.ko.xz")).unwrap();
+                    b[500] ^= 1;
+                    fs::write(d.join("kvm-amd.ko.xz"), b).unwrap();
+                },
+                "kvm-amd.ko.xz (2000 bytes)",
+            ),
+            (
+                "garbled manifest",
+                |d| fs::write(d.join(sums::MANIFEST), "").unwrap(),
+                "SHA256SUMS",
+            ),
+        ];
+        for (what, corrupt, reason) in damage {
+            let root = tempfile::tempdir().unwrap();
+            let k = entry_with_modules(root.path());
+            assert!(cached_kvm_modules(&k).is_some(), "{what}");
+            let mods = k.image.parent().unwrap().join(MODULES_DIR);
+            corrupt(&mods);
+            assert!(cached_kvm_modules(&k).is_none(), "{what}: not served");
+            let cache = KernelCache::new(&root.path().join("cache"));
+            let lines = std::sync::Mutex::new(Vec::new());
+            let mut fetched = 0;
+            let found = cache
+                .serve_or_fetch(
+                    || look(&k),
+                    || {},
+                    &|l| lines.lock().unwrap().push(l.to_string()),
+                    || {
+                        fetched += 1;
+                        // What a fetch does first: sweep what is left.
+                        remove_leftovers(k.image.parent().unwrap());
+                        fs::create_dir(&mods).unwrap();
+                        write_modules(&mods);
+                        Ok(cached_kvm_modules(&k).unwrap())
+                    },
+                )
+                .unwrap();
+            assert_eq!((fetched, found.len()), (1, 3), "{what}");
+            let lines = lines.into_inner().unwrap();
+            assert_eq!(lines.len(), 1, "{what}: {lines:?}");
+            assert!(
+                lines[0].starts_with("cached KVM modules of 7.3.4+deb13-cloud-amd64 at ")
+                    && lines[0].contains(reason)
+                    && lines[0].ends_with("; fetching them again"),
+                "{what}: {}",
+                lines[0]
+            );
+            assert!(matches!(look(&k).unwrap(), Found::Hit(_)), "{what}: healed");
+        }
+    }
+
+    #[test]
+    fn modules_from_before_manifests_are_adopted() {
+        let root = tempfile::tempdir().unwrap();
+        let k = entry_with_modules(root.path());
+        let manifest = k
+            .image
+            .parent()
+            .unwrap()
+            .join(MODULES_DIR)
+            .join(sums::MANIFEST);
+        let recorded = fs::read(&manifest).unwrap();
+        fs::remove_file(&manifest).unwrap();
+        assert_eq!(cached_kvm_modules(&k).map(|m| m.len()), Some(3));
+        assert_eq!(fs::read(&manifest).unwrap(), recorded);
     }
 
     #[test]
