@@ -1,11 +1,13 @@
 //! Getting what a boot needs: QEMU installed, the kernel found or fetched,
 //! the agent built and the initramfs packed around it (with any scheduler
-//! binaries and their libraries).
+//! binaries and their libraries); a cached kernel or initramfs that no
+//! longer matches its recorded SHA-256 is replaced, with a progress line.
 //!
 //! It prepares files and never boots anything.
 
 use std::path::{Path, PathBuf};
 
+use ktstr_initramfs::CacheCheck;
 use thiserror::Error;
 
 use crate::agent_build::{self, BuildError, GuestFiles};
@@ -70,8 +72,31 @@ pub fn prepare_with(
         kernel_config: kernel.config.clone().map(|c| (kernel.version.clone(), c)),
         executables: executables.to_vec(),
     };
-    let initramfs = agent_build::build_initramfs(&agent, &files, &cache)?;
+    let initramfs = initramfs_checked(&agent, &files, &cache, progress)?;
     Ok(Prepared { kernel, initramfs })
+}
+
+/// The packed initramfs, checked against its recorded SHA-256 (an archive
+/// reused for unchanged inputs is not otherwise looked at): a damaged one
+/// is reported, removed and packed again.
+fn initramfs_checked(
+    agent: &Path,
+    files: &GuestFiles,
+    cache: &Path,
+    progress: &Progress,
+) -> Result<PathBuf, BuildError> {
+    let path = agent_build::build_initramfs(agent, files, cache)?;
+    match ktstr_initramfs::check_cached(&path)? {
+        CacheCheck::Intact | CacheCheck::Adopted => Ok(path),
+        CacheCheck::Damaged(damage) => {
+            progress.say(&format!(
+                "cached initramfs {} is damaged ({damage}); packing it again",
+                path.display()
+            ));
+            ktstr_initramfs::discard_cached(&path)?;
+            agent_build::build_initramfs(agent, files, cache)
+        }
+    }
 }
 
 /// The kernel at `path` (checked against the required config when its
@@ -86,5 +111,46 @@ pub fn resolve_kernel(
             progress: progress.clone(),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_damaged_initramfs_reused_for_unchanged_inputs_is_packed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // Any dynamic executable stands in for the agent.
+        let agent = dir.path().join("agent");
+        std::fs::copy("/bin/true", &agent).unwrap();
+        let cache = dir.path().join("initramfs");
+        std::fs::create_dir(&cache).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let progress = Progress::new(move |l| sink.lock().unwrap().push(l.to_string()));
+        let files = GuestFiles::default();
+        let first = initramfs_checked(&agent, &files, &cache, &progress).unwrap();
+        let good = std::fs::read(&first).unwrap();
+        // Reused (the inputs did not change), then damaged in place.
+        assert_eq!(
+            initramfs_checked(&agent, &files, &cache, &progress).unwrap(),
+            first
+        );
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        std::fs::write(&first, &bad).unwrap();
+        let again = initramfs_checked(&agent, &files, &cache, &progress).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(std::fs::read(&again).unwrap(), good);
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("cached initramfs ") && lines[0].ends_with("; packing it again"),
+            "{}",
+            lines[0]
+        );
     }
 }

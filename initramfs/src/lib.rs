@@ -31,6 +31,7 @@ mod path;
 pub mod strip;
 
 pub use builder::{DEFAULT_DIR_MODE, InitramfsBuilder};
+pub use cache::{CacheCheck, CacheDamage, check_cached, discard_cached};
 pub use compress::Compression;
 pub use elf::{Dependency, DependencyKind, LibrarySearch, SearchSource};
 pub use error::{Error, Result};
