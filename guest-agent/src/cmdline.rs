@@ -7,7 +7,7 @@
 //! parse `ktstr.shm` itself (the host formats it with the same `ShmArg`).
 
 use ktstr_protocol::ShmArg;
-use ktstr_protocol::bootarg::BootArgError;
+use ktstr_protocol::bootarg::{BootArgError, EMULATED_ARG};
 use ktstr_protocol::hostile::HostileMode;
 
 /// What the host told the agent on the kernel command line.
@@ -19,6 +19,8 @@ pub struct AgentArgs {
     pub verbose: bool,
     /// `ktstr.hostile=MODE`: misbehave on purpose (tests of the host).
     pub hostile: Option<HostileMode>,
+    /// `ktstr.emulated`: the vCPUs take turns on one host thread.
+    pub emulated: bool,
 }
 
 /// A command line word the agent cannot use.
@@ -33,6 +35,7 @@ pub fn parse(cmdline: &str) -> Result<AgentArgs, CmdlineError> {
         shm: ShmArg::find(cmdline)?,
         verbose,
         hostile: HostileMode::find(cmdline)?,
+        emulated: cmdline.split_whitespace().any(|w| w == EMULATED_ARG),
     })
 }
 
@@ -52,6 +55,8 @@ mod tests {
         );
         assert!(a.verbose);
         assert_eq!(a.hostile, None);
+        assert!(!a.emulated);
+        assert!(parse("quiet ktstr.emulated").unwrap().emulated);
         assert!(parse("ktstr.verbose=1").unwrap().verbose);
         assert_eq!(
             parse("ktstr.hostile=log_flood").unwrap().hostile,

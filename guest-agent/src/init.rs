@@ -291,7 +291,7 @@ fn agent_main(registries: &Registries) -> Result<()> {
         });
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        session(&mut chan, shm, registries, args.hostile)
+        session(&mut chan, shm, registries, &args)
     }));
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -332,8 +332,9 @@ fn session(
     chan: &mut Channel<'_>,
     shm: Shm<'_>,
     registries: &Registries,
-    hostile: Option<HostileMode>,
+    args: &crate::cmdline::AgentArgs,
 ) -> StageResult<()> {
+    let hostile = args.hostile;
     let observed = at("topology", crate::sysfs::observe(Path::new("/sys")))?;
     let mut hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -352,6 +353,7 @@ fn session(
     info!("ring attached, Hello sent; waiting for the plan");
     let cgroups = std::cell::OnceCell::new();
     let topo = TestTopology::from_observed(&observed);
+    let topo = if args.emulated { topo.emulated() } else { topo };
     let mut first = true;
     // Plans one after another on this guest, until the host says Finish.
     loop {

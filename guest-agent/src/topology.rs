@@ -18,6 +18,10 @@ pub struct TestTopology {
     nodes: Vec<BTreeSet<usize>>,
     cores: Vec<BTreeSet<usize>>,
     distances: Vec<Vec<u32>>,
+    /// Under single-threaded emulation (QEMU TCG), how long one vCPU may
+    /// wait for the others' time slices while the guest's clocks run on:
+    /// a worker that lived less than this cannot be judged starved.
+    emulator_round_ms: Option<u64>,
 }
 
 fn to_set(v: &[u32]) -> BTreeSet<usize> {
@@ -33,7 +37,24 @@ impl TestTopology {
             nodes: o.numa_nodes.iter().map(|g| to_set(g)).collect(),
             cores: o.cores.iter().map(|g| to_set(g)).collect(),
             distances: o.distances.clone(),
+            emulator_round_ms: None,
         }
+    }
+
+    /// This topology on a guest whose vCPUs take turns on one host thread
+    /// (`ktstr.emulated`): QEMU's round-robin gives each vCPU up to
+    /// [`ktstr_protocol::bootarg::TCG_SLICE_MS`] in turn, so one vCPU can
+    /// stand still for a slice per other vCPU while guest time passes.
+    #[must_use]
+    pub fn emulated(mut self) -> Self {
+        self.emulator_round_ms =
+            Some(ktstr_protocol::bootarg::TCG_SLICE_MS * self.all.len().max(1) as u64);
+        self
+    }
+
+    /// See [`TestTopology::emulated`]; `None` on hardware.
+    pub fn emulator_round_ms(&self) -> Option<u64> {
+        self.emulator_round_ms
     }
 
     /// The layout a VM of `topo` shows: CPUs numbered LLC by LLC, core by

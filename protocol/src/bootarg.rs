@@ -1,7 +1,8 @@
 //! The kernel command-line word that tells the agent where the shared
 //! region is: `ktstr.shm=ADDR,SIZE` (guest-physical address and size, hex
 //! or decimal). Both backends format it and the agent parses it with the
-//! two functions here, so the contract has one owner.
+//! two functions here, so the contract has one owner. Also the bare word
+//! `ktstr.emulated` (single-threaded TCG) and what it implies.
 
 use std::fmt;
 
@@ -9,6 +10,14 @@ use thiserror::Error;
 
 /// The word's key, `ktstr.shm`.
 pub const SHM_ARG_KEY: &str = "ktstr.shm";
+
+/// The word the QEMU backend adds under TCG: the guest's vCPUs take turns
+/// on one host thread, so the agent's checks allow for it.
+pub const EMULATED_ARG: &str = "ktstr.emulated";
+
+/// How long QEMU's single-threaded TCG runs one vCPU before the next
+/// (its round-robin kick period, a tenth of a second).
+pub const TCG_SLICE_MS: u64 = 100;
 
 /// Where the shared-memory region sits in guest-physical memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -331,3 +331,32 @@ fn a_worker_that_never_started_is_starved_not_an_error() {
     );
     assert_eq!(kinds(&r), vec![DetailKind::Starved], "{r:?}");
 }
+
+/// Under single-threaded emulation a worker that lived less than a round
+/// of the other vCPUs' slices cannot be judged starved (its vCPU may not
+/// have run at all while its clocks did); one that lived longer still is,
+/// and on hardware every worker is.
+#[test]
+fn starvation_allows_for_the_emulators_round() {
+    let check = Assert::NONE.check_not_starved();
+    let mut brief = report(2, 0, &[1]);
+    brief.cpu_time_ns = 67_000_000;
+    brief.wall_time_ns = 68_000_000;
+    let mut long = brief.clone();
+    long.wall_time_ns = 2_000_000_000;
+    let hw = TestTopology::synthetic(4, 2);
+    let tcg = hw.clone().emulated();
+    assert_eq!(tcg.emulator_round_ms(), Some(400), "4 vCPUs x 100 ms");
+    let judged = |w: &WorkerReport, t: &TestTopology| {
+        kinds(&assert_cgroup(
+            &check,
+            "churn",
+            None,
+            std::slice::from_ref(w),
+            Some(t),
+        ))
+    };
+    assert_eq!(judged(&brief, &hw), vec![DetailKind::Starved]);
+    assert!(judged(&brief, &tcg).is_empty());
+    assert_eq!(judged(&long, &tcg), vec![DetailKind::Starved]);
+}

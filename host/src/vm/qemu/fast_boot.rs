@@ -34,7 +34,8 @@ use crate::vm::VmSpec;
 pub struct FastBoot {
     /// The PVH kernel to load in place of the spec's bzImage.
     pub pvh_kernel: Option<PathBuf>,
-    /// Kernel command-line words, before the spec's own extra words.
+    /// Kernel command-line words, before the spec's own extra words (and,
+    /// under TCG, the word saying so).
     pub words: Vec<String>,
     /// Why PVH is not used, when it could have been.
     pub pvh_skipped: Option<String>,
@@ -59,6 +60,10 @@ pub fn plan(spec: &VmSpec, tcg: bool) -> FastBoot {
             fast.words.push(format!("lpj={}", lpj(mhz, hz)));
         }
         fast.words.push("cryptomgr.notests".into());
+        // Not for speed: tells the agent its vCPUs take turns on one host
+        // thread, which its checks allow for.
+        fast.words
+            .push(ktstr_protocol::bootarg::EMULATED_ARG.into());
     }
     fast
 }
@@ -144,6 +149,7 @@ mod tests {
         assert_eq!(f.pvh_kernel, None);
         assert_eq!(f.pvh_skipped, None, "not even tried");
         assert!(f.words.contains(&"cryptomgr.notests".to_string()));
+        assert!(f.words.contains(&"ktstr.emulated".to_string()));
         assert!(plan(&spec, false).words.is_empty());
         spec.kaslr = false;
         let f = plan(&spec, false);
