@@ -116,6 +116,9 @@ fn run(args: WorkerArgs<'_>) -> i32 {
                     .map(|s| s.into_iter().collect())
                     .unwrap_or_default();
                 let mut task = Task::build(&args.spec.work_type, &mut args.leaves.into_iter());
+                // Policy, memory placement and the probe's page faults are
+                // setup, not time the worker waited to run.
+                meter.resume();
                 let mut env = WorkEnv::new(&mut meter, args.spec, allowed);
                 match kinds::run(&mut task, &mut env) {
                     Ok(()) => WorkerExit::Completed,

@@ -10,6 +10,8 @@ use super::spin::timed_yield;
 use crate::workload::env::WorkEnv;
 
 const LINE: usize = 64;
+/// u64 words per 4 KiB page.
+const PAGE_WORDS: usize = 4096 / 8;
 /// Cache lines touched per chunk: one meter tick, some tens of µs.
 const CHUNK_LINES: usize = 1024;
 
@@ -35,8 +37,15 @@ impl Buffer {
         while gcd(stride.max(1), lines) != 1 {
             stride += 1;
         }
+        let mut data = vec![0u64; lines * LINE / 8];
+        // Fault every page in now, at setup: a zeroed allocation is mapped
+        // lazily, and under emulation the first pass's faults take seconds
+        // that would read as the worker not running.
+        for page in data.chunks_mut(PAGE_WORDS) {
+            page[0] = black_box(0);
+        }
         Self {
-            data: vec![0u64; lines * LINE / 8],
+            data,
             lines,
             stride: stride.max(1),
             at: 0,
@@ -59,6 +68,8 @@ impl Buffer {
 /// With `yield_after`, every chunk ends in a timed yield (sampled).
 pub(super) fn pressure(env: &mut WorkEnv<'_, '_>, size_kib: u32, yield_after: bool) {
     let mut buf = Buffer::new(size_kib);
+    // The buffer's setup is not a gap in the worker's running.
+    env.meter.resume();
     while env.running() {
         let n = buf.walk(CHUNK_LINES) as u64;
         if yield_after {

@@ -128,6 +128,7 @@ fn run_leaf(
         WorkType::PipeIo => pingpong::pipe(env, res, state, None),
         WorkType::CachePipe { size_kib } => {
             let mut buf = cache::Buffer::new(*size_kib);
+            env.meter.resume();
             pingpong::pipe(env, res, state, Some(&mut buf))
         }
         WorkType::FutexPingPong => pingpong::futex(env, res),
