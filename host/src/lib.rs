@@ -12,6 +12,8 @@
 //! - [`vm`]: the backend trait, our KVM VMM, QEMU, and backend selection.
 //! - [`scenarios`], [`scheds`]: the canned plans and scheduler resolution.
 //! - [`outcome`], [`runner`], [`report`]: one run, its result, its text.
+//! - [`html`]: self-contained HTML pages of runs, sweeps and comparisons,
+//!   rendered from their JSON documents.
 //! - [`gauntlet`]: sweeps across presets, flag profiles and kernels.
 //! - [`nested`]: our VMM on real KVM inside QEMU's emulated SVM.
 //! - [`skip`]: what a test needs from this machine, or why it skips.
@@ -39,6 +41,7 @@ pub mod outcome;
 pub mod runner;
 pub mod gauntlet;
 pub mod report;
+pub mod html;
 pub mod junit;
 pub mod nested;
 pub mod soak;
