@@ -1,6 +1,6 @@
 //! `compare A B`: read both sides' stored sweeps, print the per-metric
-//! deltas (regressions first), write JSON when asked; `Ok(false)` (exit 1)
-//! on a regression.
+//! deltas (regressions first), write JSON and an HTML page when asked;
+//! `Ok(false)` (exit 1) on a regression.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +28,10 @@ pub struct CompareArgs {
     /// Write the deltas as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the deltas as an HTML page, `compare.html`, into this
+    /// directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Where runs and baselines are kept (default: $CARGO_TARGET_DIR or
     /// ./target, then ktstr/).
     #[arg(long)]
@@ -48,6 +52,9 @@ fn side(root: &std::path::Path, list: &str) -> Result<Vec<Vec<CellRecord>>> {
 pub(super) fn run(a: &CompareArgs, progress: &Progress) -> Result<bool> {
     if let Some(p) = &a.json {
         super::result_path::ensure_writable("--json", p)?;
+    }
+    if let Some(dir) = &a.report {
+        super::result_path::ensure_dir_writable("--report", dir)?;
     }
     let root = a.results_dir.clone().unwrap_or_else(store::default_root);
     let gates: BTreeMap<String, Gate> = match &a.gates {
@@ -73,6 +80,11 @@ pub(super) fn run(a: &CompareArgs, progress: &Progress) -> Result<bool> {
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&deltas)?)
             .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(dir) = &a.report {
+        let page = crate::html::compare_page(&serde_json::to_value(&deltas)?);
+        let path = super::result_path::write_page(dir, "compare.html", &page)?;
+        progress.say(&format!("report written to {}", path.display()));
     }
     Ok(!deltas.iter().any(|d| d.regression))
 }

@@ -1,6 +1,6 @@
 //! `vmtest`: resolve the scheduler, prepare kernel and initramfs, run the
 //! chosen canned scenarios one VM each, print a table per run (and a
-//! summary for several), write JSON when asked.
+//! summary for several), write JSON and HTML pages when asked.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,6 +10,8 @@ use clap::Parser;
 use ktstr_protocol::model::{Assert, Needs, Topology};
 
 use super::duration::parse_duration;
+use crate::gauntlet::store::file_safe;
+use crate::html;
 use crate::interrupt;
 use crate::kmem::Vmlinux;
 use crate::outcome::RunOutcome;
@@ -75,6 +77,10 @@ pub struct VmtestArgs {
     /// Write the whole result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write an HTML page per run into this directory
+    /// (`run-<scenario>.html`: charts, checks, logs; no network needed).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Overall time limit (default: boot limit + scenario time + slack).
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -105,6 +111,9 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     }
     if let Some(path) = &a.json {
         super::result_path::ensure_writable("--json", path)?;
+    }
+    if let Some(dir) = &a.report {
+        super::result_path::ensure_dir_writable("--report", dir)?;
     }
     let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
     // A vmlinux that cannot be used fails now, before anything is built.
@@ -234,6 +243,14 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         };
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         progress.say(&format!("result written to {}", path.display()));
+    }
+    if let Some(dir) = &a.report {
+        for out in &outcomes {
+            let doc = serde_json::to_value(out)?;
+            let name = html::run_file_name(&doc, file_safe);
+            let path = super::result_path::write_page(dir, &name, &html::run_page(&doc))?;
+            progress.say(&format!("report written to {}", path.display()));
+        }
     }
     Ok(!outcomes.is_empty() && outcomes.iter().all(|o| o.passed))
 }

@@ -174,9 +174,10 @@ fn summary(doc: &Value, results: &[Value]) -> String {
         (
             "duration",
             format!(
-                "{} of scenario time in all guests, the longest cell {}",
+                "{} of scenario time in all guests, the longest cell {}; the sweep took {}",
                 fig(Some(total), 1, "s"),
-                fig(longest, 1, "s")
+                fig(longest, 1, "s"),
+                fig(num(&doc["wall_ms"]).map(|ms| ms / 1000.0), 1, "s")
             ),
         ),
         (

@@ -139,6 +139,9 @@ pub(super) fn run(a: GauntletArgs, progress: &Progress) -> Result<bool> {
             super::result_path::ensure_writable(what, p)?;
         }
     }
+    if let Some(dir) = &out.report {
+        super::result_path::ensure_dir_writable("--report", dir)?;
+    }
     match a.cmd {
         Some(GauntletCmd::Merge(m)) => merge(&m, progress),
         None => sweep_cmd(a.sweep, progress),
@@ -436,7 +439,14 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
             .map(|s| CellRecord::skipped(s.cell.clone(), s.reason.clone())),
     );
     order(&mut records, &chosen, &presets, &profiles);
-    let ok = finish(&records, &manifest, &dir, &a.out)?;
+    let ok = finish(
+        &records,
+        &manifest,
+        &dir,
+        &a.out,
+        Some(t0.elapsed()),
+        progress,
+    )?;
     if let Some(name) = &a.save_baseline {
         let f = store::save_baseline(&root, name, &dir.path)?;
         progress.say(&format!("baseline {name:?} saved ({})", f.display()));

@@ -1,6 +1,7 @@
 //! The gauntlet's outputs: where results go besides the run directory,
 //! the matrix order, the printed matrix and failure sections, the files
-//! of a run, and `gauntlet merge`. Reads stored records; boots nothing.
+//! of a run, its HTML page, and `gauntlet merge`. Reads stored records;
+//! boots nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,10 @@ pub(super) struct Outputs {
     /// Write JUnit XML here too (a testcase per cell).
     #[arg(long)]
     pub(super) junit: Option<PathBuf>,
+    /// Write the sweep as an HTML page, `gauntlet.html` (the matrix, each
+    /// cell linking to its run's charts and logs), into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(super) report: Option<PathBuf>,
     /// Where runs and baselines are kept (default: $CARGO_TARGET_DIR or
     /// ./target, then ktstr/).
     #[arg(long)]
@@ -57,12 +62,15 @@ pub(super) fn order(
 }
 
 /// Prints the matrix and every failure, writes the run directory's files
-/// and the asked-for copies; `Ok(false)` when a cell failed.
+/// and the asked-for copies and page (`elapsed`: the sweep's wall time,
+/// when it ran here); `Ok(false)` when a cell failed.
 pub(super) fn finish(
     records: &[CellRecord],
     manifest: &serde_json::Value,
     dir: &RunDir,
     out: &Outputs,
+    elapsed: Option<std::time::Duration>,
+    progress: &Progress,
 ) -> Result<bool> {
     for r in records {
         dir.write_cell(records, r)?;
@@ -79,6 +87,15 @@ pub(super) fn finish(
     dir.write("junit.xml", &junit)?;
     write_copy(out.json.as_deref(), &json)?;
     write_copy(out.junit.as_deref(), &junit)?;
+    if let Some(report) = &out.report {
+        let mut doc: serde_json::Value = serde_json::from_str(&json)?;
+        if let (Some(e), Some(obj)) = (elapsed, doc.as_object_mut()) {
+            obj.insert("wall_ms".into(), (e.as_millis() as u64).into());
+        }
+        let page = crate::html::sweep_page(&doc);
+        let path = super::super::result_path::write_page(report, "gauntlet.html", &page)?;
+        progress.say(&format!("report written to {}", path.display()));
+    }
     Ok(!records.iter().any(|r| r.status == Status::Fail))
 }
 
@@ -170,5 +187,5 @@ pub(super) fn merge(m: &MergeArgs, progress: &Progress) -> Result<bool> {
         m.runs.len(),
         dir.path.display()
     ));
-    finish(&records, &manifest, &dir, &m.out)
+    finish(&records, &manifest, &dir, &m.out, None, progress)
 }
