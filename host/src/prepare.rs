@@ -64,7 +64,7 @@ pub fn prepare_with(
         }
     };
     let cache = kernel::cache_root(None)?.join("initramfs");
-    std::fs::create_dir_all(&cache).map_err(|source| BuildError::Cache {
+    kernel::cache::private_dir(&cache).map_err(|source| BuildError::Cache {
         dir: cache.clone(),
         source,
     })?;

@@ -203,7 +203,10 @@ pub(crate) fn publish_once(
     name: &str,
     build: impl FnOnce() -> Result<Vec<u8>>,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create cache directory", dir, e))?;
+    // Private to this user: the archive may hold a user's scheduler.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create cache directory", dir, e))?;
     let path = dir.join(name);
     if path
         .try_exists()

@@ -11,6 +11,7 @@
 //! process that finds another one fetching wait for it instead).
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,6 +56,13 @@ pub fn cache_root(explicit: Option<&Path>) -> Result<PathBuf, KernelError> {
     var("HOME")
         .map(|h| h.join(".cache").join("ktstr"))
         .ok_or(KernelError::NoCacheDir)
+}
+
+/// Creates `dir` and any missing parents private to this user (0700), so
+/// what the cache holds (kernels, the initramfs with a user's scheduler in
+/// it) is nobody else's to read; directories that exist are left as they are.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// The `kernels/` directory of a cache root.
@@ -170,8 +178,7 @@ impl KernelCache {
     /// Takes the fetch lock (blocking), creating the cache directory.
     /// `on_wait` is called once if another process holds it.
     pub fn lock(&self, on_wait: impl FnOnce()) -> Result<FetchLock, KernelError> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| KernelError::io("create directory", &self.dir, e))?;
+        private_dir(&self.dir).map_err(|e| KernelError::io("create directory", &self.dir, e))?;
         let path = self.dir.join(LOCK_FILE);
         let lock =
             crate::filelock::lock(&path, on_wait).map_err(|e| KernelError::io("lock", &path, e))?;
@@ -195,14 +202,16 @@ impl KernelCache {
     /// A fresh staging directory inside the cache (same filesystem as the
     /// entries, so installing it is one rename).
     pub fn staging(&self) -> Result<Staging, KernelError> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| KernelError::io("create directory", &self.dir, e))?;
+        private_dir(&self.dir).map_err(|e| KernelError::io("create directory", &self.dir, e))?;
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
             .join(format!("{STAGING_PREFIX}{}-{seq}", std::process::id()));
-        fs::create_dir(&path).map_err(|e| KernelError::io("create directory", &path, e))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| KernelError::io("create directory", &path, e))?;
         Ok(Staging { path: Some(path) })
     }
 

@@ -202,7 +202,7 @@ pub fn cached(bzimage: &Path, cache_dir: &Path) -> Result<Result<PathBuf, NoPvh>
     fs::File::open(bzimage)
         .and_then(|f| f.take(MAX_IMAGE).read_to_end(&mut image))
         .map_err(io("reading kernel", bzimage))?;
-    fs::create_dir_all(cache_dir).map_err(io("creating", cache_dir))?;
+    super::cache::private_dir(cache_dir).map_err(io("creating", cache_dir))?;
     // Written beside its final name and renamed, then its hash likewise: a
     // reader never sees half a kernel, and two runs extracting at once
     // both end with a whole one (the bytes are the same).
