@@ -107,9 +107,13 @@ pub const PAYLOAD_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/cyclictest", "rt-tests"),
 ];
 
+/// What the HTML report test opens pages in (headless, for screenshots).
+pub const REPORT_TOOLS: &[(&str, &str)] = &[("chromium", "chromium")];
+
 /// Everything `cargo xtask setup` installs: QEMU for runs, iasl and cpio
 /// for the independent ACPI and archive checks, the BPF toolchain for the
-/// fixture scheduler, and the payload scenarios' programs.
+/// fixture scheduler, the payload scenarios' programs, and Chromium for
+/// the report pages' screenshot test.
 pub fn setup_tools() -> Vec<(&'static str, &'static str)> {
     [
         QEMU_TOOLS,
@@ -117,6 +121,7 @@ pub fn setup_tools() -> Vec<(&'static str, &'static str)> {
         ARCHIVE_TOOLS,
         BPF_TOOLS,
         PAYLOAD_TOOLS,
+        REPORT_TOOLS,
     ]
     .concat()
 }

@@ -5,7 +5,7 @@
 //! first, and nothing loaded from elsewhere. The pages are written under
 //! `target/ktstr/report-pages/` for a person (and the screenshot test).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ktstr_host::html::{compare_page, run_page, sweep_page};
 use serde_json::Value;
@@ -22,7 +22,11 @@ fn fixture(name: &str) -> Value {
 fn out_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map_or_else(|| PathBuf::from("target"), |ws| ws.join("target"))
+        });
     let dir = target.join("ktstr/report-pages");
     std::fs::create_dir_all(&dir).expect("creating the pages directory");
     dir
