@@ -97,15 +97,18 @@ fn may_starve(w: &WorkerReport) -> bool {
 /// Whether `w` can be judged starved. On hardware, always. Under
 /// single-threaded emulation its vCPU may stand still for a whole round of
 /// the other vCPUs' slices (longer on a busy host) while the guest's clocks,
-/// and the CPU time charged to whatever it was running, run on: a worker
-/// that lived less than a round, or that the guest kept on a CPU for most
-/// of its life and still did no work, was left unrun by the emulator, not
-/// by the scheduler under test (which starves a worker by not running it).
+/// and the CPU time charged to whatever it was running, run on. So a worker
+/// that lived less than a round is not judged, nor one charged a whole
+/// emulator slice or more that still did no work (a unit is well under a
+/// millisecond of running, even emulated): that vCPU was not run by the
+/// emulator. The scheduler under test starves a worker by not running it,
+/// which shows as little or no CPU time, and that is still judged.
 fn judgeable(cx: &Cgroup<'_>, w: &WorkerReport) -> bool {
     let Some(round) = cx.topo.and_then(|t| t.emulator_round_ms()) else {
         return true;
     };
-    let charged_without_work = w.work_units == 0 && w.cpu_time_ns * 2 >= w.wall_time_ns;
+    let slice_ns = ktstr_protocol::bootarg::TCG_SLICE_MS * 1_000_000;
+    let charged_without_work = w.work_units == 0 && w.cpu_time_ns >= slice_ns;
     w.wall_time_ns / 1_000_000 >= round && !charged_without_work
 }
 
