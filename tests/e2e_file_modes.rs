@@ -49,14 +49,20 @@ fn a_run_creates_nothing_others_can_read_or_write() {
         json.to_str().unwrap(),
     ])
     .expect("the run");
-    assert!(passed, "{}", std::fs::read_to_string(&json).unwrap_or_default());
+    assert!(
+        passed,
+        "{}",
+        std::fs::read_to_string(&json).unwrap_or_default()
+    );
 
     let uid = std::fs::metadata(dir.path()).unwrap().uid();
     let mut paths = vec![cache.clone()];
     walk(&cache, &mut paths);
     assert!(
         paths.iter().any(|p| p.to_string_lossy().contains("pvh"))
-            && paths.iter().any(|p| p.to_string_lossy().contains("initramfs")),
+            && paths
+                .iter()
+                .any(|p| p.to_string_lossy().contains("initramfs")),
         "the run made its PVH kernel and initramfs here: {paths:?}"
     );
     for path in &paths {

@@ -62,7 +62,10 @@ pub fn cache_root(explicit: Option<&Path>) -> Result<PathBuf, KernelError> {
 /// what the cache holds (kernels, the initramfs with a user's scheduler in
 /// it) is nobody else's to read; directories that exist are left as they are.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The `kernels/` directory of a cache root.
