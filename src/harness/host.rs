@@ -8,9 +8,11 @@
 //! `KTSTR_KERNEL` (bzImage or vmlinux; default: the cached kernel),
 //! `KTSTR_TOPOLOGY`, `KTSTR_BACKEND` (auto, qemu, kvm). With
 //! `KTSTR_RESULTS_DIR` set, each test that ran leaves its whole result
-//! there as `NAME.json` (the same JSON as `vmtest --json`). With
-//! `KTSTR_GAUNTLET` set (`1`, or presets), each test that names no
-//! topology also has ignored variants `gauntlet/<test>/<preset>`, so
+//! there as `NAME.json` (the same JSON as `vmtest --json`); with
+//! `KTSTR_REPORT_DIR` set, its HTML page as `run-NAME.html` (the page
+//! `vmtest --report` writes). With `KTSTR_GAUNTLET` set (`1`, or
+//! presets), each test that names no topology also has ignored variants
+//! `gauntlet/<test>/<preset>`, so
 //! `cargo nextest run --run-ignored only --partition hash:K/N` spreads a
 //! sweep over CI machines.
 
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ktstr_host::errors::chain;
+use ktstr_host::gauntlet::store::file_safe;
 use ktstr_host::outcome::RunOutcome;
 use ktstr_host::prepare::prepare_with;
 use ktstr_host::progress::Progress;
@@ -202,6 +205,11 @@ pub fn run(a: &Args) -> i32 {
                 eprintln!("warning: {why}");
             }
         }
+        if let (Ok(out), Some(dir)) = (&result, env_path("KTSTR_REPORT_DIR")) {
+            if let Err(why) = save_page(&dir, &e.name, out) {
+                eprintln!("warning: {why}");
+            }
+        }
         match result {
             Ok(out) if out.passed => {
                 passed += 1;
@@ -267,6 +275,15 @@ fn save_result(dir: &Path, name: &str, out: &RunOutcome) -> Result<(), String> {
     let path = dir.join(format!("{file}.json"));
     let text = report::json(out).map_err(|e| format!("encoding {name}'s result: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Writes `out`'s HTML page as `DIR/run-NAME.html` (the name made safe
+/// as the results store makes it).
+fn save_page(dir: &Path, name: &str, out: &RunOutcome) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("run-{}.html", file_safe(name)));
+    std::fs::write(&path, ktstr_host::html::outcome_page(out))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -364,4 +381,22 @@ fn run_one(
         ..RunConfig::new(spec, plan)
     };
     runner::run(backend.as_ref(), cfg).map_err(|e| chain(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_leaves_its_page_under_a_safe_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = RunOutcome::skipped("steady", "1n1l2c1t", "needs <more>".into());
+        save_page(&dir.path().join("pages"), "sched::steady/2n", &out).unwrap();
+        let page =
+            std::fs::read_to_string(dir.path().join("pages/run-sched__steady~2n.html")).unwrap();
+        assert!(
+            page.contains("needs &lt;more&gt;") && page.contains("SKIPPED"),
+            "{page}"
+        );
+    }
 }

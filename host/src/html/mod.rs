@@ -18,8 +18,9 @@
 //! - `sweep`: the gauntlet page (matrix, totals, a section per variant).
 //! - `compare`: the compare page (deltas, regressions first).
 //!
-//! It reads documents only: nothing here runs, stores or judges, and no
-//! other module of this crate is imported (the CLI imports this one).
+//! It reads documents only: nothing here runs, stores or judges; of this
+//! crate it knows only [`crate::outcome`] (to encode a fresh outcome as
+//! its document). The CLI and test harness import this module.
 
 mod compare;
 mod folded;
@@ -32,6 +33,13 @@ mod sweep;
 pub use compare::compare_page;
 pub use run::run_page;
 pub use sweep::sweep_page;
+
+/// The page of a run that just ended: its outcome as the JSON document
+/// `vmtest --json` writes, rendered (an outcome that cannot be encoded
+/// renders as an empty document, every figure "n/a").
+pub fn outcome_page(out: &crate::outcome::RunOutcome) -> String {
+    run_page(&serde_json::to_value(out).unwrap_or_default())
+}
 
 /// The file a run's page is written to in a report directory:
 /// `run-<scenario>.html`, the scenario made safe as a file name by the

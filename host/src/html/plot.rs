@@ -333,6 +333,8 @@ pub(crate) fn cdf(label: &str, series: &[(String, Vec<f64>)], unit: &str) -> Str
         chart
             .configure_mesh()
             .max_light_lines(2)
+            .x_labels(6)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc(unit)
             .y_desc("fraction of wakeups at or below")
             .label_style(font(15))
