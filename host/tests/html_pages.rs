@@ -118,47 +118,96 @@ fn timeline_complete(doc: &Value, page: &str) {
     }
 }
 
+/// The parts every run page has, whatever the result holds: the header,
+/// each check that ran with its threshold, the timeline complete, and
+/// each chart or the note saying why it is absent.
+fn run_page_complete(doc: &Value, page: &str) {
+    well_formed(page);
+    for field in [&doc["scenario"], &doc["topology"], &doc["backend"]] {
+        assert!(page.contains(&esc(&str_of(field))), "header lacks {field}");
+    }
+    if let Some(k) = doc["hello"]["kernel_release"].as_str() {
+        assert!(page.contains(&esc(k)), "header lacks the kernel {k}");
+    }
+    let verdict = match (doc["skipped"].as_bool(), doc["passed"].as_bool()) {
+        (Some(true), _) => "– SKIPPED".to_string(),
+        (_, Some(true)) => "✓ PASS".to_string(),
+        _ => format!("✗ FAIL ({})", str_of(&doc["failure"]["kind"])),
+    };
+    assert!(page.contains(&verdict), "no verdict {verdict}");
+    for c in doc["verdict"]["result"]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for state in ["Ran", "NotMeasured"] {
+            if let Some(t) = c["state"][state]["threshold"].as_str() {
+                assert!(
+                    page.contains(&format!("<td>{}</td>", esc(t))),
+                    "threshold {t} missing"
+                );
+            }
+        }
+    }
+    for d in doc["verdict"]["result"]["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let m = esc(&str_of(&d["message"]));
+        assert!(page.contains(&m), "finding {m} missing");
+    }
+    timeline_complete(doc, page);
+    let has = |key: &str| doc[key].as_array().is_some_and(|a| !a.is_empty());
+    let chart = |label: &str| page.contains(&format!("aria-label=\"{label}\""));
+    let samples = doc["monitor"]["samples"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty());
+    assert_eq!(
+        chart("runqueue heat strip"),
+        samples,
+        "heat strip iff monitor samples"
+    );
+    assert_eq!(chart("CPU share per cgroup"), doc["timeline"].is_array());
+    if !doc["timeline"].is_array() {
+        assert!(page.contains("no time series in this result"));
+    }
+    assert_eq!(chart("work rate per worker"), has("reports"));
+    let wakes = doc["reports"].as_array().into_iter().flatten().any(|g| {
+        g["reports"].as_array().into_iter().flatten().any(|w| {
+            w["wake_latency_us"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+    });
+    assert_eq!(chart("wake latency distribution"), wakes);
+    if let Some(kind) = doc["failure"]["kind"].as_str() {
+        assert!(page.contains(&format!("<p class=\"fail\">✗ {}: ", esc(kind))));
+    }
+    let logs = doc["logs"].as_array().map_or(0, Vec::len);
+    if logs > 0 {
+        assert!(page.contains(&format!("<summary>scheduler log ({logs} lines)</summary>")));
+    }
+    if doc["console_tail"].is_string() {
+        assert!(page.contains("<summary>console (tail)</summary>"));
+    }
+}
+
 #[test]
 fn the_run_page_shows_the_header_checks_and_every_step_boundary() {
     let doc = fixture("run.json");
     let page = run_page(&doc);
     keep("run.html", &page);
-    well_formed(&page);
-    for field in [
-        &doc["scenario"],
-        &doc["topology"],
-        &doc["backend"],
-        &doc["hello"]["kernel_release"],
-    ] {
-        assert!(page.contains(&esc(&str_of(field))), "header lacks {field}");
-    }
-    assert!(page.contains("✓ PASS"));
-    for c in doc["verdict"]["result"]["checks"]
-        .as_array()
-        .expect("checks")
-    {
-        if let Some(t) = c["state"]["Ran"]["threshold"].as_str() {
-            assert!(
-                page.contains(&format!("<td>{}</td>", esc(t))),
-                "threshold {t} missing"
-            );
-        }
-    }
-    assert!(page.contains("<code>max_spread_pct</code>"));
-    timeline_complete(&doc, &page);
-    assert!(page.contains("aria-label=\"work rate per worker\""));
-    assert!(page.contains("no time series in this result"));
+    run_page_complete(&doc, &page);
+    assert!(page.contains("<code>not_starved</code>"));
 }
 
 #[test]
-fn a_failed_run_shows_its_charts_snapshots_and_folded_failure() {
-    let sweep = fixture("gauntlet.json");
-    let doc = &sweep["results"][1]["outcome"];
-    let page = run_page(doc);
-    keep("run-failed.html", &page);
-    well_formed(&page);
-    timeline_complete(doc, &page);
-    assert!(page.contains("✗ FAIL (checks_failed)"));
+fn every_chart_and_folded_section_of_a_failed_run() {
+    let doc = fixture("run-synthetic.json");
+    let page = run_page(&doc);
+    keep("run-synthetic.html", &page);
+    run_page_complete(&doc, &page);
     for chart in [
         "runqueue heat strip",
         "CPU share per cgroup",
@@ -169,18 +218,12 @@ fn a_failed_run_shows_its_charts_snapshots_and_folded_failure() {
             "no {chart}"
         );
     }
-    assert!(page.contains("node 0 llc 0 cpu 1"));
-    for folded in [
-        "scheduler log (3 lines)",
-        "sched_ext dump",
-        "console (tail)",
-    ] {
-        assert!(
-            page.contains(&format!("<summary>{folded}</summary>")),
-            "no folded {folded}"
-        );
-    }
-    assert!(page.contains("cg_1 worker 124 made no progress"));
+    assert!(
+        page.contains("node 0 llc 0 cpu 1"),
+        "CPUs named by node and LLC"
+    );
+    assert!(page.contains("<summary>sched_ext dump</summary>"));
+    assert!(!doc["captures"].as_array().expect("captures").is_empty());
 }
 
 #[test]
@@ -193,17 +236,37 @@ fn the_gauntlet_page_has_a_linked_cell_per_variant() {
     assert_eq!(page.matches("<a class=\"variant ").count(), results.len());
     for href in page.split("href=\"#").skip(1) {
         let id = &href[..href.find('"').expect("closed")];
-        assert!(
-            page.contains(&format!("id=\"{id}\"")),
-            "link #{id} leads nowhere"
+        assert_eq!(
+            page.matches(&format!("id=\"{id}\"")).count(),
+            1,
+            "link #{id}"
         );
     }
-    assert!(page.contains("✓ pass") && page.contains("✗ FAIL Starved") && page.contains("– skip"));
-    assert!(page.contains("4 cells: "), "no totals");
+    for r in results {
+        let mark = match r["status"].as_str() {
+            Some("pass") => "✓ pass".to_string(),
+            Some("fail") => format!("✗ FAIL {}", str_of(&r["check"])),
+            _ => "– skip".to_string(),
+        };
+        assert!(
+            page.contains(&format!("\">{}</a>", esc(&mark))),
+            "no {mark} link"
+        );
+        if let Some(reason) = r["reason"].as_str() {
+            assert!(page.contains(&esc(reason)), "reason {reason} missing");
+        }
+        if r["outcome"].is_object() {
+            run_page_complete(&r["outcome"], &run_page(&r["outcome"]));
+        }
+    }
+    assert!(
+        page.contains(&format!("{} cells: ", results.len())),
+        "no totals"
+    );
     assert!(page.contains("of scenario time"), "no duration");
-    // The ran cells embed their run's content, the skipped ones say why.
-    assert_eq!(page.matches("aria-label=\"run timeline\"").count(), 2);
-    assert_eq!(page.matches("needs 2 threads per core").count(), 2);
+    // The ran cells embed their run's content.
+    let ran = results.iter().filter(|r| r["outcome"].is_object()).count();
+    assert_eq!(page.matches("aria-label=\"run timeline\"").count(), ran);
 }
 
 #[test]
@@ -223,7 +286,8 @@ fn the_compare_page_lists_every_delta_regressions_first() {
     };
     let ranks: Vec<usize> = rows.iter().map(|r| rank(r)).collect();
     assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
-    assert_eq!(ranks.iter().filter(|&&r| r == 0).count(), 2);
+    let regressions = deltas.iter().filter(|d| d["regression"] == true).count();
+    assert_eq!(ranks.iter().filter(|&&r| r == 0).count(), regressions);
     for d in deltas {
         let (cell, metric) = (str_of(&d["cell"]), str_of(&d["metric"]));
         assert!(

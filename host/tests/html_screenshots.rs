@@ -187,14 +187,16 @@ fn each_page_loads_cleanly_and_is_not_blank() {
     );
     let _ = std::fs::remove_file(&bad);
 
-    let sweep = fixture("gauntlet.json");
-    shoot("run", &run_page(&fixture("run.json")), "ktstr run: steady");
+    let title = |doc: &Value| format!("ktstr run: {}", doc["scenario"].as_str().unwrap_or("n/a"));
+    let run = fixture("run.json");
+    shoot("run", &run_page(&run), &title(&run));
+    let failed = fixture("run-synthetic.json");
+    shoot("run-failed", &run_page(&failed), &title(&failed));
     shoot(
-        "run-failed",
-        &run_page(&sweep["results"][1]["outcome"]),
-        "ktstr run: steady",
+        "gauntlet",
+        &sweep_page(&fixture("gauntlet.json")),
+        "ktstr gauntlet",
     );
-    shoot("gauntlet", &sweep_page(&sweep), "ktstr gauntlet");
     shoot(
         "compare",
         &compare_page(&fixture("compare.json")),
