@@ -194,8 +194,17 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
                 "5",
             ],
         );
-        assert!(ok, "{profile}: {doc}");
+        // The slow flag is meant to hurt wake-ups, so its own latency
+        // checks may fail a run (its p99 limit is 20 ms); what compare
+        // needs is that every run ran and was measured.
+        assert!(ok || *profile == "slow", "{profile}: {doc}");
         assert_eq!(doc["cells"], 10, "2 scenarios x 5 runs");
+        for r in doc["results"].as_array().unwrap() {
+            assert!(
+                r["outcome"]["reports"].is_array(),
+                "{profile}: every run measured: {r}"
+            );
+        }
         ids.push(doc["manifest"]["run_id"].clone());
     }
     let same = compare(&results, &ids[0], &ids[1..2]);
