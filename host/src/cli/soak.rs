@@ -82,6 +82,8 @@ struct RunLine {
     reason: Option<String>,
     /// From launch to the VM's end.
     wall_ms: u64,
+    /// The share of the plan's time the guest waited for a host CPU.
+    host_wait_share: Option<f64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -184,6 +186,7 @@ pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
             let plan = plans[i % plans.len()].clone();
             let name = plan.name.clone();
             let t = Instant::now();
+            let mut wait = None;
             let (status, reason) = match &backend {
                 Err(e) => ("FAIL", Some(crate::errors::chain(e))),
                 Ok((b, _)) => {
@@ -198,20 +201,26 @@ pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
                         ..RunConfig::new(spec, plan)
                     };
                     match runner::run(b.as_ref(), cfg) {
-                        Ok(out) => (
-                            status(&out),
-                            (!out.passed).then(|| out.failure_text().to_string()),
-                        ),
+                        Ok(out) => {
+                            wait = out.host_wait_share;
+                            (
+                                status(&out),
+                                (!out.passed).then(|| out.failure_text().to_string()),
+                            )
+                        }
                         Err(e) => ("FAIL", Some(crate::errors::chain(&e))),
                     }
                 }
             };
             let wall = t.elapsed();
             progress.say(&format!(
-                "run {}/{} {name}: {status} in {}{}",
+                "run {}/{} {name}: {status} in {}{}{}",
                 i + 1,
                 a.runs,
                 secs(wall),
+                wait.filter(|w| *w >= 0.05)
+                    .map(|w| format!(" (waited for the host {:.0}% of it)", w * 100.0))
+                    .unwrap_or_default(),
                 reason
                     .as_ref()
                     .map(|r| format!(": {}", r.lines().next().unwrap_or("")))
@@ -226,6 +235,7 @@ pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
                     status,
                     reason,
                     wall_ms: wall.as_millis() as u64,
+                    host_wait_share: wait,
                 });
         }
     };
