@@ -20,6 +20,11 @@ fn verdict(d: &Value) -> (u8, &'static str, &'static str) {
     }
 }
 
+/// A figure kept on one line.
+fn nowrap(figure: &str) -> String {
+    format!("<span class=\"nw\">{}</span>", esc(figure))
+}
+
 /// The whole page of a comparison.
 pub fn compare_page(doc: &Value) -> String {
     let deltas = arr(doc);
@@ -61,10 +66,10 @@ pub fn compare_page(doc: &Value) -> String {
                 format!("<span class=\"{class}\">{word}</span>"),
                 etext(&d["cell"]),
                 format!("<code>{}</code> ({better})", etext(&d["metric"])),
-                esc(&fig(num(&d["a"]), 2, &unit)),
-                esc(&fig(num(&d["b"]), 2, &unit)),
-                esc(&fig(num(&d["abs"]), 2, &unit)),
-                esc(&fig(num(&d["rel"]).map(|r| r * 100.0), 1, "%")),
+                nowrap(&fig(num(&d["a"]), 2, &unit)),
+                nowrap(&fig(num(&d["b"]), 2, &unit)),
+                nowrap(&fig(num(&d["abs"]), 2, &unit)),
+                nowrap(&fig(num(&d["rel"]).map(|r| r * 100.0), 1, "%")),
                 esc(&format!(
                     "{} and {}",
                     fig(num(&d["gate"]["abs"]), 2, &unit),

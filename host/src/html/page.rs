@@ -18,7 +18,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.
 h3{font-size:1.05em}\
 table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}\
-th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f2f2f2}.nw{white-space:nowrap}\
 .pass{background:#d9f2d9}.fail{background:#f9d0d0}.skip{background:#e6e6e6}\
 .regression{background:#f9d0d0}.improvement{background:#d9f2d9}.unjudged{background:#f4f4f4}\
 .badge{display:inline-block;padding:.1em .6em;border:1px solid #888;border-radius:.3em;font-weight:bold}\

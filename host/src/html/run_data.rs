@@ -142,6 +142,7 @@ pub(crate) fn heat(doc: &Value, field: &str) -> Option<(Heat, u32)> {
                 .collect(),
         );
     }
+    let (times, columns) = coarsen(times, columns);
     let max = columns
         .iter()
         .flat_map(|c| c.values().copied())
@@ -171,6 +172,37 @@ pub(crate) fn heat(doc: &Value, field: &str) -> Option<(Heat, u32)> {
         steps: step_marks(doc),
     };
     Some((h, max))
+}
+
+/// Most columns a heat strip draws: more samples than that are merged,
+/// a run of them into one column with each CPU's largest count (a spike
+/// stays visible), so a long run's page stays small.
+pub(crate) const MAX_COLUMNS: usize = 400;
+
+/// `times` and `columns` merged down to at most [`MAX_COLUMNS`].
+fn coarsen(
+    times: Vec<f64>,
+    columns: Vec<BTreeMap<u64, u32>>,
+) -> (Vec<f64>, Vec<BTreeMap<u64, u32>>) {
+    if times.len() <= MAX_COLUMNS {
+        return (times, columns);
+    }
+    let per = times.len().div_ceil(MAX_COLUMNS);
+    let times = times.chunks(per).map(|c| c[0]).collect();
+    let columns = columns
+        .chunks(per)
+        .map(|chunk| {
+            let mut merged: BTreeMap<u64, u32> = BTreeMap::new();
+            for col in chunk {
+                for (&cpu, &v) in col {
+                    let m = merged.entry(cpu).or_insert(v);
+                    *m = (*m).max(v);
+                }
+            }
+            merged
+        })
+        .collect();
+    (times, columns)
 }
 
 /// One worker's figures.
@@ -320,5 +352,17 @@ mod tests {
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), Some(4.0));
         assert_eq!(percentile(&[], 99.0), None);
+        // A long run's samples merge, keeping each CPU's largest count.
+        let many: Vec<Value> = (0..1000)
+            .map(|i| json!({"at_ms": i * 10, "cpus": [{"cpu": 0, "nr_running": u32::from(i == 501) * 7}]}))
+            .collect();
+        let (h, max) = heat(&json!({"monitor": {"samples": many}}), "nr_running").unwrap();
+        assert!(
+            h.times.len() <= MAX_COLUMNS && h.times.len() >= MAX_COLUMNS / 2,
+            "{}",
+            h.times.len()
+        );
+        assert_eq!(max, 7);
+        assert_eq!(h.cells[0].iter().filter(|v| **v == Some(7)).count(), 1);
     }
 }
