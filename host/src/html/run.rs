@@ -216,11 +216,18 @@ fn checks(doc: &Value) -> String {
             continue;
         }
         let kind = detail_kind(name);
-        let found: Vec<String> = details
+        let mut found: Vec<String> = details
             .iter()
             .filter(|d| !kind.is_empty() && d["kind"].as_str() == Some(kind))
             .map(|d| text(&d["message"]))
             .collect();
+        // The host monitor's breaches, when the verdict does not repeat them.
+        for f in arr(&doc["monitor"]["findings"]) {
+            let message = text(&f["message"]);
+            if f["check"].as_str() == Some(name) && !found.contains(&message) {
+                found.push(message);
+            }
+        }
         let (class, outcome) = match word.as_str() {
             "ran" if found.is_empty() => ("pass", "✓ pass".to_string()),
             "ran" | "not measured" => ("fail", "✗ FAIL".to_string()),
@@ -381,6 +388,23 @@ fn rates(workers: &[Worker]) -> String {
         &bars,
         "work units per second of wall time",
     ));
+    // A cgroup's rate: its workers' rates summed, per step.
+    let mut groups: Vec<(String, f64)> = Vec::new();
+    for w in workers {
+        let key = format!("step {} {}", w.step, w.cgroup);
+        let rate = w.rate.unwrap_or(0.0);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, r)) => *r += rate,
+            None => groups.push((key, rate)),
+        }
+    }
+    if groups.len() > 1 {
+        s.push_str(&plot::hbars(
+            "work rate per cgroup",
+            &groups,
+            "work units per second, the cgroup's workers together",
+        ));
+    }
     let rows: Vec<Vec<String>> = workers
         .iter()
         .map(|w| {
