@@ -170,7 +170,7 @@ pub fn extract(image: &[u8]) -> Result<Vec<u8>, NoPvh> {
 /// `cache_dir` (`<sha256>.vmlinux`, or `<sha256>.none` when it has none,
 /// each with a `.sha256` beside it): `Ok(Err(why))` when the bzImage must
 /// be booted as it is. A cached file that no longer matches its `.sha256`
-/// is reported and extracted again. An image over [`MAX_IMAGE`] is not a
+/// is reported and extracted again. An image over `MAX_IMAGE` is not a
 /// bzImage.
 pub fn cached(bzimage: &Path, cache_dir: &Path) -> Result<Result<PathBuf, NoPvh>, PvhError> {
     let io = |what, path: &Path| {
