@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ktstr_protocol::model::{Assert, Needs, Topology};
+use ktstr_protocol::model::{Needs, Topology};
 use serde::Serialize;
 
 use super::duration::parse_duration;
@@ -22,7 +22,7 @@ use crate::prepare::prepare_with;
 use crate::progress::Progress;
 use crate::runner::{self, RunConfig};
 use crate::scenarios::{self, Canned, ScenarioParams};
-use crate::scheds::{self, SchedulerRequest};
+use crate::scheds::{self, ResolvedScheduler, SchedulerRequest};
 use crate::soak::{HostSnapshot, Places, leftovers};
 use crate::vm::VmSpec;
 use crate::vm::select::{self, BackendChoice};
@@ -150,7 +150,6 @@ pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
         }
     }
     let prepared = prepare_with(a.kernel.as_deref(), None, &executables, progress)?;
-    let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
     let params = ScenarioParams {
         topology: a.topology,
         duration: a.duration,
@@ -158,12 +157,7 @@ pub(super) fn run(mut a: SoakArgs, progress: &Progress) -> Result<bool> {
     };
     let plans: Vec<_> = chosen
         .iter()
-        .map(|c| {
-            let plan = c.plan_under(&params, &sched_checks);
-            let needs = plan.needs.and(&sched_needs);
-            plan.set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
-                .set_needs(needs)
-        })
+        .map(|c| ResolvedScheduler::canned_plan(sched.as_ref(), c, &params))
         .collect();
     let places = Places::host(crate::kernel::cache_root(None).ok());
     let before = HostSnapshot::take(&places);

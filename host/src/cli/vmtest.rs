@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ktstr_protocol::model::{Assert, Needs, Topology};
+use ktstr_protocol::model::{Needs, Topology};
 
 use super::duration::parse_duration;
 use crate::gauntlet::store::file_safe;
@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::report;
 use crate::runner::{self, RunConfig};
 use crate::scenarios::{self, Canned, ScenarioParams};
-use crate::scheds::{self, SchedulerRequest};
+use crate::scheds::{self, ResolvedScheduler, SchedulerRequest};
 use crate::vm::VmSpec;
 use crate::vm::select::{self, BackendChoice};
 
@@ -181,7 +181,6 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         prepared.kernel.version,
         prepared.kernel.image.display()
     ));
-    let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
     let params = ScenarioParams {
         topology,
         duration: a.duration,
@@ -191,12 +190,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     let plans: Vec<_> = slots
         .iter()
         .filter_map(|s| s.as_ref().ok())
-        .map(|canned| {
-            let plan = canned.plan_under(&params, &sched_checks);
-            let needs = plan.needs.and(&sched_needs);
-            plan.set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
-                .set_needs(needs)
-        })
+        .map(|canned| ResolvedScheduler::canned_plan(sched.as_ref(), canned, &params))
         .collect();
     let mut ran = if plans.is_empty() {
         Vec::new()

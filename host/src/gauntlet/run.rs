@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ktstr_protocol::model::{Assert, ScenarioParams};
+use ktstr_protocol::model::ScenarioParams;
 
 use super::matrix::{CellRecord, Status};
 use super::sweep::{Group, Profile};
@@ -53,8 +53,6 @@ fn failed_all(g: &Group<'_>, label: &str, check: &str, reason: &str) -> Vec<Cell
 fn run_group(backend: &dyn crate::vm::Backend, g: &Group<'_>, sh: &Shared<'_>) -> Vec<CellRecord> {
     let (prepared, label) = &sh.kernels[g.kernel];
     let sched = sh.scheds.get(&g.profile).cloned().flatten();
-    let sched_checks = sched.as_ref().map_or(Assert::NONE, |s| s.checks);
-    let sched_needs = sched.as_ref().map(|s| s.needs).unwrap_or_default();
     let params = ScenarioParams {
         topology: g.preset.topology,
         duration: sh.duration,
@@ -63,12 +61,7 @@ fn run_group(backend: &dyn crate::vm::Backend, g: &Group<'_>, sh: &Shared<'_>) -
     let plans = g
         .scenarios
         .iter()
-        .map(|c| {
-            let plan = c.plan_under(&params, &sched_checks);
-            let needs = plan.needs.and(&sched_needs);
-            plan.set_scheduler(sched.as_ref().map(|s| s.spec.clone()))
-                .set_needs(needs)
-        })
+        .map(|c| ResolvedScheduler::canned_plan(sched.as_ref(), c, &params))
         .collect();
     let mut spec = VmSpec::new(
         prepared.kernel.image.clone(),

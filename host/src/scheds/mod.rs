@@ -134,6 +134,22 @@ pub struct ResolvedScheduler {
     pub default_topology: Option<&'static str>,
 }
 
+impl ResolvedScheduler {
+    /// `canned`'s plan under `params` as `sched` runs it (`None`: the
+    /// kernel's own scheduler): the scheduler's check layer under the
+    /// scenario's, its topology needs added, and the scheduler to start.
+    pub fn canned_plan(
+        sched: Option<&ResolvedScheduler>,
+        canned: &crate::scenarios::Canned,
+        params: &crate::scenarios::ScenarioParams,
+    ) -> ktstr_protocol::model::Plan {
+        let plan = canned.plan_under(params, &sched.map_or(Assert::NONE, |s| s.checks));
+        let needs = plan.needs.and(&sched.map(|s| s.needs).unwrap_or_default());
+        plan.set_scheduler(sched.map(|s| s.spec.clone()))
+            .set_needs(needs)
+    }
+}
+
 /// Why a scheduler request cannot be met.
 #[derive(Debug, Error)]
 pub enum SchedError {
