@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use ktstr_protocol::model::{
-    Assert, AssertResult, CheckName, CpusetInterval, DetailKind, SchedPolicy, WorkerReport,
+    Assert, AssertResult, CheckName, CpusetInterval, DetailKind, SchedPolicy, WorkerExit,
+    WorkerReport,
 };
 
 use crate::sysfs::format_cpu_list;
@@ -107,6 +108,11 @@ fn judgeable(cx: &Cgroup<'_>, w: &WorkerReport) -> bool {
     let Some(round) = cx.topo.and_then(|t| t.emulator_round_ms()) else {
         return true;
     };
+    // Never started in its whole life (frozen, or never run before the
+    // stop): starved, whatever its clocks say.
+    if w.exit == WorkerExit::NotStarted {
+        return true;
+    }
     let slice_ns = ktstr_protocol::bootarg::TCG_SLICE_MS * 1_000_000;
     let charged_without_work = w.work_units == 0 && w.cpu_time_ns >= slice_ns;
     w.wall_time_ns / 1_000_000 >= round && !charged_without_work

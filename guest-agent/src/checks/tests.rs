@@ -364,6 +364,11 @@ fn starvation_allows_for_the_emulators_round() {
     long.cpu_time_ns = 283_000_000;
     assert!(judged(&long, &tcg).is_empty());
     assert_eq!(judged(&long, &hw), vec![DetailKind::Starved]);
+    // Never started (a frozen cgroup's workers, stopped before their start
+    // byte): starved, however short its metered life.
+    let mut never = brief.clone();
+    never.exit = WorkerExit::NotStarted;
+    assert_eq!(judged(&never, &tcg), vec![DetailKind::Starved]);
     // Long-lived and hardly run: starved, emulated or not.
     for cpu in [0, 40_000_000] {
         long.cpu_time_ns = cpu;
