@@ -38,6 +38,12 @@ pub trait CgroupOps {
     fn set_cpu_weight(&self, name: &str, weight: u32) -> Result<()>;
     /// The pids in `cgroup.procs`.
     fn procs(&self, name: &str) -> Result<Vec<i32>>;
+    /// `usage_usec` from `cpu.stat`: CPU time the cgroup's tasks used.
+    /// `None` where it cannot be told (a double without a clock, a cgroup
+    /// gone); sampling must not fail a run.
+    fn cpu_usage_usec(&self, _name: &str) -> Option<u64> {
+        None
+    }
 
     /// Spec name of [`Self::parent`].
     fn parent_path(&self) -> &Path {
@@ -220,6 +226,11 @@ impl CgroupOps for CgroupManager {
         self.path(name).ok().map(|p| p.join("cgroup.procs"))
     }
 
+    fn cpu_usage_usec(&self, name: &str) -> Option<u64> {
+        let text = fs::read_to_string(self.path(name).ok()?.join("cpu.stat")).ok()?;
+        usage_usec(&text)
+    }
+
     fn subtree_controllers(&self, name: &str) -> Result<Vec<String>> {
         let path = self.path(name)?.join("cgroup.subtree_control");
         let text =
@@ -234,6 +245,14 @@ impl CgroupOps for CgroupManager {
         }
         Ok(())
     }
+}
+
+/// The `usage_usec` line of a `cpu.stat` text.
+fn usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == "usage_usec").then(|| value.trim().parse().ok())?
+    })
 }
 
 /// One cgroup as [`MemCgroups`] keeps it.
@@ -451,6 +470,15 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_name("a/b_c").is_ok());
+    }
+
+    #[test]
+    fn usage_comes_from_its_own_line_of_cpu_stat() {
+        let stat = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\nnr_periods 0\n";
+        assert_eq!(usage_usec(stat), Some(1234));
+        assert_eq!(usage_usec("user_usec 5\n"), None);
+        assert_eq!(usage_usec("usage_usec x\n"), None);
+        assert_eq!(usage_usec(""), None);
     }
 
     fn errno_of(e: &anyhow::Error) -> Option<i32> {

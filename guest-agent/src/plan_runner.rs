@@ -107,6 +107,7 @@ impl ScenarioObserver for Forwarder<'_> {
                 result,
                 scheduler,
             },
+            ScenarioEvent::Timeline(rows) => GuestMsg::Timeline(rows),
         };
         if self.failed.borrow().is_some() {
             return;
@@ -243,6 +244,7 @@ impl<'a> PlanRunner<'a> {
             .settle(plan.settle)
             .workers_per_cgroup(plan.workers_per_cgroup)
             .assert(plan.assert)
+            .timeline(plan.timeline)
             .current_step(Arc::new(AtomicU16::new(0)))
             .observer(&forwarder)
             .kernel(&forwarder)

@@ -303,6 +303,10 @@ pub struct RunOutcome {
     pub monitor: Option<crate::monitor::MonitorLog>,
     /// Snapshots taken during this plan (ops, and the state at a stall).
     pub captures: Vec<crate::monitor::Capture>,
+    /// The agent's samples of each live cgroup's CPU usage and its
+    /// workers' progress while steps held, in time order (at most
+    /// `TimelineSpec::MAX_ROWS`); for the report pages, not judged.
+    pub timeline: Vec<ktstr_protocol::model::TimelineSample>,
 }
 
 /// What the host did in the guest kernel's memory for one plan.

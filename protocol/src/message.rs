@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AssertResult, KernelInfo, KernelReply, KernelRequest, ObservedTopology, OpKind, Plan,
-    WorkerReport,
+    TimelineSample, WorkerReport,
 };
 
 /// The agent's first message: who it is and what machine it sees.
@@ -102,6 +102,9 @@ pub enum GuestMsg {
     KernelInfo(Box<KernelInfo>),
     /// Reads and writes of kernel memory for the host to do.
     KernelRequest(KernelRequest),
+    /// Samples of the cgroups and workers live while steps held, in time
+    /// order (sent a batch at a time).
+    Timeline(Vec<TimelineSample>),
     /// Last message before power-off.
     Done,
 }

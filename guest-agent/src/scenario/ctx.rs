@@ -16,7 +16,7 @@ use anyhow::Result;
 use ktstr_protocol::message::StimulusEvent;
 use ktstr_protocol::model::{
     AccessResult, Assert, AssertResult, CgroupDef, CpusetSpec, HoldSpec, KernelAccess, KernelValue,
-    OpKind, WorkType, WorkerReport,
+    OpKind, TimelineSample, TimelineSpec, WorkType, WorkerReport,
 };
 
 use crate::cgroup::CgroupOps;
@@ -50,6 +50,8 @@ pub enum ScenarioEvent {
         /// The sched_ext ops name running as the step ended, or `EEVDF`.
         scheduler: String,
     },
+    /// Samples of the live cgroups and their workers, in time order.
+    Timeline(Vec<TimelineSample>),
 }
 
 /// Receives [`ScenarioEvent`]s. Takes `&self` so one observer can be shared
@@ -94,6 +96,9 @@ pub struct Ctx<'a> {
     pub wait_for_map_write: bool,
     /// The phase: 0 at baseline, N while step N runs.
     pub current_step: Arc<AtomicU16>,
+    /// How often holds sample the live cgroups and their workers (off
+    /// unless the builder sets it; plans sample every 100 ms by default).
+    pub timeline: TimelineSpec,
     observer: Option<&'a dyn ScenarioObserver>,
     /// Starts, watches and stops sched_ext schedulers (scheduler ops,
     /// liveness during holds).
@@ -138,6 +143,7 @@ impl<'a> Ctx<'a> {
                 assert: Assert::default_checks(),
                 wait_for_map_write: false,
                 current_step: Arc::new(AtomicU16::new(0)),
+                timeline: TimelineSpec::OFF,
                 observer: None,
                 scheduler: None,
                 kernel: None,
@@ -332,6 +338,13 @@ impl<'a> CtxBuilder<'a> {
     #[must_use = "builder methods consume self; bind the result"]
     pub fn kernel(mut self, k: &'a dyn KernelLink) -> Self {
         self.ctx.kernel = Some(k);
+        self
+    }
+
+    /// Samples the live cgroups and their workers while steps hold.
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn timeline(mut self, spec: TimelineSpec) -> Self {
+        self.ctx.timeline = spec;
         self
     }
 

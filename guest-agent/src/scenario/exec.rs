@@ -126,11 +126,12 @@ fn run_sequence(
     validate_sequence(backdrop, steps)?;
     let checks = checks.unwrap_or(&ctx.assert);
     let started = Instant::now();
-    let mut st = RunState::new();
+    let mut st = RunState::new(ctx.timeline);
     ctx.publish_step(0);
     let outcome = run_phases(ctx, backdrop, steps, checks, started, &mut st);
     // Whatever happened, nothing the scenario started outlives it.
     let last = u16::try_from(steps.len()).unwrap_or(u16::MAX);
+    st.timeline.flush(ctx);
     let (_, step_errors) = st.teardown(ctx, Owner::Step);
     let (mut groups, mut errors) = st.teardown(ctx, Owner::Scenario);
     let (backdrop_groups, backdrop_errors) = st.teardown(ctx, Owner::Backdrop);
@@ -160,7 +161,7 @@ fn run_phases(
     for def in &backdrop.cgroups {
         setup_def(ctx, st, def).context("Backdrop cgroup")?;
     }
-    settle(ctx, backdrop.cgroups.len());
+    settle(ctx, st, backdrop.cgroups.len());
     st.start_pending()?;
     let mut overall = AssertResult::pass();
     if let Some(death) = ctx.take_scheduler_death() {
@@ -178,6 +179,9 @@ fn run_phases(
         });
         st.in_step = true;
         let ran = run_step(ctx, st, step, started).with_context(|| format!("step {n}"));
+        // The step's last moment, before its cgroups go.
+        st.sample_now(ctx);
+        st.timeline.flush(ctx);
         let death = ctx.take_scheduler_death();
         if death.is_none() {
             ran?;
@@ -228,7 +232,7 @@ fn run_phases(
 
 /// Gives the scheduler `ctx.settle` after new cgroups appear, before their
 /// workers start (what `Ctx::settle` is for); reported as a stimulus.
-fn settle(ctx: &Ctx, created: usize) {
+fn settle(ctx: &Ctx, st: &mut RunState, created: usize) {
     if created == 0 || ctx.settle.is_zero() {
         return;
     }
@@ -239,7 +243,7 @@ fn settle(ctx: &Ctx, created: usize) {
             ctx.settle.as_millis()
         ),
     );
-    hold_until(ctx, Instant::now() + ctx.settle);
+    hold_until(ctx, st, Instant::now() + ctx.settle);
 }
 
 fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Result<()> {
@@ -248,7 +252,7 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
         for def in &defs {
             setup_def(ctx, st, def)?;
         }
-        settle(ctx, defs.len());
+        settle(ctx, st, defs.len());
         st.start_pending()
     };
     match step.hold {
@@ -261,10 +265,10 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
                 apply_ops(ctx, st, &step.ops)?;
                 next += interval;
                 if next >= deadline {
-                    hold_until(ctx, deadline);
+                    hold_until(ctx, st, deadline);
                     return Ok(());
                 }
-                if hold_until(ctx, next) {
+                if hold_until(ctx, st, next) {
                     return Ok(());
                 }
             }
@@ -273,35 +277,41 @@ fn run_step(ctx: &Ctx, st: &mut RunState, step: &Step, started: Instant) -> Resu
             // Ops first, so a step can create parents its defs nest under.
             apply_ops(ctx, st, &step.ops)?;
             apply_setup(st)?;
-            hold_until(ctx, Instant::now() + hold.resolve(ctx.duration));
+            hold_until(ctx, st, Instant::now() + hold.resolve(ctx.duration));
             Ok(())
         }
     }
 }
 
-/// Sleeps until `t`; while a scheduler runs, looks at it every
-/// [`HOLD_POLL`] and returns early (`true`) when it died.
-fn hold_until(ctx: &Ctx, t: Instant) -> bool {
+/// Sleeps until `t`, taking the timeline's samples as they fall due; while
+/// a scheduler runs, looks at it every [`HOLD_POLL`] and returns early
+/// (`true`) when it died.
+fn hold_until(ctx: &Ctx, st: &mut RunState, t: Instant) -> bool {
+    let watch = ctx.watches_scheduler();
     loop {
-        let left = t.saturating_duration_since(Instant::now());
-        if !ctx.watches_scheduler() {
-            if left > Duration::ZERO {
-                std::thread::sleep(left);
+        if watch {
+            if ctx.scheduler_dead() {
+                return true;
             }
+            if let Some(pid) = ctx.active_sched_pid()
+                && ctx.scheduler_manager().is_none()
+                && !process_alive(pid)
+            {
+                return true;
+            }
+        }
+        st.sample_if_due(ctx);
+        let now = Instant::now();
+        if now >= t {
             return false;
         }
-        if ctx.scheduler_dead() {
-            return true;
+        let mut wake = t;
+        if watch {
+            wake = wake.min(now + HOLD_POLL);
         }
-        if let Some(pid) = ctx.active_sched_pid()
-            && ctx.scheduler_manager().is_none()
-            && !process_alive(pid)
-        {
-            return true;
+        if let Some(due) = st.timeline.due() {
+            wake = wake.min(due);
         }
-        if left.is_zero() {
-            return false;
-        }
-        std::thread::sleep(left.min(HOLD_POLL));
+        std::thread::sleep(wake.saturating_duration_since(now));
     }
 }

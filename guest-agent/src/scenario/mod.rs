@@ -30,6 +30,7 @@ mod payload;
 pub mod prelude;
 mod state;
 pub mod step;
+mod timeline;
 mod workers;
 
 #[cfg(test)]

@@ -14,13 +14,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
-use ktstr_protocol::model::{AffinityIntent, AssertResult, WorkSpec};
+use ktstr_protocol::model::{AffinityIntent, AssertResult, TimelineSample, TimelineSpec, WorkSpec};
 
 use super::affinity::resolve_affinity_for_cgroup;
 use super::ctx::Ctx;
 use super::group::remove_cgroup_tolerant;
 use super::owner::Owner;
 use super::payload::Payloads;
+use super::timeline::Sampler;
 use super::workers::{repin, spawn_group, stop};
 use crate::cgroup::DEFAULT_CPU_WEIGHT;
 use crate::checks::CgroupReports;
@@ -41,6 +42,8 @@ pub(crate) struct LiveCgroup {
     pub(crate) cpuset: Option<BTreeSet<usize>>,
     frozen: bool,
     workers: Vec<Workers>,
+    /// When it was made, ms since the scenario started.
+    created_ms: u64,
 }
 
 /// Stops `groups` and gathers their reports (each carries its group's
@@ -72,11 +75,14 @@ pub(crate) struct RunState {
     weights: BTreeMap<String, u32>,
     /// Failures ops recorded during the current phase.
     pub(crate) result: AssertResult,
+    /// The time series of the live cgroups and their workers.
+    pub(crate) timeline: Sampler,
 }
 
 impl RunState {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(timeline: TimelineSpec) -> Self {
         Self {
+            timeline: Sampler::new(timeline),
             in_step: false,
             cgroups: Vec::new(),
             runner: Vec::new(),
@@ -159,9 +165,44 @@ impl RunState {
                 cpuset: None,
                 frozen: false,
                 workers: Vec::new(),
+                created_ms: ctx.elapsed_ms(),
             });
         }
         Ok(())
+    }
+
+    /// Samples every live cgroup (its CPU usage and its workers' work
+    /// units) if sampling is on; the rows join the timeline.
+    pub(crate) fn sample_now(&mut self, ctx: &Ctx) {
+        if !self.timeline.active() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (at_ms, step) = (ctx.elapsed_ms(), ctx.step());
+        let rows = self
+            .cgroups
+            .iter()
+            .map(|cg| TimelineSample {
+                at_ms,
+                step,
+                cgroup: cg.name.clone(),
+                since_ms: cg.created_ms,
+                usage_usec: ctx.cgroups.cpu_usage_usec(&cg.name),
+                work_units: cg
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.handle.progress())
+                    .collect(),
+            })
+            .collect();
+        self.timeline.push(ctx, now, rows);
+    }
+
+    /// [`Self::sample_now`] when a sample is due.
+    pub(crate) fn sample_if_due(&mut self, ctx: &Ctx) {
+        if self.timeline.is_due(std::time::Instant::now()) {
+            self.sample_now(ctx);
+        }
     }
 
     /// Writes `cpu.weight` of live cgroup `name`.

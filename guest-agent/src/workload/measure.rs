@@ -5,7 +5,7 @@
 //! Runs only inside a forked worker; nothing here takes a lock other than
 //! the allocator's, and nothing logs.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::model::report::MAX_WAKE_SAMPLES;
@@ -138,13 +138,19 @@ pub(crate) struct Meter<'e> {
     last_cpu: u32,
     wakes: Reservoir,
     epochs: Epochs<'e>,
+    /// Where the agent reads this worker's work units while it runs.
+    progress: Option<&'e AtomicU64>,
     report: WorkerReport,
 }
 
 impl<'e> Meter<'e> {
     /// A meter for a worker whose cpuset intervals the agent numbers in
-    /// `epoch`.
-    pub(crate) fn new(report: WorkerReport, epoch: &'e AtomicU32) -> Self {
+    /// `epoch` and which shows its work units in `progress`.
+    pub(crate) fn new(
+        report: WorkerReport,
+        epoch: &'e AtomicU32,
+        progress: Option<&'e AtomicU64>,
+    ) -> Self {
         let now = Instant::now();
         let cpu = current_cpu();
         let mut report = report;
@@ -157,7 +163,14 @@ impl<'e> Meter<'e> {
             last_cpu: cpu,
             wakes: Reservoir::new(),
             epochs,
+            progress,
             report,
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(p) = self.progress {
+            p.store(self.report.work_units, Ordering::Relaxed);
         }
     }
 
@@ -195,6 +208,7 @@ impl<'e> Meter<'e> {
         self.note_gap(gap, cpu, now);
         self.report.iterations += 1;
         self.report.work_units += units;
+        self.publish();
     }
 
     /// One iteration that ended in a deliberate wait (sleep, pipe, futex):
@@ -210,6 +224,7 @@ impl<'e> Meter<'e> {
         }
         self.report.iterations += 1;
         self.report.work_units += units;
+        self.publish();
     }
 
     /// A deliberate pause without a latency to record: restart the gap clock.
@@ -248,12 +263,16 @@ mod tests {
     #[test]
     fn woken_ticks_record_latency_and_gap() {
         let word = AtomicU32::new(0);
-        let mut m = Meter::new(WorkerReport::default(), &word);
+        let progress = AtomicU64::new(0);
+        let mut m = Meter::new(WorkerReport::default(), &word, Some(&progress));
         m.tick_woken(1, Some(3_000_000));
         m.tick_woken(1, None);
+        m.tick(5);
+        // The agent sees the units as they are done.
+        assert_eq!(progress.load(Ordering::Relaxed), 7);
         let (_, r) = m.finish();
         assert_eq!(r.wake_latency_us, vec![3000]);
         assert_eq!(r.max_gap.map(|g| g.gap_ms), Some(3));
-        assert_eq!((r.iterations, r.work_units), (2, 2));
+        assert_eq!((r.iterations, r.work_units), (3, 7));
     }
 }

@@ -26,7 +26,7 @@ mod worker;
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -51,8 +51,9 @@ pub struct WorkloadHandle {
     work_type: String,
     sched_policy: SchedPolicy,
     workers: Vec<Worker>,
-    /// The cpuset interval counter the workers read (shared memory).
-    epoch: sys::SharedPage<AtomicU32>,
+    /// The cpuset interval counter the workers read and their work-unit
+    /// counters (shared memory).
+    board: sys::SharedPage<shared::Board>,
     /// The cpusets in force, by interval, as [`Self::note_cpuset`] heard.
     cpusets: Vec<CpusetInterval>,
 }
@@ -113,7 +114,7 @@ impl WorkloadHandle {
             work_type: spec.work_type.name().into(),
             sched_policy: spec.sched_policy,
             workers: Vec::new(),
-            epoch: sys::SharedPage::new().context("mapping the cpuset interval counter")?,
+            board: sys::SharedPage::new().context("mapping the workers' shared board")?,
             cpusets: Vec::new(),
         };
         // Dropped at the end of this function on every path: the workers
@@ -129,7 +130,8 @@ impl WorkloadHandle {
                 spec,
                 cgroup: &label,
                 leaves: resources.for_worker(i),
-                epoch: handle.epoch.get(),
+                epoch: &handle.board.get().epoch,
+                progress: handle.board.get().progress.get(i),
             };
             // Block SIGUSR1 across fork so the child cannot be stopped
             // before its handler exists.
@@ -179,6 +181,20 @@ impl WorkloadHandle {
             }
         }
         Ok(())
+    }
+
+    /// Work units each worker has done so far, in spawn order (0 for a
+    /// worker past the board's slots). Cheap: one load per worker.
+    pub fn progress(&self) -> Vec<u64> {
+        let board = self.board.get();
+        (0..self.workers.len())
+            .map(|i| {
+                board
+                    .progress
+                    .get(i)
+                    .map_or(0, |p| p.load(Ordering::Relaxed))
+            })
+            .collect()
     }
 
     /// Worker pids.
@@ -243,7 +259,7 @@ impl WorkloadHandle {
             from_ms: at_ms,
             cpus: cpus.map(|s| s.iter().map(|&c| c as u32).collect()),
         });
-        self.epoch.get().store(epoch, Ordering::Release);
+        self.board.get().epoch.store(epoch, Ordering::Release);
     }
 
     /// The cpusets in force so far, by interval.

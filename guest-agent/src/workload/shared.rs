@@ -47,6 +47,31 @@ pub(crate) struct GroupShared {
     pub counter: AtomicU64,
 }
 
+/// Workers whose progress a group's board carries; later ones are not
+/// sampled (their reports still count).
+pub(crate) const PROGRESS_SLOTS: usize = 511;
+
+/// The page every worker of one [`crate::workload::WorkloadHandle`]
+/// shares with the agent: the cpuset interval counter the agent bumps, and
+/// a work-unit counter per worker that the agent samples.
+#[repr(C)]
+pub(crate) struct Board {
+    /// The cpuset interval in force, numbered by the agent.
+    pub epoch: AtomicU32,
+    /// Work units done so far, by worker index; each worker writes only
+    /// its own.
+    pub progress: [AtomicU64; PROGRESS_SLOTS],
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            epoch: AtomicU32::new(0),
+            progress: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
 /// A pipe pair with close-on-exec set.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     pipe2(OFlag::O_CLOEXEC).context("pipe2")

@@ -8,7 +8,7 @@
 //! ends the process with this body's exit code.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use ktstr_protocol::model::{WorkSpec, WorkerExit, WorkerReport};
 use nix::errno::Errno;
@@ -40,6 +40,9 @@ pub(super) struct WorkerArgs<'a> {
     pub leaves: Vec<LeafRes<'a>>,
     /// The cpuset interval counter the agent bumps.
     pub epoch: &'a AtomicU32,
+    /// This worker's work-unit counter the agent samples (none past
+    /// [`super::shared::PROGRESS_SLOTS`]).
+    pub progress: Option<&'a AtomicU64>,
 }
 
 /// How waiting for the start byte ended.
@@ -100,7 +103,7 @@ fn run(args: WorkerArgs<'_>) -> i32 {
     };
     let (delay0, count0) = schedstat();
     let cpu0 = cpu_time_ns();
-    let mut meter = Meter::new(base, args.epoch);
+    let mut meter = Meter::new(base, args.epoch, args.progress);
     let mut probe = None;
     let exit = if !started {
         WorkerExit::NotStarted

@@ -370,6 +370,18 @@ fn shares(doc: &Value) -> String {
             s.push_str(&plot::legend(&names));
         }
     }
+    if let Some(series) = run_data::cgroup_progress(doc) {
+        s.push_str("<h3>Work rate per cgroup over time</h3>\n");
+        s.push_str(&plot::lines(
+            "work rate per cgroup",
+            &series,
+            "work units per second (its workers summed)",
+            run_data::end_s(doc),
+            &run_data::step_marks(doc),
+        ));
+        let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
+        s.push_str(&plot::legend(&names));
+    }
     s
 }
 

@@ -276,39 +276,66 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 /// A named line: (seconds, value) points.
 pub(crate) type Series = (String, Vec<(f64, f64)>);
 
-/// CPU share per cgroup over time from the document's `timeline` samples
-/// (`{at_ms, step, cgroup, usage_usec}`): the usage between two samples
-/// of a cgroup over the time between them, in CPUs (1.0 = one CPU busy).
-/// `None` when the document has no such series.
-pub(crate) fn cgroup_shares(doc: &Value) -> Option<Vec<Series>> {
+/// A per-cgroup rate over time from the document's `timeline` samples
+/// (`{at_ms, step, cgroup, since_ms, usage_usec, work_units}`): what
+/// `value` reads from a sample, its change between two samples of one
+/// cgroup over the seconds between them, times `scale`. Samples of a
+/// cgroup made again under the same name (another `since_ms`) start a
+/// new run of points rather than a bogus difference. `None` when the
+/// document has no such series.
+fn timeline_rates(
+    doc: &Value,
+    value: fn(&Value) -> Option<f64>,
+    scale: f64,
+) -> Option<Vec<Series>> {
     let samples = doc["timeline"].as_array()?;
-    let mut by: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    // (cgroup, [(since_ms, at_ms, value)]), cgroups in order of appearance.
+    let mut by: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
     for s in samples {
-        let (Some(at), Some(usage)) = (num(&s["at_ms"]), num(&s["usage_usec"])) else {
+        let (Some(at), Some(v)) = (num(&s["at_ms"]), value(s)) else {
             continue;
         };
+        let since = num(&s["since_ms"]).unwrap_or(0.0);
         let cg = text(&s["cgroup"]);
         match by.iter_mut().find(|(k, _)| *k == cg) {
-            Some((_, v)) => v.push((at, usage)),
-            None => by.push((cg, vec![(at, usage)])),
+            Some((_, pts)) => pts.push((since, at, v)),
+            None => by.push((cg, vec![(since, at, v)])),
         }
     }
     let series: Vec<Series> = by
         .into_iter()
-        .map(|(cg, mut v)| {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let points = v
+        .filter_map(|(cg, mut v)| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            let points: Vec<(f64, f64)> = v
                 .windows(2)
-                .filter(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1)
+                .filter(|w| w[1].0 == w[0].0 && w[1].1 > w[0].1 && w[1].2 >= w[0].2)
                 .map(|w| {
-                    let share = (w[1].1 - w[0].1) / ((w[1].0 - w[0].0) * 1000.0);
-                    (w[1].0 / 1000.0, share)
+                    let rate = (w[1].2 - w[0].2) / ((w[1].1 - w[0].1) / 1000.0) * scale;
+                    (w[1].1 / 1000.0, rate)
                 })
                 .collect();
-            (cg, points)
+            (!points.is_empty()).then_some((cg, points))
         })
         .collect();
     (!series.is_empty()).then_some(series)
+}
+
+/// CPU share per cgroup over time: usage between two samples over the
+/// time between them, in CPUs (1.0 = one CPU busy).
+pub(crate) fn cgroup_shares(doc: &Value) -> Option<Vec<Series>> {
+    timeline_rates(doc, |s| num(&s["usage_usec"]), 1e-6)
+}
+
+/// Work units per second per cgroup over time (its workers summed).
+pub(crate) fn cgroup_progress(doc: &Value) -> Option<Vec<Series>> {
+    timeline_rates(
+        doc,
+        |s| {
+            let units = s["work_units"].as_array()?;
+            Some(units.iter().filter_map(num).sum())
+        },
+        1.0,
+    )
 }
 
 #[cfg(test)]
@@ -349,6 +376,22 @@ mod tests {
         let s = cgroup_shares(&doc).unwrap();
         assert_eq!(s[0].1, [(0.1, 0.5), (0.2, 2.0)]);
         assert!(cgroup_shares(&json!({})).is_none());
+        // A cgroup made again under its name is a new run of points, and
+        // progress sums the workers.
+        let again = json!({"timeline": [
+            {"at_ms": 0, "cgroup": "a", "since_ms": 0, "usage_usec": 0, "work_units": [0, 0]},
+            {"at_ms": 500, "cgroup": "a", "since_ms": 0, "usage_usec": 500000, "work_units": [10, 20]},
+            {"at_ms": 600, "cgroup": "a", "since_ms": 550, "usage_usec": 1000, "work_units": [0]},
+            {"at_ms": 1100, "cgroup": "a", "since_ms": 550, "usage_usec": 251000, "work_units": [5]}
+        ]});
+        assert_eq!(
+            cgroup_shares(&again).unwrap()[0].1,
+            [(0.5, 1.0), (1.1, 0.5)]
+        );
+        assert_eq!(
+            cgroup_progress(&again).unwrap()[0].1,
+            [(0.5, 60.0), (1.1, 10.0)]
+        );
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), Some(4.0));
         assert_eq!(percentile(&[], 99.0), None);

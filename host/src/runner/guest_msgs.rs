@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ktstr_protocol::message::{GuestMsg, Hello, HostMsg, LogLevel};
-use ktstr_protocol::model::Topology;
+use ktstr_protocol::model::{TimelineSpec, Topology};
 
 use super::batch::{Batch, Session, fold_monitor, fresh_outcome, ms_since, stamp};
 use super::intake::{DRAIN_BATCH, LOG_KEEP_BYTES, LogFate};
@@ -169,6 +169,12 @@ fn handle(
                 r.finished_ms = Some(elapsed_ms);
                 r.passed = Some(result.passed);
             }
+        }
+        GuestMsg::Timeline(rows) => {
+            // The agent stops at the limit; a guest that does not is cut
+            // there, not trusted.
+            let room = TimelineSpec::MAX_ROWS.saturating_sub(out.timeline.len());
+            out.timeline.extend(rows.into_iter().take(room));
         }
         GuestMsg::WorkerReports {
             step,

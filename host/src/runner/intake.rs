@@ -129,6 +129,7 @@ impl Intake {
                 | GuestMsg::StepFinished { step, .. }
                 | GuestMsg::WorkerReports { step, .. } => Some(usize::from(*step)),
                 GuestMsg::StimulusEvent(e) => Some(usize::from(e.step)),
+                GuestMsg::Timeline(rows) => rows.iter().map(|r| usize::from(r.step)).max(),
                 _ => None,
             };
             if let Some(step) = step.filter(|&s| s > steps) {
@@ -150,6 +151,7 @@ pub fn name(msg: &GuestMsg) -> &'static str {
         GuestMsg::StepStarted { .. } => "StepStarted",
         GuestMsg::StepFinished { .. } => "StepFinished",
         GuestMsg::WorkerReports { .. } => "WorkerReports",
+        GuestMsg::Timeline(_) => "Timeline",
         GuestMsg::Verdict(_) => "a verdict",
         GuestMsg::Log { .. } => "a log line",
         GuestMsg::Error(_) => "an error",

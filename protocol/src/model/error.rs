@@ -57,6 +57,11 @@ pub enum ModelError {
          (and any capture interval) must be at least 10 ms and the sustain at least 1"
     )]
     BadMonitor { interval_ms: u64, sustain: u32 },
+    #[error(
+        "timeline sampling every {every_ms} ms: sample at least {min_ms} ms apart, or give 0 to \
+         turn sampling off"
+    )]
+    BadTimeline { every_ms: u64, min_ms: u64 },
     /// `inner`, found at `context` (`"cgroup cg_0"`, `"step 2"`).
     #[error("{context}: {inner}")]
     Context {

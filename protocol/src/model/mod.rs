@@ -17,6 +17,7 @@ pub mod plan;
 pub mod report;
 pub mod result;
 pub mod step;
+pub mod timeline;
 pub mod topology;
 pub mod workload;
 
@@ -40,6 +41,7 @@ pub use plan::{Backdrop, FaultInjection, Needs, Plan, ScenarioParams, Shape, val
 pub use report::{CpuEpoch, CpuSeen, CpusetInterval, GapInfo, WorkerExit, WorkerReport};
 pub use result::{AssertDetail, AssertResult, CgroupStats, CheckRecord, CheckState, DetailKind};
 pub use step::{DeclaredDefs, Setup, Step, WireSetup};
+pub use timeline::{TimelineSample, TimelineSpec};
 pub use topology::{ObservedTopology, Topology, TopologyError};
 pub use workload::{
     AffinityIntent, AffinityKind, MemPolicy, MpolFlags, SchedPolicy, Work, WorkPhase, WorkSpec,

@@ -14,6 +14,7 @@ use super::error::ModelError;
 use super::monitor::MonitorSpec;
 use super::op::{Op, SchedulerSpec};
 use super::step::{DeclaredDefs, Step};
+use super::timeline::TimelineSpec;
 
 /// Cgroups and ops that live for the whole step sequence: set up before
 /// step 1 and torn down after the last step. Steps may change them
@@ -222,6 +223,9 @@ pub struct Plan {
     /// a monitor check is on.
     #[serde(default)]
     pub monitor: Option<MonitorSpec>,
+    /// The agent's cgroup and worker sampling (every 100 ms by default).
+    #[serde(default)]
+    pub timeline: TimelineSpec,
 }
 
 impl Plan {
@@ -242,6 +246,7 @@ impl Plan {
             needs: Needs::NONE,
             custom: None,
             monitor: None,
+            timeline: TimelineSpec::default(),
         }
     }
 
@@ -255,6 +260,12 @@ impl Plan {
     #[must_use = "builder methods consume self; bind the result"]
     pub fn set_monitor(mut self, monitor: MonitorSpec) -> Self {
         self.monitor = Some(monitor);
+        self
+    }
+
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn set_timeline(mut self, timeline: TimelineSpec) -> Self {
+        self.timeline = timeline;
         self
     }
 
@@ -313,6 +324,7 @@ impl Plan {
     /// (or a scenario function), a non-zero duration, every hold and
     /// declared cgroup.
     pub fn validate(&self) -> Result<(), ModelError> {
+        self.timeline.validate()?;
         if let Some(m) = &self.monitor {
             m.validate()?;
         }
