@@ -289,8 +289,10 @@ fn timeline_rates(
     scale: f64,
 ) -> Option<Vec<Series>> {
     let samples = doc["timeline"].as_array()?;
-    // (cgroup, [(since_ms, at_ms, value)]), cgroups in order of appearance.
-    let mut by: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    /// (since_ms, at_ms, value)
+    type Point = (f64, f64, f64);
+    // Cgroups in order of appearance.
+    let mut by: Vec<(String, Vec<Point>)> = Vec::new();
     for s in samples {
         let (Some(at), Some(v)) = (num(&s["at_ms"]), value(s)) else {
             continue;
