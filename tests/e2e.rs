@@ -241,3 +241,129 @@ fn mem_policy_places_pages_and_the_locality_check_can_fail() {
         "{details:?}"
     );
 }
+
+/// `vmtest --report` on a guest whose middle step freezes a cgroup: the
+/// agent's samples sit inside the steps they are stamped with, the frozen
+/// cgroup's CPU usage stands still while the others' runs on, and the
+/// page shows every step at the time the result (and its stimulus events)
+/// say, with the time-series charts drawn.
+#[test]
+fn vmtest_report_page_has_the_guest_timeline_at_the_step_boundaries() {
+    let Some(p) = prepared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let report = dir.path().join("report");
+    let kernel = p.kernel.image.to_str().unwrap().to_string();
+    let passed = ktstr_host::cli::run_from([
+        "ktstr",
+        "vmtest",
+        "--kernel",
+        &kernel,
+        "--topology",
+        "1n1l2c1t",
+        "--scenario",
+        "freeze_thaw",
+        "--duration",
+        "3s",
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .expect("the run");
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(passed, "{text}");
+    let docs: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // One run's document, or a list of them.
+    let doc = if docs.is_array() { &docs[0] } else { &docs };
+    let ms = |v: &serde_json::Value| v.as_u64().expect("a time in ms");
+    // (step, started, finished)
+    let steps: Vec<(u64, u64, u64)> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (ms(&s["step"]), ms(&s["started_ms"]), ms(&s["finished_ms"])))
+        .collect();
+    assert_eq!(steps.len(), 3, "freeze_thaw has three steps");
+    let window = |n: u64| steps.iter().find(|s| s.0 == n).map(|s| (s.1, s.2));
+    // The ops' stimulus events fall in the steps that made them, at their
+    // start: the boundaries are where the events say.
+    for e in doc["events"].as_array().unwrap() {
+        let (n, at) = (ms(&e["step"]), ms(&e["elapsed_ms"]));
+        let detail = e["detail"].as_str().unwrap_or("");
+        if n == 0 || detail.starts_with("teardown") {
+            continue;
+        }
+        let (start, end) = window(n).unwrap();
+        assert!(
+            start <= at && at <= end.min(start + 1000),
+            "event {detail:?} at {at} ms, step {n} ran {start}..{end}"
+        );
+    }
+    // Every sample sits in the step it is stamped with.
+    let rows = doc["timeline"].as_array().expect("a timeline");
+    for r in rows {
+        let (n, at) = (ms(&r["step"]), ms(&r["at_ms"]));
+        if let Some((start, end)) = window(n) {
+            assert!(
+                start <= at && at <= end,
+                "sample {r} outside {start}..{end}"
+            );
+        } else {
+            assert!(
+                at < steps[0].1 || at >= steps[2].2,
+                "step 0 sample {r} inside the steps"
+            );
+        }
+    }
+    // While step 2 holds `thawed` frozen, its usage stands still and the
+    // steady cgroup's does not (from the second sample: freezing settles).
+    let usage = |cg: &str| -> Vec<u64> {
+        rows.iter()
+            .filter(|r| r["step"] == 2 && r["cgroup"] == cg)
+            .map(|r| r["usage_usec"].as_u64().expect("cpu.stat read"))
+            .collect()
+    };
+    let (frozen, steady) = (usage("thawed"), usage("steady"));
+    assert!(frozen.len() >= 3, "samples while frozen: {frozen:?}");
+    let grew = |v: &[u64]| v[v.len() - 1] - v[1];
+    assert!(
+        grew(&frozen) * 10 < grew(&steady) && grew(&steady) > 50_000,
+        "frozen cgroup used {} us, steady {} us",
+        grew(&frozen),
+        grew(&steady)
+    );
+    // Work units run on for the steady cgroup's workers.
+    let units: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["cgroup"] == "steady")
+        .map(|r| {
+            r["work_units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|u| u.as_u64())
+                .sum()
+        })
+        .collect();
+    assert!(units.windows(2).all(|w| w[0] <= w[1]) && units[units.len() - 1] > units[0]);
+
+    let page = std::fs::read_to_string(report.join("run-freeze_thaw.html")).unwrap();
+    for (n, start, end) in &steps {
+        let row = format!(
+            "<td>step {n}</td><td>{:.2} s</td><td>{:.2} s</td>",
+            *start as f64 / 1000.0,
+            *end as f64 / 1000.0
+        );
+        assert!(page.contains(&row), "the page's step table lacks {row}");
+    }
+    assert!(!page.contains("no time series in this result"));
+    assert!(page.contains("Work rate per cgroup over time"));
+    assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
+    eprintln!(
+        "report: {} timeline rows, steps {steps:?}, frozen +{} us, steady +{} us",
+        rows.len(),
+        grew(&frozen),
+        grew(&steady)
+    );
+}
