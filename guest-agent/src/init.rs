@@ -382,6 +382,7 @@ fn session(
                 ));
             }
         };
+        let received = Instant::now();
         first = false;
         info!(
             "plan {:?}: {} steps, {:?}",
@@ -425,7 +426,7 @@ fn session(
             let mut runner = PlanRunner::new(manager, &topo, shm.current_step(), chan)
                 .set_factories(registries.factories.clone())
                 .set_scenarios(registries.scenarios.clone());
-            at("scenario", runner.run(&plan))?
+            at("scenario", runner.run_from(&plan, received))?
         };
         info!(
             "scenario {}",

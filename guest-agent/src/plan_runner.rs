@@ -213,6 +213,14 @@ impl<'a> PlanRunner<'a> {
     /// Starts the plan's scheduler (if any), runs every step, detaches
     /// whatever scheduler is still attached, and returns the verdict.
     pub fn run(&mut self, plan: &Plan) -> Result<Verdict> {
+        self.run_from(plan, std::time::Instant::now())
+    }
+
+    /// [`Self::run`] with the plan's clock started at `received`, when the
+    /// plan came off the ring: the host's clock (from sending it) started a
+    /// ring hop earlier, so the host's monitor samples and the agent's
+    /// events and samples share one time axis.
+    pub fn run_from(&mut self, plan: &Plan, received: std::time::Instant) -> Result<Verdict> {
         let work = Self::convert(plan, &self.factories, &self.scenarios)?;
         let topo = self.topo;
         let shape = Shape {
@@ -245,6 +253,7 @@ impl<'a> PlanRunner<'a> {
             .workers_per_cgroup(plan.workers_per_cgroup)
             .assert(plan.assert)
             .timeline(plan.timeline)
+            .started(received)
             .current_step(Arc::new(AtomicU16::new(0)))
             .observer(&forwarder)
             .kernel(&forwarder)

@@ -30,7 +30,8 @@ pub struct Hello {
 /// step so host-side captures can be lined up against it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StimulusEvent {
-    /// ms since the scenario started.
+    /// ms since the plan reached the agent (the host's monitor stamps from
+    /// sending it, a ring hop earlier).
     pub elapsed_ms: u64,
     /// 0 = baseline, N = step ordinal N.
     pub step: u16,

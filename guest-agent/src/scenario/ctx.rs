@@ -150,6 +150,7 @@ impl<'a> Ctx<'a> {
                 kernel_values: RefCell::new(BTreeMap::new()),
                 started: Instant::now(),
             },
+            started: None,
         }
     }
 }
@@ -217,7 +218,8 @@ impl<'a> Ctx<'a> {
         CgroupDef::named(name).workers(self.workers_per_cgroup)
     }
 
-    /// Milliseconds since the context was built.
+    /// Milliseconds since the context's clock started (when it was built,
+    /// or the plan arrived: [`CtxBuilder::started`]).
     pub fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -282,6 +284,8 @@ impl<'a> Ctx<'a> {
 /// no observer.
 pub struct CtxBuilder<'a> {
     ctx: Ctx<'a>,
+    /// Where the clock starts, when not at `build`.
+    started: Option<Instant>,
 }
 
 impl<'a> CtxBuilder<'a> {
@@ -341,6 +345,14 @@ impl<'a> CtxBuilder<'a> {
         self
     }
 
+    /// Where the context's clock ([`Ctx::elapsed_ms`]) starts (default:
+    /// when the builder was made).
+    #[must_use = "builder methods consume self; bind the result"]
+    pub fn started(mut self, at: Instant) -> Self {
+        self.started = Some(at);
+        self
+    }
+
     /// Samples the live cgroups and their workers while steps hold.
     #[must_use = "builder methods consume self; bind the result"]
     pub fn timeline(mut self, spec: TimelineSpec) -> Self {
@@ -364,7 +376,7 @@ impl<'a> CtxBuilder<'a> {
 
     #[must_use = "dropping a Ctx without running the scenario discards the setup"]
     pub fn build(mut self) -> Ctx<'a> {
-        self.ctx.started = Instant::now();
+        self.ctx.started = self.started.unwrap_or_else(Instant::now);
         self.ctx
     }
 }

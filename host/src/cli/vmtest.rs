@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ktstr_protocol::model::{Needs, Topology};
+use ktstr_protocol::model::{MonitorSpec, Needs, Plan, TimelineSpec, Topology};
 
 use super::duration::parse_duration;
 use crate::gauntlet::store::file_safe;
@@ -81,6 +81,17 @@ pub struct VmtestArgs {
     /// (`run-<scenario>.html`: charts, checks, logs; no network needed).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Sample every CPU's runqueue from the host this often (e.g. 100ms):
+    /// the report's heat strip. Default: only when a monitor check is on.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    monitor: Option<Duration>,
+    /// How often the agent samples each cgroup's CPU usage and its
+    /// workers' progress while steps hold (the report's time series).
+    #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    timeline: Duration,
+    /// Take no time series in the guest.
+    #[arg(long, conflicts_with = "timeline")]
+    no_timeline: bool,
     /// Overall time limit (default: boot limit + scenario time + slack).
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -102,6 +113,40 @@ pub struct VmtestArgs {
     no_kaslr: bool,
 }
 
+/// What the host and the agent sample while a plan runs, from the
+/// command line (checked before anything is built).
+struct Sampling {
+    monitor: Option<MonitorSpec>,
+    timeline: TimelineSpec,
+}
+
+impl Sampling {
+    fn from_args(a: &VmtestArgs) -> Result<Self> {
+        let monitor = a.monitor.map(|interval| MonitorSpec {
+            interval,
+            ..MonitorSpec::default()
+        });
+        if let Some(m) = &monitor {
+            m.validate().context("--monitor")?;
+        }
+        let timeline = if a.no_timeline {
+            TimelineSpec::OFF
+        } else {
+            TimelineSpec { every: a.timeline }
+        };
+        timeline.validate().context("--timeline")?;
+        Ok(Self { monitor, timeline })
+    }
+
+    fn apply(&self, plan: Plan) -> Plan {
+        let plan = plan.set_timeline(self.timeline);
+        match self.monitor {
+            Some(m) => plan.set_monitor(m),
+            None => plan,
+        }
+    }
+}
+
 /// Runs the command; `Ok(false)` when a scenario failed.
 pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     let t0 = Instant::now();
@@ -115,6 +160,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     if let Some(dir) = &a.report {
         super::result_path::ensure_dir_writable("--report", dir)?;
     }
+    let sampling = Sampling::from_args(&a)?;
     let chosen: Vec<&Canned> = scenarios::select(&a.scenario)?;
     // A vmlinux that cannot be used fails now, before anything is built.
     let given_vmlinux = match a.vmlinux.as_deref() {
@@ -190,7 +236,13 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
     let plans: Vec<_> = slots
         .iter()
         .filter_map(|s| s.as_ref().ok())
-        .map(|canned| ResolvedScheduler::canned_plan(sched.as_ref(), canned, &params))
+        .map(|canned| {
+            sampling.apply(ResolvedScheduler::canned_plan(
+                sched.as_ref(),
+                canned,
+                &params,
+            ))
+        })
         .collect();
     let mut ran = if plans.is_empty() {
         Vec::new()

@@ -80,6 +80,7 @@ mod tests {
             "state",
             "timeline",
             "usage_usec",
+            "since_ms",
             "cgroup",
             "results",
             "cell",

@@ -353,6 +353,22 @@ pub(crate) fn cdf(label: &str, series: &[(String, Vec<f64>)], unit: &str) -> Str
     })
 }
 
+/// An axis figure short enough for the label area: 16k, 2.5M, 0.5.
+fn compact(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 10.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// Lines over time, one per series of `(seconds, value)` points, with
 /// step boundaries as vertical lines.
 pub(crate) fn lines(
@@ -381,6 +397,7 @@ pub(crate) fn lines(
             .max_light_lines(2)
             .x_desc("seconds since the plan started")
             .y_desc(y_desc)
+            .y_label_formatter(&|v| compact(*v))
             .label_style(font(15))
             .draw()?;
         for s in steps {
@@ -407,6 +424,15 @@ pub(crate) fn lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_figures_stay_short() {
+        let got: Vec<String> = [0.0, 0.5, 12.0, 1500.0, 16000.0, 2.5e6]
+            .into_iter()
+            .map(compact)
+            .collect();
+        assert_eq!(got, ["0", "0.5", "12", "1.5k", "16k", "2.5M"]);
+    }
 
     #[test]
     fn charts_are_inline_svg_without_urls_and_escape_labels() {

@@ -335,7 +335,7 @@ fn runqueues(doc: &Value) -> String {
     let mut s = String::from("<h2>Runqueue length per CPU</h2>\n");
     match run_data::heat(doc, "nr_running") {
         None => s.push_str(&note(
-            "no host monitor samples in this result (the plan did not ask for the monitor)",
+            "no host monitor samples in this result (the plan did not ask for the monitor: `vmtest --monitor 100ms` does)",
         )),
         Some((h, max)) => {
             s.push_str(&plot::heat_strip(&h, max));
@@ -375,7 +375,7 @@ fn shares(doc: &Value) -> String {
         s.push_str(&plot::lines(
             "work rate per cgroup",
             &series,
-            "work units per second (its workers summed)",
+            "work units per second",
             run_data::end_s(doc),
             &run_data::step_marks(doc),
         ));

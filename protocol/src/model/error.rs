@@ -58,8 +58,8 @@ pub enum ModelError {
     )]
     BadMonitor { interval_ms: u64, sustain: u32 },
     #[error(
-        "timeline sampling every {every_ms} ms: sample at least {min_ms} ms apart, or give 0 to \
-         turn sampling off"
+        "timeline sampling every {every_ms} ms: sample at least {min_ms} ms apart, or not at all \
+         (a zero interval, `--no-timeline`)"
     )]
     BadTimeline { every_ms: u64, min_ms: u64 },
     /// `inner`, found at `context` (`"cgroup cg_0"`, `"step 2"`).

@@ -54,13 +54,13 @@ impl TimelineSpec {
 /// One cgroup at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineSample {
-    /// ms since the scenario started (the clock of stimulus events).
+    /// ms since the plan reached the agent (the clock of stimulus events).
     pub at_ms: u64,
     /// 0 before and after the steps, N during step N.
     pub step: u16,
     pub cgroup: String,
-    /// When this cgroup (under this name) was created, ms since the
-    /// scenario started: a step's cgroup made again under the same name is
+    /// When this cgroup (under this name) was created, on the same
+    /// clock as `at_ms`: a step's cgroup made again under the same name is
     /// a new series.
     pub since_ms: u64,
     /// `usage_usec` from the cgroup's `cpu.stat`; `None` when it could
