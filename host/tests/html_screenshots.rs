@@ -36,9 +36,12 @@ fn shots_dir() -> PathBuf {
     dir
 }
 
+/// The browser window (and so the screenshot) for most pages.
+const WINDOW: (u32, u32) = (1280, 1600);
+
 /// Runs headless Chromium on `page` with `extra` arguments, in a fresh
 /// profile, killed past [`LIMIT`]; its stdout and stderr.
-fn chromium(page: &Path, extra: &[String]) -> (String, String) {
+fn chromium(page: &Path, window: (u32, u32), extra: &[String]) -> (String, String) {
     let profile = tempfile::tempdir().expect("a profile directory");
     let mut child = Command::new("chromium")
         .args([
@@ -50,8 +53,8 @@ fn chromium(page: &Path, extra: &[String]) -> (String, String) {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--window-size=1280,1600",
         ])
+        .arg(format!("--window-size={},{}", window.0, window.1))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(format!("file://{}", page.display()))
@@ -116,8 +119,9 @@ fn non_white_share(path: &Path) -> f64 {
 }
 
 /// Writes `html` as `name`.html, opens it, and checks the log, the DOM
-/// and the screenshot; returns the screenshot's path.
-fn shoot(name: &str, html: &str, title: &str) -> PathBuf {
+/// and the screenshot (of a `window`-sized top of the page); returns the
+/// screenshot's path.
+fn shoot(name: &str, html: &str, title: &str, window: (u32, u32)) -> PathBuf {
     let dir = shots_dir();
     let page = dir.join(format!("{name}.html"));
     std::fs::write(&page, html).expect("writing the page");
@@ -125,6 +129,7 @@ fn shoot(name: &str, html: &str, title: &str) -> PathBuf {
     let _ = std::fs::remove_file(&png);
     let (dom, log) = chromium(
         &page,
+        window,
         &[
             "--enable-logging=stderr".into(),
             "--v=0".into(),
@@ -145,7 +150,7 @@ fn shoot(name: &str, html: &str, title: &str) -> PathBuf {
         dom.contains("</svg>") || name == "compare",
         "{name}: the DOM lacks its charts:\n{head}"
     );
-    let (_, log) = chromium(&page, &[format!("--screenshot={}", png.display())]);
+    let (_, log) = chromium(&page, window, &[format!("--screenshot={}", png.display())]);
     assert!(png.is_file(), "{name}: no screenshot\n{log}");
     let share = non_white_share(&png);
     assert!(
@@ -175,6 +180,7 @@ fn each_page_loads_cleanly_and_is_not_blank() {
     .expect("writing the probe");
     let (_, log) = chromium(
         &bad,
+        WINDOW,
         &[
             "--enable-logging=stderr".into(),
             "--v=0".into(),
@@ -189,17 +195,20 @@ fn each_page_loads_cleanly_and_is_not_blank() {
 
     let title = |doc: &Value| format!("ktstr run: {}", doc["scenario"].as_str().unwrap_or("n/a"));
     let run = fixture("run.json");
-    shoot("run", &run_page(&run), &title(&run));
+    shoot("run", &run_page(&run), &title(&run), WINDOW);
     let failed = fixture("run-synthetic.json");
-    shoot("run-failed", &run_page(&failed), &title(&failed));
-    shoot(
-        "gauntlet",
-        &sweep_page(&fixture("gauntlet.json")),
-        "ktstr gauntlet",
-    );
+    shoot("run-failed", &run_page(&failed), &title(&failed), WINDOW);
+    let sweep = sweep_page(&fixture("gauntlet.json"));
+    shoot("gauntlet", &sweep, "ktstr gauntlet", WINDOW);
     shoot(
         "compare",
         &compare_page(&fixture("compare.json")),
         "ktstr compare",
+        WINDOW,
     );
+    // The README's pictures: the top of the run page (header, checks,
+    // timeline, heat strip, CPU share) and of the gauntlet page (totals
+    // and matrix), from the real recordings.
+    shoot("readme-run", &run_page(&run), &title(&run), (1280, 1380));
+    shoot("readme-gauntlet", &sweep, "ktstr gauntlet", (1280, 490));
 }

@@ -202,6 +202,9 @@ fn checks(doc: &Value) -> String {
     let details = arr(&result["details"]);
     let workers = run_data::workers(doc);
     let mut rows = Vec::new();
+    // Detail kinds a row shows (an unset check has no row: its kind's
+    // findings, say a stall the kernel reported, go under "Other").
+    let mut shown: Vec<&str> = Vec::new();
     for r in records {
         let name = r["check"].as_str().unwrap_or(NA);
         let state = &r["state"];
@@ -216,6 +219,7 @@ fn checks(doc: &Value) -> String {
             continue;
         }
         let kind = detail_kind(name);
+        shown.push(kind);
         let mut found: Vec<String> = details
             .iter()
             .filter(|d| !kind.is_empty() && d["kind"].as_str() == Some(kind))
@@ -258,9 +262,7 @@ fn checks(doc: &Value) -> String {
         .iter()
         .filter(|d| {
             let k = d["kind"].as_str().unwrap_or("");
-            !records
-                .iter()
-                .any(|r| detail_kind(r["check"].as_str().unwrap_or("")) == k)
+            k.is_empty() || !shown.contains(&k)
         })
         .map(|d| format!("<li>{}: {}</li>", etext(&d["kind"]), etext(&d["message"])))
         .collect();

@@ -80,7 +80,15 @@ pub(super) fn finish(
     }
     let table = matrix::table(records);
     print!("{table}");
-    let json = matrix::json(records, manifest)?;
+    let mut json = matrix::json(records, manifest)?;
+    // The sweep's wall time belongs with its results, not only the page's.
+    if let Some(e) = elapsed {
+        let mut doc: serde_json::Value = serde_json::from_str(&json)?;
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("wall_ms".into(), (e.as_millis() as u64).into());
+        }
+        json = serde_json::to_string_pretty(&doc)?;
+    }
     let junit = matrix::junit(records);
     dir.write("matrix.txt", &table)?;
     dir.write("results.json", &json)?;
@@ -88,10 +96,7 @@ pub(super) fn finish(
     write_copy(out.json.as_deref(), &json)?;
     write_copy(out.junit.as_deref(), &junit)?;
     if let Some(report) = &out.report {
-        let mut doc: serde_json::Value = serde_json::from_str(&json)?;
-        if let (Some(e), Some(obj)) = (elapsed, doc.as_object_mut()) {
-            obj.insert("wall_ms".into(), (e.as_millis() as u64).into());
-        }
+        let doc: serde_json::Value = serde_json::from_str(&json)?;
         let page = crate::html::sweep_page(&doc);
         let path = super::super::result_path::write_page(report, "gauntlet.html", &page)?;
         progress.say(&format!("report written to {}", path.display()));
