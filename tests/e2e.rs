@@ -254,6 +254,9 @@ fn vmtest_report_page_has_the_guest_timeline_at_the_step_boundaries() {
     let json = dir.path().join("r.json");
     let report = dir.path().join("report");
     let kernel = p.kernel.image.to_str().unwrap().to_string();
+    // One guest at a time, and the others' checks for a QEMU left behind
+    // must not see this one's.
+    let _guard = common::VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let passed = ktstr_host::cli::run_from([
         "ktstr",
         "vmtest",
