@@ -122,3 +122,81 @@ fn an_unusable_report_directory_is_refused_before_anything_runs() {
         );
     }
 }
+
+#[test]
+fn report_renders_stored_results_and_refuses_what_is_not_one() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report");
+    let fx = |name: &str| fixtures.join(name).to_string_lossy().into_owned();
+    let out = tmp.path().join("pages");
+    let out_s = out.to_string_lossy().into_owned();
+    let (rc, text) = ktstr(&[
+        "report",
+        &fx("run.json"),
+        &fx("run.json"),
+        &fx("gauntlet.json"),
+        &fx("compare.json"),
+        "--out",
+        &out_s,
+    ]);
+    assert_eq!(rc, 0, "{text}");
+    let mut written: Vec<String> = std::fs::read_dir(&out)
+        .expect("the pages")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "compare.html",
+            "gauntlet.html",
+            "run-freeze_thaw-2.html",
+            "run-freeze_thaw.html"
+        ]
+    );
+    for name in &written {
+        assert!(text.contains(name.as_str()), "{name} not announced: {text}");
+        let page = std::fs::read_to_string(out.join(name)).expect("a page");
+        assert!(
+            page.starts_with("<!DOCTYPE html>") && page.contains("</svg>")
+                || name == "compare.html"
+        );
+    }
+    let run_page = std::fs::read_to_string(out.join("run-freeze_thaw.html")).expect("the run page");
+    assert!(run_page.contains("Work rate per cgroup over time"));
+
+    // What is not a result is refused, naming the file, and nothing is written.
+    let bad = tmp.path().join("bad.json");
+    let other = tmp.path().join("other.json");
+    std::fs::write(&bad, "{not json").expect("writing");
+    std::fs::write(&other, r#"{"hello": 1}"#).expect("writing");
+    let empty = tmp.path().join("empty");
+    let empty_s = empty.to_string_lossy().into_owned();
+    for (file, says) in [
+        (&bad, "is not JSON"),
+        (&other, "is not a result ktstr writes"),
+    ] {
+        let (rc, text) = ktstr(&[
+            "report",
+            &fx("run.json"),
+            &file.to_string_lossy(),
+            "--out",
+            &empty_s,
+        ]);
+        assert_ne!(rc, 0, "{text}");
+        assert!(
+            text.contains(says) && text.contains(&*file.to_string_lossy()),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&empty).map_or(0, |d| d.count()),
+            0,
+            "a page was written"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! The command line a person types: `ktstr vmtest|gauntlet|compare|soak|kernel fetch|setup`, the
+//! The command line a person types: `ktstr vmtest|gauntlet|compare|soak|report|kernel fetch|setup`, the
 //! same commands `cargo xtask` forwards. Parsing (clap), diagnostics setup
 //! (`-v`, `RUST_LOG`), and each command's glue over the library.
 //!
@@ -11,6 +11,7 @@ mod duration;
 mod result_path;
 mod gauntlet;
 mod junit;
+mod report;
 mod soak;
 mod vmtest;
 
@@ -50,6 +51,9 @@ pub enum Command {
     /// (processes, files, threads, cgroups, cache growth) and the peak
     /// resident memory. Exit 1 on a failed run or a leftover.
     Soak(Box<soak::SoakArgs>),
+    /// Render the HTML pages of results written earlier (`vmtest --json`,
+    /// `gauntlet --json` or a stored run's results.json, `compare --json`).
+    Report(report::ReportArgs),
     /// Kernel management.
     Kernel {
         #[command(subcommand)]
@@ -116,6 +120,7 @@ pub fn run(global: &Global, cmd: Command) -> Result<bool> {
         Command::Compare(a) => compare::run(&a, &progress),
         Command::Soak(a) => soak::run(*a, &progress),
         Command::JunitSkipped(a) => junit::run(&a, &progress),
+        Command::Report(a) => report::run(&a, &progress),
         Command::Kernel {
             cmd: KernelCmd::Fetch { refresh },
         } => {
