@@ -108,6 +108,11 @@ pub struct VmtestArgs {
     /// boots through PVH under QEMU, about a second faster under TCG.
     #[arg(long)]
     kaslr: bool,
+    /// Guest time follows executed instructions (QEMU's TCG: `-icount
+    /// shift=3,sleep=off`): a run's work rates come out the same boot after
+    /// boot, so compare can judge single runs; boots about 1.5 s slower.
+    #[arg(long)]
+    icount: bool,
     /// The default now (kept so older command lines still work).
     #[arg(long, hide = true, conflicts_with = "kaslr")]
     no_kaslr: bool,
@@ -257,6 +262,7 @@ pub(super) fn run(a: VmtestArgs, progress: &Progress) -> Result<bool> {
         }
         spec.verbose = a.kernel_console;
         spec.kaslr = a.kaslr && !a.no_kaslr;
+        spec.icount = a.icount;
         let vmlinux = given_vmlinux.or_else(|| image_vmlinux(&prepared.kernel.image, progress));
         let cfg = RunConfig {
             vmlinux,

@@ -32,6 +32,8 @@ pub struct Shared<'a> {
     pub workers: usize,
     pub memory_mib: Option<u64>,
     pub kaslr: bool,
+    /// Instruction-counted guest time ([`crate::vm::VmSpec::icount`]).
+    pub icount: bool,
     pub backend: BackendChoice,
     pub run_timeout: Option<Duration>,
 }
@@ -72,6 +74,7 @@ fn run_group(backend: &dyn crate::vm::Backend, g: &Group<'_>, sh: &Shared<'_>) -
         spec.memory_mib = m;
     }
     spec.kaslr = sh.kaslr;
+    spec.icount = sh.icount;
     let cfg = RunConfig {
         run_timeout: sh.run_timeout,
         progress: Progress::silent(),

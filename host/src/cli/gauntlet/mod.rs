@@ -106,6 +106,11 @@ struct SweepArgs {
     /// Randomize the kernel's address (slower boot under QEMU).
     #[arg(long)]
     kaslr: bool,
+    /// Guest time follows executed instructions (QEMU's TCG: `-icount
+    /// shift=3,sleep=off`): a run's work rates come out the same boot after
+    /// boot, so compare can judge single runs; boots about 1.5 s slower.
+    #[arg(long)]
+    icount: bool,
     /// Limit for each guest's run (default: from the scenarios' holds).
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -359,6 +364,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
                 .unwrap_or_default(),
         },
         "backend": why,
+        "icount": a.icount,
         "kernels": kernels.iter().map(|(p, l)| serde_json::json!({
             "label": l,
             "release": p.kernel.version,
@@ -426,6 +432,7 @@ fn sweep_cmd(a: SweepArgs, progress: &Progress) -> Result<bool> {
         workers: a.workers,
         memory_mib: a.memory,
         kaslr: a.kaslr,
+        icount: a.icount,
         backend: a.backend,
         run_timeout: a.timeout,
     };

@@ -56,6 +56,13 @@ impl Backend for KvmBackend {
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, VmError> {
+        if spec.icount {
+            return Err(VmError::Setup(
+                "instruction-counted guest time (--icount) is QEMU's TCG's; our KVM VMM runs \
+                 the guest on real CPUs. Use --backend qemu"
+                    .into(),
+            ));
+        }
         let cfg = MachineConfig {
             topology: spec.topology,
             memory_mib: spec.memory_mib,

@@ -153,6 +153,11 @@ pub fn max_apic_id(topo: &Topology) -> u32 {
 /// come back too, but only after a start-up): under TCG, APIC IDs past
 /// 254 (x2APIC needs KVM's in-kernel irqchip in QEMU 7.2). The vCPU count
 /// itself is capped by [`Topology::validate`] below q35's 288.
+/// `-icount` for [`VmSpec::icount`]: a guest nanosecond is 2^3 executed
+/// instructions' worth; when every vCPU idles, time jumps to the next
+/// timer instead of passing in real time.
+pub const ICOUNT: &str = "shift=3,sleep=off";
+
 pub fn check_limits(topo: &Topology, accel: Accel) -> Result<(), VmError> {
     let apic = max_apic_id(topo);
     if accel == Accel::Tcg && apic > 254 {
@@ -199,6 +204,16 @@ pub fn qemu_args(
     };
     push(&["-machine", machine]);
     push(&["-accel", accel.qemu_arg(), "-cpu", accel.cpu_model()]);
+    if spec.icount {
+        if accel != Accel::Tcg {
+            return Err(VmError::Setup(
+                "instruction-counted guest time (--icount) needs QEMU's TCG; this QEMU runs the \
+                 guest on hardware KVM"
+                    .into(),
+            ));
+        }
+        push(&["-icount", ICOUNT]);
+    }
     push(&["-m", &format!("{}M", layout.total_mib())]);
     push(&[
         "-smp",
@@ -380,6 +395,19 @@ mod tests {
             ["console=ttyS0 panic=-1 reboot=k nokaslr \
               memmap=16M$0x10000000 ktstr.shm=0x10000000,0x1000000 foo=1 bar"]
         );
+    }
+
+    #[test]
+    fn icount_is_for_tcg_only() {
+        let mut s = spec("1n1l2c1t", 512);
+        let l = MemoryLayout::plan(512, 1, 16 * MIB, 0x400_0000, 0).unwrap();
+        let plain = qemu_args(&s, Accel::Tcg, &l, &files(1), &FastBoot::default()).unwrap();
+        assert!(values(&plain, "-icount").is_empty());
+        s.icount = true;
+        let args = qemu_args(&s, Accel::Tcg, &l, &files(1), &FastBoot::default()).unwrap();
+        assert_eq!(values(&args, "-icount"), [ICOUNT]);
+        let e = qemu_args(&s, Accel::Kvm, &l, &files(1), &FastBoot::default()).unwrap_err();
+        assert!(e.to_string().contains("needs QEMU's TCG"), "{e}");
     }
 
     #[test]
