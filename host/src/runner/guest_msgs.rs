@@ -200,11 +200,13 @@ fn handle(
                 }
             }
             // How much of the plan's time the host kept the guest from
-            // running (a loaded host, not the scheduler under test).
+            // running (a loaded host, not the scheduler under test). Not
+            // under --icount: the guest's clock then stands still while
+            // QEMU waits, so its rates need no correction.
             let window = b.sent.elapsed();
-            let share = b
-                .host_at_send
-                .take()
+            let host_at_send = b.host_at_send.take();
+            let share = host_at_send
+                .filter(|_| !b.cfg.spec.icount)
                 .zip(vm.host_sched())
                 .and_then(|(before, after)| crate::vm::host_wait_share(&before, &after, window));
             b.out().host_wait_share = share;
