@@ -38,6 +38,37 @@ fn gauntlet(results: &Path, json: &Path, extra: &[&str]) -> (bool, serde_json::V
     (passed, doc)
 }
 
+/// [`gauntlet`] for a sweep that must pass: a sweep with a failed cell is
+/// run once more (printing `FLAKY:` and the first failures), as the
+/// catalog tests do; timing checks on an emulated guest miss once in a
+/// while, and a cell that really fails fails twice.
+fn passing_gauntlet(results: &Path, json: &Path, args: &[&str], what: &str) -> serde_json::Value {
+    let (passed, doc) = gauntlet(results, json, args);
+    if passed {
+        return doc;
+    }
+    let failed: Vec<String> = doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == "fail")
+        .map(|r| {
+            format!(
+                "{}/{}: {}",
+                r["cell"]["scenario"], r["cell"]["preset"], r["reason"]
+            )
+        })
+        .collect();
+    eprintln!("FLAKY: {what}: {failed:?} on the first sweep; sweeping again");
+    let (passed, doc) = gauntlet(results, json, args);
+    assert!(
+        passed,
+        "{what}, twice: {}",
+        serde_json::to_string_pretty(&doc).unwrap()
+    );
+    doc
+}
+
 fn sweep_args<'a>(duration: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "--presets",
@@ -105,26 +136,23 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
 
     // The whole sweep under EEVDF.
     let whole_json = dir.path().join("whole.json");
-    let (passed, whole) = gauntlet(
+    let whole = passing_gauntlet(
         &results,
         &whole_json,
         &sweep_args(
             HOLD,
             &["--junit", dir.path().join("whole.xml").to_str().unwrap()],
         ),
+        "the whole sweep",
     );
-    assert!(passed, "{}", serde_json::to_string_pretty(&whole).unwrap());
     assert_eq!(whole["cells"], 15, "3 presets x 5 scenarios");
     assert_eq!(whole["passed"], 15);
     let xml = std::fs::read_to_string(dir.path().join("whole.xml")).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 15, "{xml}");
     assert!(xml.contains("name=\"nested_steady/2n2l1c1t\""), "{xml}");
-    let run_dir = std::fs::read_dir(results.join("runs"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let run_dir = results
+        .join("runs")
+        .join(whole["manifest"]["run_id"].as_str().unwrap());
     let stored: Vec<CellRecord> = RunDir::read_cells(&run_dir).unwrap();
     assert_eq!(stored.len(), 15, "one stored record per cell");
     let matrix = std::fs::read_to_string(run_dir.join("matrix.txt")).unwrap();
@@ -144,8 +172,12 @@ fn a_sweep_passes_shards_merge_to_it_and_a_crashing_scheduler_fails_every_cell()
     let mut shard_runs = Vec::new();
     for k in ["1/2", "2/2"] {
         let json = dir.path().join(format!("shard{}.json", &k[..1]));
-        let (ok, doc) = gauntlet(&results, &json, &sweep_args(HOLD, &["--shard", k]));
-        assert!(ok, "shard {k}: {doc}");
+        let doc = passing_gauntlet(
+            &results,
+            &json,
+            &sweep_args(HOLD, &["--shard", k]),
+            &format!("shard {k}"),
+        );
         assert!(doc["cells"].as_u64().unwrap() > 0, "shard {k} has work");
         shard_runs.push(doc["manifest"]["run_id"].as_str().unwrap().to_string());
     }
