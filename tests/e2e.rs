@@ -268,6 +268,10 @@ fn vmtest_report_page_has_the_guest_timeline_at_the_step_boundaries() {
         "freeze_thaw",
         "--duration",
         "3s",
+        // Every 100 ms even on this emulated 2-vCPU guest (the default
+        // there is a second), so the half-second frozen step has samples.
+        "--timeline",
+        "100ms",
         "--json",
         json.to_str().unwrap(),
         "--report",

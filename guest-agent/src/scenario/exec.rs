@@ -126,7 +126,11 @@ fn run_sequence(
     validate_sequence(backdrop, steps)?;
     let checks = checks.unwrap_or(&ctx.assert);
     let started = Instant::now();
-    let mut st = RunState::new(ctx.timeline);
+    let mut st = RunState::new(
+        ctx.timeline,
+        ctx.topo.emulator_round_ms().is_some(),
+        ctx.topo.total_cpus(),
+    );
     ctx.publish_step(0);
     let outcome = run_phases(ctx, backdrop, steps, checks, started, &mut st);
     // Whatever happened, nothing the scenario started outlives it.

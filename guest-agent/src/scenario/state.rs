@@ -80,9 +80,11 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
-    pub(crate) fn new(timeline: TimelineSpec) -> Self {
+    /// A run sampling as `timeline` says for a guest that is `emulated`
+    /// with `cpus` vCPUs.
+    pub(crate) fn new(timeline: TimelineSpec, emulated: bool, cpus: usize) -> Self {
         Self {
-            timeline: Sampler::new(timeline),
+            timeline: Sampler::new(timeline.interval(emulated, cpus)),
             in_step: false,
             cgroups: Vec::new(),
             runner: Vec::new(),

@@ -367,7 +367,7 @@ fn capture_procs_lists_pids() {
     let run = Run::new();
     let topo = topo();
     let ctx = Ctx::builder(&run.cg, &topo).build();
-    let mut st = state::RunState::new(ktstr_protocol::model::TimelineSpec::OFF);
+    let mut st = state::RunState::new(ktstr_protocol::model::TimelineSpec::OFF, false, 1);
     st.add_cgroup(&ctx, "a", owner::Owner::Backdrop).unwrap();
     run.cg.add_proc("a", 41);
     run.cg.add_proc("a", 42);

@@ -27,9 +27,10 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    pub(crate) fn new(spec: TimelineSpec) -> Self {
+    /// Samples every `every` (zero: never; see [`TimelineSpec::interval`]).
+    pub(crate) fn new(every: Duration) -> Self {
         Self {
-            every: spec.every,
+            every,
             next: None,
             pending: Vec::new(),
             taken: 0,
@@ -116,7 +117,7 @@ mod tests {
         };
         let ctx = Ctx::builder(&cg, &topo).observer(&obs).build();
         let every = Duration::from_millis(100);
-        let mut s = Sampler::new(TimelineSpec { every });
+        let mut s = Sampler::new(every);
         let t0 = Instant::now();
         assert!(s.is_due(t0), "the first sample is due at once");
         s.push(&ctx, t0, vec![row(0)]);
@@ -137,7 +138,7 @@ mod tests {
         s.flush(&ctx);
         let total: usize = sent.borrow().iter().sum();
         assert_eq!(total, TimelineSpec::MAX_ROWS);
-        assert!(Sampler::new(TimelineSpec::OFF).due().is_none());
+        assert!(Sampler::new(Duration::ZERO).due().is_none());
     }
 
     #[test]
@@ -161,7 +162,7 @@ mod tests {
         let ctx = Ctx::builder(&cg, &topo)
             .duration(Duration::from_millis(200))
             .assert(Assert::NONE)
-            .timeline(TimelineSpec { every })
+            .timeline(TimelineSpec::every(every))
             .observer(&obs)
             .build();
         let hold = HoldSpec::fixed(Duration::from_millis(200));

@@ -87,8 +87,10 @@ pub struct VmtestArgs {
     monitor: Option<Duration>,
     /// How often the agent samples each cgroup's CPU usage and its
     /// workers' progress while steps hold (the report's time series).
-    #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_duration)]
-    timeline: Duration,
+    /// Default: 100ms, and 1s on an emulated guest of several vCPUs, where
+    /// each sample can cost the worker it preempts a whole TCG round.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    timeline: Option<Duration>,
     /// Take no time series in the guest.
     #[arg(long, conflicts_with = "timeline")]
     no_timeline: bool,
@@ -134,10 +136,10 @@ impl Sampling {
         if let Some(m) = &monitor {
             m.validate().context("--monitor")?;
         }
-        let timeline = if a.no_timeline {
-            TimelineSpec::OFF
-        } else {
-            TimelineSpec { every: a.timeline }
+        let timeline = match (a.no_timeline, a.timeline) {
+            (true, _) => TimelineSpec::OFF,
+            (false, Some(every)) => TimelineSpec::every(every),
+            (false, None) => TimelineSpec::default(),
         };
         timeline.validate().context("--timeline")?;
         Ok(Self { monitor, timeline })
