@@ -356,33 +356,39 @@ fn runqueues(doc: &Value) -> String {
     s
 }
 
+/// A chart of per-cgroup series over the run, with its legend.
+fn series_chart(doc: &Value, label: &str, series: &[run_data::Series], y_desc: &str) -> String {
+    let mut s = plot::lines(
+        label,
+        series,
+        y_desc,
+        run_data::end_s(doc),
+        &run_data::step_marks(doc),
+    );
+    let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
+    s.push_str(&plot::legend(&names));
+    s
+}
+
 fn shares(doc: &Value) -> String {
     let mut s = String::from("<h2>CPU share per cgroup over time</h2>\n");
     match run_data::cgroup_shares(doc) {
         None => s.push_str(&note("no time series in this result")),
-        Some(series) => {
-            s.push_str(&plot::lines(
-                "CPU share per cgroup",
-                &series,
-                "CPUs used (1.0 = one CPU busy)",
-                run_data::end_s(doc),
-                &run_data::step_marks(doc),
-            ));
-            let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
-            s.push_str(&plot::legend(&names));
-        }
+        Some(series) => s.push_str(&series_chart(
+            doc,
+            "CPU share per cgroup",
+            &series,
+            "CPUs used (1.0 = one CPU busy)",
+        )),
     }
     if let Some(series) = run_data::cgroup_progress(doc) {
         s.push_str("<h3>Work rate per cgroup over time</h3>\n");
-        s.push_str(&plot::lines(
+        s.push_str(&series_chart(
+            doc,
             "work rate per cgroup",
             &series,
             "work units per second",
-            run_data::end_s(doc),
-            &run_data::step_marks(doc),
         ));
-        let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
-        s.push_str(&plot::legend(&names));
     }
     s
 }
