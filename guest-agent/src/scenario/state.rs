@@ -42,7 +42,7 @@ pub(crate) struct LiveCgroup {
     pub(crate) cpuset: Option<BTreeSet<usize>>,
     frozen: bool,
     workers: Vec<Workers>,
-    /// When it was made, ms since the scenario started.
+    /// When it was made, on the plan clock (`Ctx::elapsed_ms`).
     created_ms: u64,
 }
 
